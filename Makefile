@@ -1,0 +1,31 @@
+# Two commands do all setup on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test test-all lint bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m kanvision.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kanvision tests scripts
+	$(VENV)/bin/ruff format --check kanvision tests scripts
+
+bench: $(STAMP)
+	$(PY) -m kanvision.bench.layers

@@ -1,0 +1,18 @@
+"""Pure-PyTorch KAN building blocks: bases, KANLinear, KANConv1d/2d/3d, GroupRational."""
+
+from kanvision.layers.bases import (
+    Basis,
+    BSplineBasis,
+    ChebyshevBasis,
+    FourierBasis,
+    GramBasis,
+    GridBasis,
+    RBFBasis,
+    ReLUBasis,
+    create_basis,
+    list_bases,
+    register_basis,
+)
+from kanvision.layers.kan_conv import KANConv1d, KANConv2d, KANConv3d
+from kanvision.layers.kan_layer import KANLayer
+from kanvision.layers.kan_linear import KANLinear

@@ -1,0 +1,321 @@
+"""Univariate bases for KAN layers, one small class each, resolved by name through one registry.
+
+A basis maps every element of ``x`` to ``n`` values B_0(x)..B_{n-1}(x) and inserts them as a new axis
+at ``dim``: ``(..., C, ...) -> (..., C, n, ...)``, so that the flattened ``C * n`` features feed ONE
+``F.linear`` / ``F.convNd`` (the fast form of a KAN layer, see efficient-kan and torch-conv-kan).
+
+Every basis is elementwise (a sample's features never depend on other samples) and computes in
+float32 when given half-precision input, returning the input's dtype.
+
+Adding a basis: subclass :class:`Basis`, implement ``_expand`` (vectorised) or ``_terms`` (a list, e.g.
+a recurrence), and decorate it with ``@register_basis("name")``. It then works in every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Basis",
+    "GridBasis",
+    "BSplineBasis",
+    "RBFBasis",
+    "ReLUBasis",
+    "ChebyshevBasis",
+    "FourierBasis",
+    "GramBasis",
+    "register_basis",
+    "create_basis",
+    "list_bases",
+]
+
+_REGISTRY: dict[str, type[Basis]] = {}
+
+
+def register_basis(name: str) -> Callable[[type[Basis]], type[Basis]]:
+    """Class decorator that makes a basis available under ``name`` in every layer and config."""
+
+    def wrap(cls: type[Basis]) -> type[Basis]:
+        if name in _REGISTRY:
+            raise ValueError(f"basis name {name!r} is already registered to {_REGISTRY[name].__name__}")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def list_bases() -> list[str]:
+    """Names accepted by :func:`create_basis`."""
+    return sorted(_REGISTRY)
+
+
+def create_basis(basis: str | Basis, **kwargs) -> Basis:
+    """Resolve a registry name (with hyper-parameters ``kwargs``) or pass a basis instance through."""
+    if isinstance(basis, Basis):
+        if kwargs:
+            raise ValueError(f"basis_kwargs {sorted(kwargs)} given together with a basis instance; pass one or the other")
+        return basis
+    if not isinstance(basis, str) or basis not in _REGISTRY:
+        raise ValueError(f"unknown basis {basis!r}; valid names are {list_bases()} or a Basis instance")
+    return _REGISTRY[basis](**kwargs)
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_range(grid_range: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in grid_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"grid_range must be two finite numbers (low, high) with low < high, got {grid_range!r}")
+    return lo, hi
+
+
+def _along(t: Tensor, ndim: int, dim: int) -> Tensor:
+    """View a 1-D tensor so that it broadcasts along axis ``dim`` of an ``ndim``-D tensor."""
+    shape = [1] * ndim
+    shape[dim] = -1
+    return t.view(shape)
+
+
+class Basis(nn.Module):
+    """A fixed univariate basis B_0..B_{n-1}; ``num_functions`` is n."""
+
+    registry_name: str = ""
+    num_functions: int
+
+    def forward(self, x: Tensor, dim: int = -1, base_activation: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Basis values of every element of ``x`` stacked on a new axis ``dim``.
+
+        With ``base_activation`` its value b(x) is prepended as one more function (index 0), so the
+        layer's base branch rides in the same GEMM/conv.
+        """
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        dim = dim if dim >= 0 else x.dim() + 1 + dim
+        head = [base_activation(x)] if base_activation is not None else []
+        terms = self._terms(x)
+        if terms is not None:
+            out = torch.stack(head + terms, dim)
+        else:
+            out = self._expand(x, dim)
+            if head:
+                out = torch.cat([head[0].unsqueeze(dim), out], dim)
+        return out.to(dtype)
+
+    def _terms(self, x: Tensor) -> list[Tensor] | None:
+        return None
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        raise NotImplementedError
+
+
+class GridBasis(Basis):
+    """A basis laid on a uniform grid over ``grid_range`` that layers can move with ``update_grid``."""
+
+    grid_range: Tensor
+
+    def __init__(self, grid_range: tuple[float, float]):
+        super().__init__()
+        self.register_buffer("grid_range", torch.tensor(_check_range(grid_range), dtype=torch.float64))
+
+    def set_grid_range(self, low: float, high: float) -> None:
+        self.grid_range.copy_(torch.tensor(_check_range((low, high)), dtype=torch.float64))
+
+    def _bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        r = self.grid_range.to(x.dtype)
+        return r[0], r[1]
+
+    def extra_repr(self) -> str:
+        lo, hi = self.grid_range.tolist()
+        return f"grid_range=({lo:g}, {hi:g})"
+
+
+@register_basis("bspline")
+class BSplineBasis(GridBasis):
+    """B-splines of order k on G uniform intervals of ``grid_range`` (pykan, Liu et al. arXiv 2404.19756).
+
+    n = G + k functions. The knots extend k intervals beyond the range on each side, so the functions sum
+    to 1 on ``grid_range``; they fall to 0 within k intervals outside it, and are exactly 0 beyond
+    (only a layer's base branch responds there: call the layer's ``update_grid``).
+
+    Closed form on the uniform grid: B_j(x) = N_k(u - j), u = (x - t_0) / h, with the cardinal B-spline
+    N_k(s) = sum_l (-1)^l C(k+1, l) (s - l)_+^k / k!, evaluated on the nearer half of its symmetric
+    support so that float32 keeps ~1e-6 absolute accuracy.
+    """
+
+    def __init__(self, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)):
+        super().__init__(grid_range)
+        self.grid_size = _check_int("grid_size", grid_size, 1)
+        self.spline_order = _check_int("spline_order", spline_order, 1)
+        self.num_functions = grid_size + spline_order
+        k = spline_order
+        terms = range((k + 1) // 2 + 1)
+        self._coefficients = [(-1) ** l * math.comb(k + 1, l) / math.factorial(k) for l in terms]
+        self.register_buffer("_index", torch.arange(self.num_functions, dtype=torch.float64), persistent=False)
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        lo, hi = self._bounds(x)
+        k = self.spline_order
+        h = (hi - lo) / self.grid_size
+        u = (x.unsqueeze(dim) - (lo - k * h)) / h  # position in knot intervals from the first knot
+        s = u - _along(self._index.to(x.dtype), x.dim() + 1, dim)  # (..., n, ...) argument of N_k
+        s = torch.minimum(s, (k + 1) - s).clamp(min=0.0)  # symmetry; 0 outside the support
+        out = 0.0
+        for l, c in enumerate(self._coefficients):
+            out = out + c * torch.relu(s - l) ** k
+        return out
+
+    def extra_repr(self) -> str:
+        return f"grid_size={self.grid_size}, spline_order={self.spline_order}, {super().extra_repr()}"
+
+
+@register_basis("rbf")
+class RBFBasis(GridBasis):
+    """Gaussian radial basis of FastKAN (Li, arXiv 2405.06721): exp(-((x - c_k) / h)^2).
+
+    ``num_centers`` centres spaced evenly over ``grid_range`` (FastKAN: 8 on [-2, 2]); the width h
+    defaults to the spacing (4/7 there). Any finite input; the values vanish far outside the range.
+    FastKAN's LayerNorm is not part of the basis: normalisation belongs to the block using the layer.
+    """
+
+    def __init__(
+        self, num_centers: int = 8, grid_range: tuple[float, float] = (-2.0, 2.0), bandwidth: float | None = None
+    ):
+        super().__init__(grid_range)
+        self.num_centers = _check_int("num_centers", num_centers, 2)
+        self.num_functions = num_centers
+        if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
+            raise ValueError(f"bandwidth must be a positive finite number or None, got {bandwidth!r}")
+        self.bandwidth = bandwidth
+        self.register_buffer("_unit", torch.linspace(0, 1, num_centers, dtype=torch.float64), persistent=False)
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        lo, hi = self._bounds(x)
+        centers = _along(lo + (hi - lo) * self._unit.to(x.dtype), x.dim() + 1, dim)
+        h = self.bandwidth if self.bandwidth is not None else (hi - lo) / (self.num_centers - 1)
+        return torch.exp(-(((x.unsqueeze(dim) - centers) / h) ** 2))
+
+    def extra_repr(self) -> str:
+        return f"num_centers={self.num_centers}, bandwidth={self.bandwidth}, {super().extra_repr()}"
+
+
+@register_basis("relu")
+class ReLUBasis(GridBasis):
+    """ReLU bumps of ReLU-KAN (Qiu et al., arXiv 2406.02075) and HRKAN (So & Yung, arXiv 2409.07044).
+
+    B_i(x) = [ReLU(e_i - x) ReLU(x - s_i) / ((e_i - s_i) / 2)^2]^p with s_i = lo + (i - k) h,
+    e_i = s_i + (k + 1) h, h = (hi - lo) / G, i = 0..G+k-1, so n = G + k and every bump peaks at exactly 1.
+    ``power`` p = 2 is ReLU-KAN; p = 2m is HRKAN of order m. Zero (value and gradient) outside
+    [s_0, e_last] = [lo - k h, hi + k h].
+    """
+
+    def __init__(
+        self, grid_size: int = 5, order: int = 3, power: int = 2, grid_range: tuple[float, float] = (0.0, 1.0)
+    ):
+        super().__init__(grid_range)
+        self.grid_size = _check_int("grid_size", grid_size, 1)
+        self.order = _check_int("order", order, 0)
+        self.power = _check_int("power", power, 1)
+        self.num_functions = grid_size + order
+        self.register_buffer("_index", torch.arange(self.num_functions, dtype=torch.float64), persistent=False)
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        lo, hi = self._bounds(x)
+        h = (hi - lo) / self.grid_size
+        width = (self.order + 1) * h
+        start = _along(lo + (self._index.to(x.dtype) - self.order) * h, x.dim() + 1, dim)
+        xe = x.unsqueeze(dim)
+        bump = torch.relu(start + width - xe) * torch.relu(xe - start) * (4.0 / width**2)
+        return bump**self.power
+
+    def extra_repr(self) -> str:
+        return f"grid_size={self.grid_size}, order={self.order}, power={self.power}, {super().extra_repr()}"
+
+
+@register_basis("chebyshev")
+class ChebyshevBasis(Basis):
+    """Chebyshev polynomials T_0..T_D of tanh(x) (ChebyKAN; Sidharth & Gokul, arXiv 2405.07200).
+
+    Any finite input (tanh maps it into (-1, 1)). Computed by the recurrence
+    T_n = 2 t T_{n-1} - T_{n-2}, whose gradient is finite everywhere, unlike cos(n acos t)
+    (infinite once tanh rounds to +-1). n = D + 1 functions.
+    """
+
+    def __init__(self, degree: int = 3):
+        super().__init__()
+        self.degree = _check_int("degree", degree, 0)
+        self.num_functions = degree + 1
+
+    def _terms(self, x: Tensor) -> list[Tensor]:
+        t = torch.tanh(x)
+        terms = [torch.ones_like(t), t][: self.degree + 1]
+        for _ in range(2, self.degree + 1):
+            terms.append(2 * t * terms[-1] - terms[-2])
+        return terms
+
+    def extra_repr(self) -> str:
+        return f"degree={self.degree}"
+
+
+@register_basis("fourier")
+class FourierBasis(Basis):
+    """Fourier features cos(k x), sin(k x), k = 1..G (FourierKAN), ordered cos_1..cos_G, sin_1..sin_G.
+
+    Any finite input; the functions are 2*pi-periodic, so inputs should be normalised to a few radians.
+    n = 2G functions (the constant is the layer's bias).
+    """
+
+    def __init__(self, num_frequencies: int = 4):
+        super().__init__()
+        self.num_frequencies = _check_int("num_frequencies", num_frequencies, 1)
+        self.num_functions = 2 * num_frequencies
+        self.register_buffer("_freq", torch.arange(1, num_frequencies + 1, dtype=torch.float64), persistent=False)
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        kx = x.unsqueeze(dim) * _along(self._freq.to(x.dtype), x.dim() + 1, dim)
+        return torch.cat([torch.cos(kx), torch.sin(kx)], dim)
+
+    def extra_repr(self) -> str:
+        return f"num_frequencies={self.num_frequencies}"
+
+
+@register_basis("gram")
+class GramBasis(Basis):
+    """Gram polynomials p_0..p_D of tanh(x) (KAGN of torch-conv-kan; Drokin, arXiv 2407.01092).
+
+    The discrete orthogonal polynomials of ``num_points`` (m) equispaced points x_i = -1 + (2i + 1)/m
+    in [-1, 1], normalised so that (1/m) sum_i p_a(x_i) p_b(x_i) = delta_ab (so p_0 = 1); they tend to
+    sqrt(2n + 1) P_n (Legendre) as m grows. Three-term recurrence (Barnabei et al. 1998):
+    p_{n+1} = alpha_n t p_n - (alpha_n / alpha_{n-1}) p_{n-1},
+    alpha_n = (m / (n + 1)) sqrt((4 (n + 1)^2 - 1) / (m^2 - (n + 1)^2)). Any finite input.
+    """
+
+    def __init__(self, degree: int = 3, num_points: int = 64):
+        super().__init__()
+        self.degree = _check_int("degree", degree, 0)
+        self.num_points = _check_int("num_points", num_points, degree + 1)
+        self.num_functions = degree + 1
+        m = num_points
+        self._alpha = [(m / (n + 1)) * math.sqrt((4 * (n + 1) ** 2 - 1) / (m**2 - (n + 1) ** 2)) for n in range(degree)]
+
+    def _terms(self, x: Tensor) -> list[Tensor]:
+        t = torch.tanh(x)
+        terms = [torch.ones_like(t)]
+        for n in range(self.degree):
+            nxt = self._alpha[n] * t * terms[-1]
+            if n > 0:
+                nxt = nxt - (self._alpha[n] / self._alpha[n - 1]) * terms[-2]
+            terms.append(nxt)
+        return terms
+
+    def extra_repr(self) -> str:
+        return f"degree={self.degree}, num_points={self.num_points}"

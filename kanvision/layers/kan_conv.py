@@ -1,0 +1,147 @@
+"""KANConv1d/2d/3d: per-pixel basis expansion followed by ONE (grouped) convolution.
+
+A KAN convolution has one univariate function per (out channel, in channel, kernel position); that is
+exactly an ordinary convolution over the per-pixel basis expansion with C_in * m channels (torch-conv-kan,
+Drokin arXiv 2407.01092), 60-2,000x faster than unfolding patches (Bodner et al., arXiv 2406.13155).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kanvision.layers.bases import Basis
+from kanvision.layers.kan_layer import KANLayer
+
+__all__ = ["KANConv1d", "KANConv2d", "KANConv3d"]
+
+_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _tuple(name: str, value: int | tuple[int, ...], n: int, minimum: int) -> tuple[int, ...]:
+    values = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+        raise ValueError(f"{name} must be an integer >= {minimum} or a tuple of {n} such integers, got {value!r}")
+    return values
+
+
+class _KANConvNd(KANLayer):
+    """A KAN convolution with nn.ConvNd's arguments and semantics (padding modes and 'same'/'valid').
+
+    Parameters: ``out_channels * (in_channels / groups) * m * prod(kernel_size) (+ out_channels with bias)``,
+    m = basis.num_functions + 1 with a base branch. Padding is applied to the input before the
+    expansion, so the layer is a KAN on the (padded) input patches: a zero-padded pixel contributes
+    phi(0), exactly as an unfold of the input would. See :class:`~kanvision.layers.kan_layer.KANLayer`
+    for ``basis``, ``base_activation``, ``drop_rate`` and ``recompute_basis``.
+    """
+
+    _channel_dim = 1
+    _spatial_dims: int
+    _conv: Callable[..., Tensor]
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        basis: str | Basis = "chebyshev",
+        basis_kwargs: dict | None = None,
+        base_activation: str | Callable[[Tensor], Tensor] | None = "silu",
+        drop_rate: float = 0.0,
+        recompute_basis: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        nd = self._spatial_dims
+        self.kernel_size = _tuple("kernel_size", kernel_size, nd, 1)
+        self.stride = _tuple("stride", stride, nd, 1)
+        self.dilation = _tuple("dilation", dilation, nd, 1)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"padding must be 'same', 'valid', an integer or a tuple of {nd}, got {padding!r}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError(f"padding='same' needs stride 1, got stride={stride!r}")
+            self.padding = padding
+        else:
+            self.padding = _tuple("padding", padding, nd, 0)
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        kernel_numel = 1
+        for k in self.kernel_size:
+            kernel_numel *= k
+        super().__init__(
+            in_channels, out_channels, kernel_numel, groups, basis, basis_kwargs, base_activation, bias, drop_rate,
+            recompute_basis,
+        )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups * self.num_terms, *self.kernel_size))
+        self._pad = self._explicit_padding()
+        self.reset_parameters()
+        self.to(device=device, dtype=dtype)
+
+    def _explicit_padding(self) -> tuple[int, ...]:
+        """F.pad's list (last spatial dim first, (left, right) each)."""
+        if self.padding == "valid":
+            pads = [(0, 0)] * self._spatial_dims
+        elif self.padding == "same":  # like torch: the extra pixel of an even total goes right
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            pads = [(t // 2, t - t // 2) for t in totals]
+        else:
+            pads = [(p, p) for p in self.padding]
+        return tuple(v for pair in reversed(pads) for v in pair)
+
+    def _pad_input(self, x: Tensor) -> Tensor:
+        if not any(self._pad):
+            return x
+        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+        return F.pad(x, self._pad, mode=mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        nd = self._spatial_dims
+        if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects a {nd + 2}-D (N, {self.in_channels}, ...) or {nd + 1}-D "
+                f"({self.in_channels}, ...) input, got shape {tuple(x.shape)}"
+            )
+        unbatched = x.dim() == nd + 1
+        out = self._apply_layer(self._pad_input(x.unsqueeze(0) if unbatched else x))
+        return out.squeeze(0) if unbatched else out
+
+    def _op(self, feats: Tensor) -> Tensor:  # (N, C_in * m, *S)
+        return type(self)._conv(feats, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"bias={self.bias is not None}, padding_mode={self.padding_mode}"
+        )
+
+
+class KANConv1d(_KANConvNd):
+    __doc__ = _KANConvNd.__doc__
+    _spatial_dims = 1
+    _conv = F.conv1d
+
+
+class KANConv2d(_KANConvNd):
+    __doc__ = _KANConvNd.__doc__
+    _spatial_dims = 2
+    _conv = F.conv2d
+
+
+class KANConv3d(_KANConvNd):
+    __doc__ = _KANConvNd.__doc__
+    _spatial_dims = 3
+    _conv = F.conv3d

@@ -1,0 +1,1 @@
+"""kanvision model families, registered with timm on import (one file per family)."""
