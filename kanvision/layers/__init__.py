@@ -16,3 +16,4 @@ from kanvision.layers.bases import (
 from kanvision.layers.kan_conv import KANConv1d, KANConv2d, KANConv3d
 from kanvision.layers.kan_layer import KANLayer
 from kanvision.layers.kan_linear import KANLinear
+from kanvision.layers.rational import GroupRational  # noqa: F401

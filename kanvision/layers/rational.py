@@ -1,0 +1,178 @@
+"""GroupRational: the group-rational activation of GR-KAN (Yang & Wang, "Kolmogorov-Arnold Transformer",
+arXiv 2409.10594, ICLR 2025; official code github.com/Adamdad/kat and github.com/Adamdad/rational_kat_cu).
+
+Each group of contiguous channels applies the safe Pade form of the released code,
+
+    F(x) = (a_0 + a_1 x + ... + a_m x^m) / (1 + |b_1| |x| + |b_2| |x|^2 + ... + |b_n| |x|^n),
+
+whose denominator is >= 1, so F is defined everywhere. As released, the numerator is shared by all groups and each
+group owns its denominator (the paper's text says the reverse; the authors confirmed that as a typo).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
+
+# (numerator a_0..a_5, denominator b_1..b_4) for order (5, 4). Sources and measured errors in GroupRational's docstring.
+RATIONAL_INITS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "identity": ((0.0, 1.0, 0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)),
+    # Published "swish" entry of rational_kat_cu (kat_rational/init.json), fitted under the released form.
+    "swish": (
+        (3.055e-07, 0.500001, 0.249998, 0.0532663, 0.00580303, 0.000275196),
+        (-4.11e-06, 0.106529, -1.27e-06, 0.000550233),
+    ),
+}
+
+# The identity init's b_i are exactly 0; with d|b|/db = sign(b) and sign(0) = 0 they would never train. Exact zeros
+# in an init's denominator are therefore set to this tiny positive value: small enough that 1 + sum_i |b_i| |x|^i
+# rounds to exactly 1 in float32 for |x| <= 1 and deviates by <= 1.1e-4 relative at |x| = 10, large enough to be a
+# normal float32/bfloat16 number (it underflows to 0 in float16 parameters).
+DENOMINATOR_TIE_BREAK = 1e-8
+
+
+def list_rational_inits() -> list[str]:
+    """Names accepted by ``GroupRational(init=...)``."""
+    return sorted(RATIONAL_INITS)
+
+
+def group_rational_pytorch(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+    """Reference PyTorch group rational on channels-last ``x`` (..., C).
+
+    ``weight_numerator`` is (1, m+1) (shared) or (groups, m+1), ``weight_denominator`` is (groups, n); channel c
+    belongs to group c // (C / groups). Half-precision inputs are computed in float32 and returned in their dtype.
+    """
+    num_channels = x.shape[-1]
+    if num_channels % groups != 0:
+        raise ValueError(f"channel count {num_channels} is not divisible by groups={groups}")
+    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups:
+        raise ValueError(f"weight_denominator must be (groups={groups}, n), got {tuple(weight_denominator.shape)}")
+    if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
+        raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")
+    compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    xg = x.to(compute_dtype).unflatten(-1, (groups, num_channels // groups))  # (..., g, C/g)
+    a = weight_numerator.to(compute_dtype).unsqueeze(-1)  # (1 or g, m+1, 1): a[:, k] broadcasts over (..., g, C/g)
+    b = weight_denominator.to(compute_dtype).abs().unsqueeze(-1)  # (g, n, 1)
+    numerator = a[:, -1]
+    for k in range(a.shape[1] - 2, -1, -1):  # Horner
+        numerator = numerator * xg + a[:, k]
+    ax = xg.abs()
+    denominator = b[:, -1]
+    for i in range(b.shape[1] - 2, -1, -1):
+        denominator = denominator * ax + b[:, i]
+    denominator = 1.0 + denominator * ax
+    return (numerator / denominator).flatten(-2).to(x.dtype)
+
+
+class GroupRational(nn.Module):
+    """Group-rational activation of GR-KAN (KAT, arXiv 2409.10594), in the released form.
+
+    Channels (axis ``channel_dim``; -1 for tokens (B, L, C), 1 for NCHW) split into ``groups`` contiguous groups.
+    ``weight_numerator`` is (1, m+1) when ``share_numerator`` (the released layout, 6 + 8*4 = 38 parameters for the
+    default order (5, 4)) or (groups, m+1); ``weight_denominator`` is (groups, n). Names and shapes match the official
+    checkpoints.
+
+    ``init`` names a row of :data:`RATIONAL_INITS` (see :func:`list_rational_inits`) or gives the coefficients as
+    ``(numerator, denominator)``.
+
+    Tie-break: the identity init has b_i = 0 exactly, and the gradient convention shared with the Triton kernel is
+    PyTorch's abs backward, d|b|/db = sign(b) with sign(0) = 0, so those coefficients would never leave 0. Every
+    exact zero of an init's denominator is therefore set to ``DENOMINATOR_TIE_BREAK`` = 1e-8 (> 0): the function is
+    the published one to float32 rounding for |x| <= 1 (1.1e-4 relative at |x| = 10) and every b_i gets a gradient.
+
+    ``use_kernel``: None picks the fused Triton kernel for CUDA inputs (imported lazily), False forces PyTorch.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        groups: int = 8,
+        order: tuple[int, int] = (5, 4),
+        init: str | tuple[Sequence[float], Sequence[float]] = "identity",
+        share_numerator: bool = True,
+        channel_dim: int = -1,
+        use_kernel: bool | None = None,
+    ):
+        super().__init__()
+        if groups < 1 or num_channels < 1 or num_channels % groups != 0:
+            raise ValueError(
+                f"GroupRational: num_channels={num_channels} must be a positive multiple of groups={groups}"
+            )
+        if len(order) != 2 or order[0] < 0 or order[1] < 1:
+            raise ValueError(f"GroupRational: order=(m, n) needs m >= 0 and n >= 1, got {order}")
+        if use_kernel not in (None, True, False):
+            raise ValueError(f"GroupRational: use_kernel must be None (auto), True or False, got {use_kernel!r}")
+        self.num_channels = num_channels
+        self.groups = groups
+        self.order = (int(order[0]), int(order[1]))
+        self.share_numerator = share_numerator
+        self.channel_dim = channel_dim
+        self.use_kernel = use_kernel
+        self.init = init if isinstance(init, str) else "custom"
+        numerator, denominator = self._init_coefficients(init)
+        self.weight_numerator = nn.Parameter(numerator.repeat(1 if share_numerator else groups, 1))
+        self.weight_denominator = nn.Parameter(denominator.repeat(groups, 1))
+
+    def _init_coefficients(self, init: str | tuple[Sequence[float], Sequence[float]]) -> tuple[Tensor, Tensor]:
+        m, n = self.order
+        if isinstance(init, str):
+            if init not in RATIONAL_INITS:
+                raise ValueError(f"GroupRational: unknown init {init!r}; valid: {list_rational_inits()}")
+            numerator, denominator = RATIONAL_INITS[init]
+            if init == "identity" and m >= 1:  # defined for every order
+                numerator, denominator = [0.0, 1.0] + [0.0] * (m - 1), [0.0] * n
+        else:
+            numerator, denominator = init
+        numerator = torch.tensor(list(numerator), dtype=torch.float32).reshape(1, -1)
+        denominator = torch.tensor(list(denominator), dtype=torch.float32).reshape(1, -1)
+        if numerator.shape[1] != m + 1 or denominator.shape[1] != n:
+            raise ValueError(
+                f"GroupRational: init {self.init!r} has {numerator.shape[1]} numerator and {denominator.shape[1]} "
+                f"denominator coefficients, order {self.order} needs {m + 1} and {n}"
+            )
+        denominator = torch.where(denominator == 0, torch.full_like(denominator, DENOMINATOR_TIE_BREAK), denominator)
+        return numerator, denominator
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 0 or x.shape[self.channel_dim] != self.num_channels:
+            raise ValueError(
+                f"GroupRational expects {self.num_channels} channels on dim {self.channel_dim}, got {tuple(x.shape)}"
+            )
+        channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
+        if self.use_kernel is not False and (x.is_cuda or self.use_kernel):
+            # Imported lazily so that CPU use never imports triton.
+            from kanvision.kernels.group_rational import group_rational
+
+            y = group_rational(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
+        else:
+            y = group_rational_pytorch(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
+        return y.movedim(-1, self.channel_dim) if channels_last is not x else y
+
+    @torch.no_grad()
+    def variance_gain(self, num_points: int = 128) -> float:
+        """alpha = Var[x] / E[F(x)^2] for x ~ N(0, 1) (KAT section 4.4), by Gauss-Hermite quadrature in float64.
+
+        Averaged over groups (each group's function has its own gain; they are equal at init).
+        """
+        import numpy as np
+
+        nodes, weights = np.polynomial.hermite_e.hermegauss(num_points)  # weight exp(-x^2/2)
+        x = torch.as_tensor(nodes, dtype=torch.float64)
+        w = torch.as_tensor(weights / math.sqrt(2 * math.pi), dtype=torch.float64)
+        xs = x[:, None].expand(-1, self.groups)  # one column per group
+        f = group_rational_pytorch(
+            xs.contiguous(), self.weight_numerator.double(), self.weight_denominator.double(), self.groups
+        )
+        second_moment = (w[:, None] * f.square()).sum(0).mean()
+        return float(1.0 / second_moment)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_channels}, groups={self.groups}, order={self.order}, init={self.init!r}, "
+            f"share_numerator={self.share_numerator}, channel_dim={self.channel_dim}"
+        )

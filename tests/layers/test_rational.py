@@ -1,0 +1,181 @@
+"""GroupRational against an independent float64 formula, its inits, tie-break, variance gains and dtypes."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kanvision.layers import GroupRational
+from kanvision.layers.rational import RATIONAL_INITS, group_rational_pytorch, list_rational_inits
+
+
+def naive_rational(x, a, b, groups):
+    """Elementwise float64 loop over groups with explicit powers (no Horner, no broadcasting tricks)."""
+    x = x.double()
+    out = torch.empty_like(x)
+    width = x.shape[-1] // groups
+    for g in range(groups):
+        xs = x[..., g * width : (g + 1) * width]
+        ag = a[0] if a.shape[0] == 1 else a[g]
+        num = sum(ag[k].double() * xs**k for k in range(ag.shape[0]))
+        den = 1 + sum(b[g, i - 1].double().abs() * xs.abs() ** i for i in range(1, b.shape[1] + 1))
+        out[..., g * width : (g + 1) * width] = num / den
+    return out
+
+
+def random_coefficients(groups, shared, m=5, n=4, dtype=torch.float64):
+    a = torch.randn(1 if shared else groups, m + 1, dtype=dtype) * 0.3
+    b = torch.randn(groups, n, dtype=dtype) * 0.3
+    b[:, 0::2] = -b[:, 0::2].abs() - 0.05  # negative odd-order b_1, b_3: the abs must hold
+    return a, b
+
+
+def wide_inputs(*shape, dtype=torch.float64):
+    x = torch.randn(*shape, dtype=dtype)
+    x.view(-1)[:6] = torch.tensor([1e3, -1e3, 250.0, -17.0, 0.0, 1e-4], dtype=dtype)  # |x| up to 1e3
+    return x
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_values_and_gradients_match_float64_formula(shared, groups):
+    a, b = random_coefficients(groups, shared)
+    x = wide_inputs(3, 5, 8 * groups)
+    x64, a64, b64 = (t.clone().requires_grad_() for t in (x, a, b))
+    xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+    ref = naive_rational(x64, a64, b64, groups)
+    out = group_rational_pytorch(xr, ar, br, groups)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (x64, a64, b64), grad_out)
+    grads = torch.autograd.grad(out, (xr, ar, br), grad_out)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_gradients_match_closed_form():
+    """dF/dx = P'/Q - S P/Q^2, dF/da_k = x^k/Q, dF/db_i = -(P/Q^2) sign(b_i) |x|^i (REFERENCE section 2)."""
+    a, b = random_coefficients(1, True)
+    x = wide_inputs(50, 1)
+    xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+    out = group_rational_pytorch(xr, ar, br, 1)
+    gx, ga, gb = torch.autograd.grad(out.sum(), (xr, ar, br))
+    xs = x[:, 0]
+    P = sum(a[0, k] * xs**k for k in range(6))
+    dP = sum(k * a[0, k] * xs ** (k - 1) for k in range(1, 6))
+    Q = 1 + sum(b[0, i - 1].abs() * xs.abs() ** i for i in range(1, 5))
+    S = xs.sign() * sum(i * b[0, i - 1].abs() * xs.abs() ** (i - 1) for i in range(1, 5))
+    torch.testing.assert_close(gx[:, 0], dP / Q - S * P / Q**2)
+    torch.testing.assert_close(ga[0], torch.stack([(xs**k / Q).sum() for k in range(6)]))
+    expected_gb = torch.stack([(-(P / Q**2) * b[0, i - 1].sign() * xs.abs() ** i).sum() for i in range(1, 5)])
+    torch.testing.assert_close(gb[0], expected_gb)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_gradcheck(shared):
+    a, b = random_coefficients(2, shared)
+    x = torch.randn(4, 6, dtype=torch.float64) * 3
+    x[x.abs() < 1e-3] = 0.5  # keep away from the |x| kink, where finite differences are not defined
+    inputs = tuple(t.clone().requires_grad_() for t in (x, a, b))
+    assert torch.autograd.gradcheck(lambda x, a, b: group_rational_pytorch(x, a, b, 2), inputs)
+    assert torch.autograd.gradgradcheck(lambda x, a, b: group_rational_pytorch(x, a, b, 2), inputs)
+
+
+def test_module_parameter_layout_and_group_assignment():
+    layer = GroupRational(32, groups=8)
+    assert layer.weight_numerator.shape == (1, 6) and layer.weight_denominator.shape == (8, 4)
+    assert sum(p.numel() for p in layer.parameters()) == 38
+    unshared = GroupRational(32, groups=8, order=(3, 2), share_numerator=False)
+    assert unshared.weight_numerator.shape == (8, 4) and unshared.weight_denominator.shape == (8, 2)
+    # channel c belongs to group c // (C / groups): give group 2 (channels 8..11) a distinct denominator
+    with torch.no_grad():
+        layer.weight_denominator.zero_()
+        layer.weight_denominator[2, 1] = 1.0
+    x = torch.full((1, 32), 2.0)
+    y = layer(x)[0]
+    expected = torch.full((32,), 2.0)
+    expected[8:12] = 2.0 / 5.0
+    torch.testing.assert_close(y, expected)
+
+
+def test_channel_dim_one_matches_channels_last():
+    layer = GroupRational(16, groups=4, init="swish", channel_dim=1)
+    last = GroupRational(16, groups=4, init="swish")
+    last.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        layer.weight_denominator.uniform_(-0.5, 0.5)
+        last.weight_denominator.copy_(layer.weight_denominator)
+    x = torch.randn(2, 16, 5, 3)
+    torch.testing.assert_close(layer(x), last(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+
+def test_bad_arguments_raise_value_error():
+    with pytest.raises(ValueError, match="num_channels=30.*groups=8"):
+        GroupRational(30, groups=8)
+    with pytest.raises(ValueError, match="unknown init 'tanh'"):
+        GroupRational(16, init="tanh")
+    with pytest.raises(ValueError, match="order"):
+        GroupRational(16, order=(3, 2), init="swish")
+    with pytest.raises(ValueError, match="16 channels"):
+        GroupRational(16)(torch.randn(2, 8))
+    with pytest.raises(ValueError, match="not divisible by groups=4"):
+        group_rational_pytorch(torch.randn(2, 10), torch.zeros(1, 6), torch.zeros(4, 4), 4)
+
+
+def test_identity_init_is_identity_and_its_denominator_trains():
+    layer = GroupRational(16, groups=4, init="identity")
+    x = torch.linspace(-1, 1, 16 * 64).reshape(64, 16)
+    assert torch.equal(layer(x), x)  # the tie-break is invisible in float32 for |x| <= 1
+    big = torch.full((1, 16), 10.0)
+    torch.testing.assert_close(layer(big), big, rtol=2e-4, atol=0)
+    (layer(torch.randn(8, 16) * 3) ** 2).sum().backward()
+    assert (layer.weight_denominator.grad != 0).all(), "every b_i must receive a gradient at the identity init"
+    assert layer.weight_numerator.grad.abs().sum() > 0
+
+
+def test_swish_init_fits_silu():
+    layer = GroupRational(8, groups=8, init="swish")
+    layer = layer.double()
+    x = torch.linspace(-3, 3, 8 * 1001, dtype=torch.float64).reshape(-1, 8)
+    assert (layer(x) - F.silu(x)).abs().max().item() < 1e-5  # the published fit is tight on [-3, 3] ...
+    x = torch.linspace(-8, 8, 8 * 1001, dtype=torch.float64).reshape(-1, 8)
+    assert (layer(x) - F.silu(x)).abs().max().item() < 0.05  # ... and drifts to 0.049 at x = -8
+
+
+def test_variance_gain_matches_paper_and_monte_carlo():
+    """alpha = Var[x]/E[F(x)^2]: identity 1 (paper), swish 2.8178 for the exact SiLU (the rational fit is close)."""
+    assert GroupRational(8, init="identity").variance_gain() == pytest.approx(1.0, rel=1e-5)
+    swish = GroupRational(8, init="swish")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(400_000, 8, generator=gen, dtype=torch.float64)
+    monte_carlo = 1.0 / swish.double()(x).square().mean().item()
+    assert swish.variance_gain() == pytest.approx(monte_carlo, rel=1e-2)
+    assert swish.variance_gain() == pytest.approx(2.8178, rel=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_dtypes_compute_in_float32_or_better(dtype):
+    layer = GroupRational(16, groups=4, init="swish")
+    x = (torch.randn(4, 16) * 4).to(dtype)
+    y = layer(x)
+    assert y.dtype == dtype
+    ref = naive_rational(x, layer.weight_numerator.detach(), layer.weight_denominator.detach(), 4)
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+    torch.testing.assert_close(y.double(), ref.to(dtype).double(), rtol=tol, atol=tol)
+
+
+def test_bf16_autocast_cpu():
+    layer = GroupRational(16, groups=4, init="swish")
+    lin = torch.nn.Linear(16, 16)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(lin(x))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), layer(lin(x)), rtol=3e-2, atol=3e-2)
+
+
+def test_inits_listed():
+    assert set(list_rational_inits()) == set(RATIONAL_INITS)
+    assert {"identity", "swish"} <= set(list_rational_inits())
+    assert math.isfinite(GroupRational(8, init="swish").variance_gain())
