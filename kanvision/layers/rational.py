@@ -27,6 +27,15 @@ RATIONAL_INITS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
         (3.055e-07, 0.500001, 0.249998, 0.0532663, 0.00580303, 0.000275196),
         (-4.11e-06, 0.106529, -1.27e-06, 0.000550233),
     ),
+    # kanvision's fits under the released form (scripts/fit_rational.py): near-minimax on [-8, 8].
+    "gelu": (
+        (0.0, 0.5, 0.414231596, 0.122188666, 0.0152137372, 0.000677558989),
+        (0.000168658774, 0.244207252, 5.01669961e-05, 0.00135068645),
+    ),
+    "relu": (
+        (0.0, 0.577672673, 1.70537448, 1.21734865, 0.283202438, 0.0200193245),
+        (0.833321171, 1.81713901, 0.15118715, 0.0291818953),
+    ),
 }
 
 # The identity init's b_i are exactly 0; with d|b|/db = sign(b) and sign(0) = 0 they would never train. Exact zeros
@@ -78,7 +87,21 @@ class GroupRational(nn.Module):
     checkpoints.
 
     ``init`` names a row of :data:`RATIONAL_INITS` (see :func:`list_rational_inits`) or gives the coefficients as
-    ``(numerator, denominator)``.
+    ``(numerator, denominator)``. Named inits other than identity are for order (5, 4). Measured in float64
+    (``scripts/fit_rational.py`` prints this table; alpha from :meth:`variance_gain`, the paper's value in brackets):
+
+    ========  ===========================================  ============  ============  ================
+    init      source                                       max err       max err       alpha
+                                                           on [-3, 3]    on [-8, 8]
+    ========  ===========================================  ============  ============  ================
+    identity  published (exact)                            0             0             1.000 (1)
+    swish     published (rational_kat_cu init.json)        1.4e-6        0.049         2.811 (2.8178)
+    gelu      kanvision fit, F(0) = 0, F'(0) = 0.5         0.0040        0.0040        2.351 (2.3568)
+    relu      kanvision fit, F(0) = 0                      0.046         0.046         2.063 (2)
+    ========  ===========================================  ============  ============  ================
+
+    The published "gelu" entry was fitted under the paper's denominator and is off by 1.46 under the released one,
+    hence kanvision's own fit.
 
     Tie-break: the identity init has b_i = 0 exactly, and the gradient convention shared with the Triton kernel is
     PyTorch's abs backward, d|b|/db = sign(b) with sign(0) = 0, so those coefficients would never leave 0. Every

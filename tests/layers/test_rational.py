@@ -143,6 +143,60 @@ def test_swish_init_fits_silu():
     assert (layer(x) - F.silu(x)).abs().max().item() < 0.05  # ... and drifts to 0.049 at x = -8
 
 
+def test_gelu_init_constraints_and_error():
+    layer = GroupRational(1, groups=1, init="gelu").double()
+    x = torch.linspace(-8, 8, 32001, dtype=torch.float64)[:, None]
+    assert (layer(x) - F.gelu(x)).abs().max().item() <= 1e-2
+    zero = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(layer(zero).sum(), zero)
+    assert layer(zero).item() == 0.0 and slope.item() == 0.5
+    h = 1e-6  # both one-sided slopes (the |x| terms could make a kink at 0)
+    right = layer(torch.full((1, 1), h, dtype=torch.float64)).item() / h
+    left = layer(torch.full((1, 1), -h, dtype=torch.float64)).item() / -h
+    assert right == pytest.approx(0.5, abs=1e-5) and left == pytest.approx(0.5, abs=1e-5)
+
+
+def test_relu_init_error():
+    layer = GroupRational(1, groups=1, init="relu").double()
+    x = torch.linspace(-8, 8, 32001, dtype=torch.float64)[:, None]
+    assert (layer(x) - F.relu(x)).abs().max().item() < 0.05
+    assert layer(torch.zeros(1, 1, dtype=torch.float64)).item() == 0.0
+
+
+@pytest.mark.slow
+def test_fit_script_reproduces_stored_gelu():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "scripts" / "fit_rational.py"
+    spec = importlib.util.spec_from_file_location("fit_rational", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    numerator, denominator, err = module.fit("gelu", 8.0)
+    stored_num, stored_den = RATIONAL_INITS["gelu"]
+    torch.testing.assert_close(
+        torch.tensor(numerator, dtype=torch.float64),
+        torch.tensor(stored_num, dtype=torch.float64),
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    torch.testing.assert_close(
+        torch.tensor(denominator, dtype=torch.float64),
+        torch.tensor(stored_den, dtype=torch.float64),
+        rtol=1e-6,
+        atol=1e-9,
+    )
+    assert err <= 1e-2
+
+
+@pytest.mark.parametrize(("name", "function", "paper_alpha"), [("gelu", F.gelu, 2.3568), ("relu", F.relu, 2.0)])
+def test_variance_gain_of_fits_close_to_target_function(name, function, paper_alpha):
+    x = torch.randn(400_000, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    exact = 1.0 / function(x).square().mean().item()
+    assert exact == pytest.approx(paper_alpha, rel=1e-2)  # the paper's numbers are E[f^2] of the true f
+    assert GroupRational(8, init=name).variance_gain() == pytest.approx(exact, rel=4e-2)
+
+
 def test_variance_gain_matches_paper_and_monte_carlo():
     """alpha = Var[x]/E[F(x)^2]: identity 1 (paper), swish 2.8178 for the exact SiLU (the rational fit is close)."""
     assert GroupRational(8, init="identity").variance_gain() == pytest.approx(1.0, rel=1e-5)
