@@ -16,4 +16,24 @@ from kanvision.layers.bases import (
 from kanvision.layers.kan_conv import KANConv1d, KANConv2d, KANConv3d
 from kanvision.layers.kan_layer import KANLayer
 from kanvision.layers.kan_linear import KANLinear
-from kanvision.layers.rational import GroupRational  # noqa: F401
+from kanvision.layers.rational import GroupRational
+
+__all__ = [
+    "Basis",
+    "BSplineBasis",
+    "ChebyshevBasis",
+    "FourierBasis",
+    "GramBasis",
+    "GridBasis",
+    "RBFBasis",
+    "ReLUBasis",
+    "create_basis",
+    "list_bases",
+    "register_basis",
+    "KANLayer",
+    "KANLinear",
+    "KANConv1d",
+    "KANConv2d",
+    "KANConv3d",
+    "GroupRational",
+]

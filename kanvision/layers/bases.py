@@ -58,7 +58,9 @@ def create_basis(basis: str | Basis, **kwargs) -> Basis:
     """Resolve a registry name (with hyper-parameters ``kwargs``) or pass a basis instance through."""
     if isinstance(basis, Basis):
         if kwargs:
-            raise ValueError(f"basis_kwargs {sorted(kwargs)} given together with a basis instance; pass one or the other")
+            raise ValueError(
+                f"basis_kwargs {sorted(kwargs)} given together with a basis instance; pass one or the other"
+            )
         return basis
     if not isinstance(basis, str) or basis not in _REGISTRY:
         raise ValueError(f"unknown basis {basis!r}; valid names are {list_bases()} or a Basis instance")
@@ -119,16 +121,34 @@ class Basis(nn.Module):
 
 
 class GridBasis(Basis):
-    """A basis laid on a uniform grid over ``grid_range`` that layers can move with ``update_grid``."""
+    """A basis on a uniform grid of ``intervals`` cells over ``grid_range``; layers move it with ``update_grid``."""
 
     grid_range: Tensor
+    intervals: int
 
     def __init__(self, grid_range: tuple[float, float]):
         super().__init__()
         self.register_buffer("grid_range", torch.tensor(_check_range(grid_range), dtype=torch.float64))
 
-    def set_grid_range(self, low: float, high: float) -> None:
-        self.grid_range.copy_(torch.tensor(_check_range((low, high)), dtype=torch.float64))
+    def resized(self, low: float, high: float, intervals: int) -> GridBasis:
+        """The same basis on ``intervals`` cells over [low, high]."""
+        raise NotImplementedError
+
+    def covering(self, low: float, high: float) -> GridBasis:
+        """The same basis on the smallest stretch of this grid's lattice (same spacing) covering [low, high].
+
+        Every function of this basis is then a function of the new one (the knots are a superset over the
+        overlap), so refitting onto it is exact on the samples.
+        """
+        g_lo, g_hi = self.grid_range.tolist()
+        h = (g_hi - g_lo) / self.intervals
+        below = math.ceil((g_lo - low) / h - 1e-9)  # cells to add below (negative: to drop)
+        above = math.ceil((high - g_hi) / h - 1e-9)
+        intervals = self.intervals + below + above
+        if intervals < 1:
+            above += 1 - intervals
+            intervals = 1
+        return self.resized(g_lo - below * h, g_hi + above * h, intervals)
 
     def _bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
         r = self.grid_range.to(x.dtype)
@@ -154,13 +174,16 @@ class BSplineBasis(GridBasis):
 
     def __init__(self, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)):
         super().__init__(grid_range)
-        self.grid_size = _check_int("grid_size", grid_size, 1)
+        self.grid_size = self.intervals = _check_int("grid_size", grid_size, 1)
         self.spline_order = _check_int("spline_order", spline_order, 1)
         self.num_functions = grid_size + spline_order
         k = spline_order
         terms = range((k + 1) // 2 + 1)
         self._coefficients = [(-1) ** l * math.comb(k + 1, l) / math.factorial(k) for l in terms]
         self.register_buffer("_index", torch.arange(self.num_functions, dtype=torch.float64), persistent=False)
+
+    def resized(self, low: float, high: float, intervals: int) -> BSplineBasis:
+        return BSplineBasis(intervals, self.spline_order, (low, high))
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
         lo, hi = self._bounds(x)
@@ -193,10 +216,14 @@ class RBFBasis(GridBasis):
         super().__init__(grid_range)
         self.num_centers = _check_int("num_centers", num_centers, 2)
         self.num_functions = num_centers
+        self.intervals = num_centers - 1
         if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a positive finite number or None, got {bandwidth!r}")
         self.bandwidth = bandwidth
         self.register_buffer("_unit", torch.linspace(0, 1, num_centers, dtype=torch.float64), persistent=False)
+
+    def resized(self, low: float, high: float, intervals: int) -> RBFBasis:
+        return RBFBasis(intervals + 1, (low, high), self.bandwidth)
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
         lo, hi = self._bounds(x)
@@ -222,11 +249,14 @@ class ReLUBasis(GridBasis):
         self, grid_size: int = 5, order: int = 3, power: int = 2, grid_range: tuple[float, float] = (0.0, 1.0)
     ):
         super().__init__(grid_range)
-        self.grid_size = _check_int("grid_size", grid_size, 1)
+        self.grid_size = self.intervals = _check_int("grid_size", grid_size, 1)
         self.order = _check_int("order", order, 0)
         self.power = _check_int("power", power, 1)
         self.num_functions = grid_size + order
         self.register_buffer("_index", torch.arange(self.num_functions, dtype=torch.float64), persistent=False)
+
+    def resized(self, low: float, high: float, intervals: int) -> ReLUBasis:
+        return ReLUBasis(intervals, self.order, self.power, (low, high))
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
         lo, hi = self._bounds(x)

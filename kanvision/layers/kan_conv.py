@@ -80,7 +80,15 @@ class _KANConvNd(KANLayer):
         for k in self.kernel_size:
             kernel_numel *= k
         super().__init__(
-            in_channels, out_channels, kernel_numel, groups, basis, basis_kwargs, base_activation, bias, drop_rate,
+            in_channels,
+            out_channels,
+            kernel_numel,
+            groups,
+            basis,
+            basis_kwargs,
+            base_activation,
+            bias,
+            drop_rate,
             recompute_basis,
         )
         self.in_channels = in_channels
@@ -95,7 +103,7 @@ class _KANConvNd(KANLayer):
         if self.padding == "valid":
             pads = [(0, 0)] * self._spatial_dims
         elif self.padding == "same":  # like torch: the extra pixel of an even total goes right
-            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size)]
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
             pads = [(t // 2, t - t // 2) for t in totals]
         else:
             pads = [(p, p) for p in self.padding]

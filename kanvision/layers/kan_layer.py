@@ -132,37 +132,56 @@ class KANLayer(nn.Module):
         return w[:, :, :, m - self.basis.num_functions :, :].permute(0, 2, 3, 1, 4)
 
     @torch.no_grad()
-    def update_grid(self, x: Tensor, margin: float = 0.01, max_samples: int = 8192) -> None:
+    def update_grid(self, x: Tensor, keep_size: bool = False, margin: float = 0.01, max_samples: int = 8192) -> None:
         """Move the grid to cover the samples in ``x`` and refit the coefficients (pykan's grid update).
 
-        The new range is [min, max] of ``x`` widened by ``margin`` of its span; each input's coefficients
-        are refitted by least squares (float64) so that every univariate function keeps its values on the
-        samples; the base branch is untouched. Only grid bases (``bspline``, ``rbf``, ``relu``) have a grid.
+        Default: the grid keeps its spacing and grows or shrinks along its own lattice until it covers
+        [min, max] of ``x``; the old functions then lie in the new span and the least-squares refit is exact
+        (the layer's function is unchanged on the samples), but the number of basis functions changes, so
+        ``weight`` is replaced by a new Parameter: build the optimizer again afterwards (as after pykan's grid
+        extension). ``keep_size=True`` keeps the parameter shapes: the grid is stretched over [min, max]
+        widened by ``margin`` of the span and the refit is a float64 least-squares projection, whose error
+        grows when the new cells are much coarser than the old. The base branch is untouched. Only grid
+        bases (``bspline``, ``rbf``, ``relu``) have a grid.
         """
         if not isinstance(self.basis, GridBasis):
             raise ValueError(
                 f"update_grid needs a grid basis (bspline, rbf, relu); this layer's basis is "
                 f"{self.basis.registry_name or type(self.basis).__name__!r}"
             )
-        samples = self._grid_samples(self._pad_input(x)).double()
-        if samples.shape[1] > max_samples:  # an even subsample keeps the extremes' neighbourhoods covered
+        samples = self._grid_samples(self._pad_input(x)).double()  # (C_in, N)
+        if samples.shape[1] > max_samples:  # an even subsample, plus the extremes the grid must cover
             idx = torch.linspace(0, samples.shape[1] - 1, max_samples, device=samples.device).long()
             samples = torch.cat([samples[:, idx], samples.amin(1, keepdim=True), samples.amax(1, keepdim=True)], 1)
         if not torch.isfinite(samples).all():
             raise ValueError("update_grid got non-finite samples")
         lo, hi = samples.min().item(), samples.max().item()
-        span = max(hi - lo, 1e-3)
+        if keep_size:
+            span = max(hi - lo, 1e-3)
+            new_basis = self.basis.resized(lo - margin * span, hi + margin * span, self.basis.intervals)
+        else:
+            new_basis = self.basis.covering(lo, hi)
+        new_basis.to(self.weight.device)
+
         coef = self._coefficient_view()  # (G, Cg, n, Og, K)
         g, cg, n, og, k = coef.shape
-        coef_in = coef.reshape(self._in, n, og * k).double()  # per input channel
-        basis64 = copy.deepcopy(self.basis).double()
-        old = basis64(samples, -1)  # (C_in, N, n)
-        target = old @ coef_in  # (C_in, N, Og*K): the functions' values on the samples
-        basis64.set_grid_range(lo - margin * span, hi + margin * span)
-        new = basis64(samples, -1)
-        fitted = torch.linalg.lstsq(new, target, driver="gelsd" if new.device.type == "cpu" else None).solution
-        self.basis.set_grid_range(lo - margin * span, hi + margin * span)
-        coef.copy_(fitted.view(g, cg, n, og, k).to(coef.dtype))
+        target = copy.deepcopy(self.basis).double()(samples, -1) @ coef.reshape(self._in, n, og * k).double()
+        design = copy.deepcopy(new_basis).double()(samples, -1)  # (C_in, N, n')
+        driver = "gelsd" if design.device.type == "cpu" else None
+        fitted = torch.linalg.lstsq(design, target, driver=driver).solution  # (C_in, n', Og*K)
+        n_new = new_basis.num_functions
+        fitted = fitted.view(g, cg, n_new, og, k).permute(0, 3, 1, 2, 4).to(self.weight.dtype)  # (G, Og, Cg, n', K)
+        if self.base_activation is not None:  # the base branch's column stays in front, untouched
+            base_column = self.weight.detach().view(g, og, cg, self.num_terms, k)[:, :, :, :1]
+            fitted = torch.cat([base_column, fitted], 3)
+        weight = fitted
+        self.basis = new_basis
+        self.num_terms = weight.shape[3]
+        weight = weight.reshape(self._out, cg * self.num_terms, *self.weight.shape[2:])
+        if weight.shape == self.weight.shape:
+            self.weight.copy_(weight)
+        else:
+            self.weight = nn.Parameter(weight, requires_grad=self.weight.requires_grad)
 
     def _pad_input(self, x: Tensor) -> Tensor:
         return x

@@ -49,9 +49,7 @@ class KANLinear(KANLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"KANLinear expects input of shape (..., {self.in_features}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"KANLinear expects input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         return self._apply_layer(x)
 
     def _op(self, feats: Tensor) -> Tensor:

@@ -1,1 +1,3 @@
 """kanvision model families, registered with timm on import (one file per family)."""
+
+from kanvision.models import kan_cnn  # noqa: F401

@@ -1,0 +1,318 @@
+"""KANLinear / KANConv1d/2d/3d against naive references, gradcheck, additivity, robustness, grid update."""
+
+import copy
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kanvision.layers import KANConv1d, KANConv2d, KANConv3d, KANLinear, list_bases
+from kanvision.layers.bases import ChebyshevBasis
+
+BASES = list_bases()
+
+
+def edge_functions(layer, values):
+    """phi(v) for every (out, in/groups, kernel position) edge, evaluated naively: (..., O, Cg, K) per value."""
+    w = layer.weight.detach().reshape(layer.weight.shape[0], -1, layer.num_terms, layer._kernel_numel)
+    feats = layer.basis(values, -1, layer.base_activation)  # (..., m)
+    return torch.einsum("...m,ocmk->...ock", feats, w)
+
+
+def naive_conv2d(layer, x):
+    """Unfold the padded input, then sum phi_{o,c,p}(pixel) over (in channel, kernel position) of each window."""
+    xp = layer._pad_input(x)
+    patches = F.unfold(xp, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # (B, C*K, L)
+    b, _, length = patches.shape
+    c, k, g = layer.in_channels, layer._kernel_numel, layer.groups
+    patches = patches.view(b, c, k, length)
+    og, cg = layer.out_channels // g, c // g
+    out = torch.zeros(b, layer.out_channels, length, dtype=x.dtype)
+    for o in range(layer.out_channels):
+        grp = o // og
+        for ci in range(cg):
+            vals = patches[:, grp * cg + ci]  # (B, K, L)
+            phi = edge_functions(layer, vals)  # (B, K, L, O, Cg, K)
+            for p in range(k):
+                out[:, o] += phi[:, p, :, o, ci, p]
+    if layer.bias is not None:
+        out += layer.bias.detach()[None, :, None]
+    h_out = (xp.shape[2] - layer.dilation[0] * (layer.kernel_size[0] - 1) - 1) // layer.stride[0] + 1
+    return out.view(b, layer.out_channels, h_out, -1)
+
+
+@pytest.mark.parametrize("name", BASES)
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(kernel_size=3, stride=2, padding=1, dilation=1, groups=1),
+        dict(kernel_size=(3, 2), stride=(1, 2), padding=(2, 1), dilation=2, groups=2),
+        dict(kernel_size=3, padding="same", groups=2, padding_mode="reflect", bias=False),
+    ],
+)
+def test_conv2d_matches_unfold_reference(name, config):
+    layer = KANConv2d(4, 6, basis=name, **config).double()
+    x = torch.randn(2, 4, 7, 6, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), naive_conv2d(layer, x), atol=1e-10, rtol=1e-10)
+
+
+def test_conv1d_and_conv3d_match_naive_sums():
+    conv1 = KANConv1d(3, 4, 3, stride=2, padding=1, dilation=1, basis="bspline").double()
+    x = torch.randn(2, 3, 9, dtype=torch.float64)
+    xp = F.pad(x, (1, 1))
+    out = conv1(x)
+    for t in range(out.shape[-1]):
+        window = xp[:, :, 2 * t : 2 * t + 3]  # (B, C, 3)
+        phi = edge_functions(conv1, window)  # (B, C, 3, O, C, K)
+        ref = sum(phi[:, c, p, :, c, p] for c in range(3) for p in range(3)) + conv1.bias
+        torch.testing.assert_close(out[:, :, t], ref.detach(), atol=1e-10, rtol=1e-10)
+
+    conv3 = KANConv3d(2, 4, (2, 3, 2), stride=(1, 2, 1), padding=(0, 1, 1), groups=2, basis="rbf").double()
+    x = torch.randn(1, 2, 3, 5, 4, dtype=torch.float64)
+    xp = F.pad(x, (1, 1, 1, 1, 0, 0))
+    out = conv3(x)
+    for d, h, w in itertools.product(*(range(s) for s in out.shape[2:])):
+        window = xp[:, :, d : d + 2, 2 * h : 2 * h + 3, w : w + 2].reshape(1, 2, 12)
+        for o in range(4):
+            c = o // 2  # one input channel per group
+            phi = edge_functions(conv3, window[:, c])  # (1, 12, O, 1, 12)
+            ref = phi[0, torch.arange(12), o, 0, torch.arange(12)].sum() + conv3.bias[o]
+            torch.testing.assert_close(out[0, o, d, h, w], ref.detach(), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_gradcheck_linear_and_conv(name):
+    lin = KANLinear(3, 2, basis=name).double()
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: F.linear(lin.expand(x), w, lin.bias), (x, lin.weight))
+    conv = KANConv2d(2, 3, 3, stride=2, padding=1, groups=1, basis=name).double()
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv, (x,))
+    assert torch.autograd.gradcheck(lambda w: F.conv2d(conv.expand(conv._pad_input(x.detach())), w), (conv.weight,))
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_linear_is_additive(name):
+    layer = KANLinear(5, 3, basis=name).double()
+    x = torch.randn(8, 5, dtype=torch.float64)
+    a, b = 0.7, -1.3
+    xa, xb, xab = x.clone(), x.clone(), x.clone()
+    xa[:, 1] += a
+    xb[:, 3] += b
+    xab[:, 1] += a
+    xab[:, 3] += b
+    with torch.no_grad():
+        mixed = layer(xab) - layer(xa) - layer(xb) + layer(x)
+        single = layer(xa) - layer(x)
+    torch.testing.assert_close(mixed, torch.zeros_like(mixed), atol=1e-12, rtol=0)
+    assert single.abs().max() > 1e-3  # the test would not notice a constant layer
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_conv_is_additive_within_a_receptive_field(name):
+    layer = KANConv2d(2, 3, 3, padding=1, basis=name).double()
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    xa, xb, xab = x.clone(), x.clone(), x.clone()
+    xa[0, 0, 2, 2] += 0.9  # two pixels, different channels, both inside the window centred at (2, 2)
+    xb[0, 1, 1, 3] -= 1.1
+    xab[0, 0, 2, 2] += 0.9
+    xab[0, 1, 1, 3] -= 1.1
+    with torch.no_grad():
+        mixed = layer(xab) - layer(xa) - layer(xb) + layer(x)
+        single = layer(xa) - layer(x)
+    torch.testing.assert_close(mixed, torch.zeros_like(mixed), atol=1e-12, rtol=0)
+    assert single[0, :, 2, 2].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", BASES)
+@pytest.mark.parametrize("autocast", [False, True])
+def test_extreme_inputs_give_finite_outputs_and_gradients(name, autocast):
+    values = torch.tensor([1e4, -1e4, 1e-30, -1e-7, 0.0, 3.0, -9.5, 1e4])
+    for layer, x in (
+        (KANLinear(8, 4, basis=name), values.repeat(3, 1)),
+        (KANConv2d(2, 3, 3, padding=1, basis=name), values.view(1, 2, 2, 2).repeat(2, 1, 2, 2)),
+    ):
+        x = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = layer(x)
+        assert torch.isfinite(y).all()
+        y.float().square().sum().backward()
+        assert torch.isfinite(x.grad).all() and torch.isfinite(layer.weight.grad).all()
+
+
+def test_chebyshev_gradient_finite_where_acos_form_is_not():
+    x = torch.tensor([9.0, 20.0, -50.0], requires_grad=True)
+    ChebyshevBasis(degree=5)(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    x2 = x.detach().clone().requires_grad_(True)
+    torch.cos(3 * torch.acos(torch.tanh(x2))).sum().backward()
+    assert not torch.isfinite(x2.grad).all()  # the failure mode the recurrence avoids
+
+
+@pytest.mark.parametrize("name", ["bspline", "rbf", "relu"])
+def test_update_grid_keeps_function_and_covers_samples(name):
+    torch.manual_seed(1)
+    layer = KANLinear(4, 3, basis=name).double()
+    with torch.no_grad():  # a wiggly learned function: random coefficients
+        layer.weight.normal_()
+    x = torch.randn(512, 4, dtype=torch.float64) * 1.5 + 0.3  # mostly outside the initial grid
+    before = layer(x).detach()
+    layer.update_grid(x)
+    after = layer(x).detach()
+    change = (after - before).norm() / before.norm()
+    assert change < 0.01, f"function changed by {change:.2%}"
+    lo, hi = layer.basis.grid_range.tolist()
+    assert lo <= x.min().item() and hi >= x.max().item()
+    # the layer still trains with the new (re-allocated) weight
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.shape[1] == 4 * layer.num_terms
+
+
+@pytest.mark.parametrize("name", ["bspline", "rbf", "relu"])
+def test_update_grid_keep_size_refits_better_than_moving_the_grid_alone(name):
+    torch.manual_seed(2)
+    layer = KANLinear(3, 2, basis=name).double()
+    x = torch.randn(256, 3, dtype=torch.float64) * 0.8 + 0.5
+    before = layer(x).detach()
+    shape = layer.weight.shape
+    moved = copy.deepcopy(layer)
+    lo, hi = x.min().item(), x.max().item()
+    moved.basis = moved.basis.resized(lo - 0.01 * (hi - lo), hi + 0.01 * (hi - lo), moved.basis.intervals)
+    layer.update_grid(x, keep_size=True)
+    assert layer.weight.shape == shape and layer.basis.intervals == moved.basis.intervals
+    assert layer.basis.grid_range[0] <= x.min() and layer.basis.grid_range[1] >= x.max()
+    refit_change = (layer(x).detach() - before).norm()
+    assert refit_change < 0.5 * (moved(x).detach() - before).norm()
+
+
+def test_update_grid_on_conv_with_groups():
+    layer = KANConv2d(4, 6, 3, padding=1, groups=2, basis="bspline").double()
+    with torch.no_grad():
+        layer.weight.normal_()
+    x = torch.randn(4, 4, 8, 8, dtype=torch.float64) * 2
+    before = layer(x).detach()
+    layer.update_grid(x)
+    change = (layer(x).detach() - before).norm() / before.norm()
+    assert change < 0.01
+    assert layer.basis.grid_range[0] <= x.min() and layer.basis.grid_range[1] >= x.max()
+
+
+def test_update_grid_rejects_gridless_basis():
+    with pytest.raises(ValueError, match="grid basis.*'chebyshev'"):
+        KANLinear(2, 2, basis="chebyshev").update_grid(torch.randn(4, 2))
+
+
+def test_parameter_count_formula():
+    lin = KANLinear(10, 7, basis="bspline")  # n = 8, + base
+    assert sum(p.numel() for p in lin.parameters()) == 7 * 10 * 9 + 7
+    conv = KANConv2d(8, 12, (3, 5), groups=4, bias=False, basis="chebyshev", base_activation=None)  # n = 4
+    assert sum(p.numel() for p in conv.parameters()) == 12 * (8 // 4) * 4 * 15
+
+
+def test_one_conv_call_per_forward(monkeypatch):
+    calls = []
+    original = F.conv2d
+    monkeypatch.setattr(KANConv2d, "_conv", lambda *a, **k: calls.append(1) or original(*a, **k))
+    KANConv2d(3, 4, 3, groups=1, basis="rbf")(torch.randn(1, 3, 6, 6))
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: KANConv2d(6, 4, 3, groups=4), "groups=4 must divide both the input channels \\(6\\)"),
+        (lambda: KANConv2d(4, 4, 3, basis="cheby"), "unknown basis 'cheby'; valid names are"),
+        (lambda: KANLinear(4, 4, basis="chebyshev", basis_kwargs=dict(degree=-1)), "degree must be .* got -1"),
+        (lambda: KANConv2d(4, 4, 3, basis="bspline", basis_kwargs=dict(grid_size=0)), "grid_size must .* got 0"),
+        (lambda: KANConv2d(4, 4, 0), "kernel_size must be an integer >= 1"),
+        (lambda: KANConv2d(4, 4, 3, padding="full"), "padding must be 'same', 'valid'"),
+        (lambda: KANConv2d(4, 4, 3, padding="same", stride=2), "padding='same' needs stride 1"),
+        (lambda: KANConv2d(4, 4, 3, padding_mode="mirror"), "padding_mode must be one of"),
+        (lambda: KANLinear(4, 4, base_activation="swishy"), "unknown base_activation 'swishy'"),
+        (lambda: KANLinear(4, 4, drop_rate=1.0), "drop_rate must be in \\[0, 1\\), got 1.0"),
+    ],
+)
+def test_bad_arguments(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_wrong_input_rank_or_width():
+    conv = KANConv2d(3, 4, 3)
+    with pytest.raises(ValueError, match=r"expects a 4-D \(N, 3, ...\) or 3-D .* got shape \(2, 3, 8\)"):
+        conv(torch.randn(2, 3, 8))
+    with pytest.raises(ValueError, match=r"expects input of shape \(\.\.\., 5\), got \(2, 4\)"):
+        KANLinear(5, 2)(torch.randn(2, 4))
+    unbatched = torch.randn(3, 6, 6)
+    torch.testing.assert_close(conv(unbatched), conv(unbatched[None])[0])
+
+
+def test_basis_instance_is_copied_per_layer():
+    basis = ChebyshevBasis(degree=2)
+    a, b = KANLinear(2, 2, basis=basis), KANLinear(2, 2, basis=basis)
+    assert a.basis is not b.basis and a.num_terms == 4
+    with pytest.raises(ValueError, match="together with a basis instance"):
+        KANLinear(2, 2, basis=basis, basis_kwargs=dict(degree=3))
+
+
+def test_dropkan_drops_whole_inputs_and_keeps_expectation():
+    torch.manual_seed(0)
+    p = 0.5
+    layer = KANLinear(4, 3, basis="chebyshev", drop_rate=p).double()
+    x = torch.randn(1, 4, dtype=torch.float64)
+    w = layer.weight.detach().view(3, 4, layer.num_terms)
+    feats = layer.basis(x, -1, layer.base_activation)[0]  # (4, m)
+    contributions = torch.einsum("oim,im->io", w, feats)  # phi_oi(x_i), (I, O)
+    allowed = [
+        layer.bias + contributions[list(keep)].sum(0) / (1 - p)
+        for r in range(5)
+        for keep in itertools.combinations(range(4), r)
+    ]
+    layer.train()
+    samples = torch.stack([layer(x)[0].detach() for _ in range(4000)])
+    for y in samples[:50]:  # every output is bias + (kept inputs' functions) / (1 - p) for some input subset
+        assert min((y - a.detach()).abs().max() for a in allowed) < 1e-12
+    layer.eval()
+    expected = layer(x)[0].detach()
+    assert (samples.mean(0) - expected).abs().max() < 5 * samples.std(0).max() / 4000**0.5
+    torch.testing.assert_close(layer(x), layer(x))  # eval is deterministic
+
+
+@pytest.mark.parametrize("cls", [KANLinear, KANConv2d])
+def test_recompute_basis_matches_default(cls):
+    args = (3, 4) if cls is KANLinear else (3, 4, 3)
+    torch.manual_seed(0)
+    ref = cls(*args, basis="bspline").double()
+    torch.manual_seed(0)
+    low_mem = cls(*args, basis="bspline", recompute_basis=True).double()
+    x = torch.randn(2, 3, dtype=torch.float64) if cls is KANLinear else torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    grads = []
+    for layer in (ref, low_mem):
+        xi = x.clone().requires_grad_(True)
+        layer(xi).square().sum().backward()
+        grads.append((xi.grad, layer.weight.grad))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_bf16_autocast_close_to_float32(name):
+    layer = KANConv2d(4, 8, 3, padding=1, basis=name)
+    x = torch.randn(2, 4, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    assert y.dtype == torch.bfloat16
+    ref = layer(x)
+    assert (y.float() - ref).norm() / ref.norm() < 0.02
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["chebyshev", "bspline"])
+def test_torch_compile_matches_eager(name):
+    layer = KANConv2d(4, 8, 3, padding=1, basis=name)
+    compiled = torch.compile(layer)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
+    compiled(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
