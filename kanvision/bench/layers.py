@@ -1,0 +1,135 @@
+"""Layer benchmark: KANConv2d for every basis against the convolutions it is built on.
+
+For each basis: forward+backward time and memory of KANConv2d(C -> C, 3x3) on a (B, C, H, W) input, against
+nn.Conv2d(C -> C) and nn.Conv2d(C*m -> C), the convolution the layer cannot avoid (m = basis size + 1 with
+the base branch). Memory is the bytes autograd saves for backward (any device) and, on CUDA, the peak
+allocated during the step. Prints a table and writes JSON.
+
+    python -m kanvision.bench.layers [--device cuda] [--batch 16] [--channels 64] [--size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kanvision.bench.throughput import time_callable
+from kanvision.layers import KANConv2d, list_bases
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct non-parameter tensors autograd saves for backward in one forward (input included)."""
+    seen: dict[tuple, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.device.type != "meta":
+            key = (t.untyped_storage().data_ptr(), t.dtype)
+            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    return sum(v for (ptr, _), v in seen.items() if ptr not in params)
+
+
+def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> dict:
+    device = x.device
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        module(x).sum().backward()
+
+    times = time_callable(step, device, warmup=warmup, reps=reps)
+    row = {"ms": statistics.median(times), "saved_MiB": saved_tensor_bytes(module, x) / 2**20}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        row["peak_MiB"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return row
+
+
+def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: int) -> dict:
+    dev = torch.device(device)
+    x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dev)
+    rows = [{"layer": f"Conv2d({channels}->{channels})", **bench_module(conv, x, reps, warmup)}]
+    for name in list_bases():
+        for recompute in (False, True):
+            kan = KANConv2d(channels, channels, 3, padding=1, bias=False, basis=name, recompute_basis=recompute)
+            kan.to(dev)
+            m = kan.num_terms
+            wide = nn.Conv2d(channels * m, channels, 3, padding=1, bias=False).to(dev)
+            wide_x = torch.randn(batch, channels * m, size, size, device=dev, requires_grad=True)
+            ref = bench_module(wide, wide_x, reps, warmup) if not recompute else None
+            row = {"layer": f"KANConv2d[{name}]" + (" recompute" if recompute else ""), "m": m}
+            row.update(bench_module(kan, x, reps, warmup))
+            if ref is not None:
+                rows.append({"layer": f"Conv2d({channels}*{m}->{channels})", "m": m, **ref})
+                wide_ms = ref["ms"]
+            row["x_conv"] = row["ms"] / rows[0]["ms"]
+            row["x_wide_conv"] = row["ms"] / wide_ms
+            rows.append(row)
+    return {
+        "benchmark": "kanvision.bench.layers",
+        "date": dt.date.today().isoformat(),
+        "machine": {
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "torch": torch.__version__,
+        "shape": [batch, channels, size, size],
+        "timing": f"median of {reps} forward+backward steps after {warmup} warm-up steps",
+        "goal": "KANConv2d / Conv2d(C*m -> C) <= 1.3x for chebyshev, rbf, bspline",
+        "rows": rows,
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"{result['benchmark']}  {result['date']}  {result['machine']['device']}  torch {result['torch']}")
+    print(f"input {tuple(result['shape'])}, {result['timing']}")
+    header = f"{'layer':34s} {'ms':>9s} {'x conv':>7s} {'x wide':>7s} {'saved MiB':>10s} {'peak MiB':>9s}"
+    print(header)
+    print("-" * len(header))
+    for r in result["rows"]:
+        print(
+            f"{r['layer']:34s} {r['ms']:9.2f} {r.get('x_conv', float('nan')):7.2f} "
+            f"{r.get('x_wide_conv', float('nan')):7.2f} {r['saved_MiB']:10.1f} {r.get('peak_MiB', float('nan')):9.1f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
+    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup)
+    print_table(result)
+    out = args.out or RESULTS_DIR / f"layers-{torch.device(args.device).type}-{result['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
