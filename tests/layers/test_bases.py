@@ -141,3 +141,10 @@ def test_registry_resolves_every_name():
     assert list_bases() == ["bspline", "chebyshev", "fourier", "gram", "rbf", "relu"]
     for name in list_bases():
         assert isinstance(create_basis(name), Basis) and create_basis(name).registry_name == name
+
+
+@pytest.mark.parametrize("name", list_bases())
+def test_float32_close_to_float64(name):
+    basis = create_basis(name)
+    x = torch.linspace(-4, 4, 20001, dtype=torch.float64)
+    assert (basis(x.float()).double() - basis(x)).abs().max() < 2e-6
