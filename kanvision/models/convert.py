@@ -1,0 +1,80 @@
+"""``kanvision-convert``: load a foreign checkpoint into a kanvision model and write it as safetensors.
+
+Any file that ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=SRC))`` accepts works: for
+KAT, timm ViT state dicts, Google AugReg ``.npz``, official KAT checkpoints and kanvision's own files. The output
+stores the architecture and model arguments in the safetensors metadata, so the file says what it is.
+
+Example::
+
+    kanvision-convert ViT-Ti_16.npz kat_tiny_from_vit.safetensors --model kat_tiny_patch16_224 \\
+        --rational-init identity gelu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import timm
+from safetensors.torch import save_file
+
+import kanvision  # noqa: F401  (registers the models with timm)
+
+__all__ = ["convert", "main"]
+
+
+def convert(source: str | Path, destination: str | Path, model_name: str, **model_args: Any) -> dict[str, str]:
+    """Build ``model_name`` with ``model_args``, load ``source`` into it, write ``destination``; return the metadata."""
+    source, destination = Path(source), Path(destination)
+    if not source.is_file():
+        raise ValueError(f"source checkpoint {str(source)!r} does not exist")
+    if destination.suffix != ".safetensors":
+        raise ValueError(f"destination {str(destination)!r} must end with .safetensors")
+    if model_name not in timm.list_models():
+        raise ValueError(f"unknown model {model_name!r}; kanvision models: {timm.list_models('kat_*')}")
+    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(source)), **model_args)
+    state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "format": "pt",
+        "architecture": model_name,
+        "model_args": json.dumps(model_args, sort_keys=True),
+        "source": source.name,
+        "kanvision_version": kanvision.__version__,
+    }
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict, str(destination), metadata=metadata)
+    return metadata
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="kanvision-convert", description=__doc__.splitlines()[0])
+    parser.add_argument("source", help="checkpoint to read (.npz, .safetensors, .pth, .bin, ...)")
+    parser.add_argument("destination", help="safetensors file to write")
+    parser.add_argument("--model", default="kat_tiny_patch16_224", help="timm model name (default: %(default)s)")
+    parser.add_argument("--num-classes", type=int, default=None, help="head size (default: the model's, 1000)")
+    parser.add_argument("--img-size", type=int, default=None, help="input size; position embeddings are resampled")
+    parser.add_argument(
+        "--rational-init", nargs=2, default=None, metavar=("ACT1", "ACT2"), help="KAT rational inits for new ones"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model_args: dict[str, Any] = {}
+    if args.num_classes is not None:
+        model_args["num_classes"] = args.num_classes
+    if args.img_size is not None:
+        model_args["img_size"] = args.img_size
+    if args.rational_init is not None:
+        model_args["rational_init"] = list(args.rational_init)
+    try:
+        metadata = convert(args.source, args.destination, args.model, **model_args)
+    except ValueError as error:
+        parser.exit(2, f"kanvision-convert: error: {error}\n")
+    print(f"wrote {args.destination} ({metadata['architecture']}, {metadata['model_args']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,537 @@
+"""Kolmogorov-Arnold Transformer (KAT)
+
+Paper: "Kolmogorov-Arnold Transformer", Xingyi Yang and Xinchao Wang, ICLR 2025, https://arxiv.org/abs/2409.10594
+Original code: https://github.com/Adamdad/kat (model, MIT) and https://github.com/Adamdad/rational_kat_cu (kernels)
+
+A ViT whose MLP is a two-layer GR-KAN: act1 (GroupRational, identity init) -> dropout -> fc1 -> act2 (GroupRational,
+swish init) -> dropout -> fc2. Everything else is timm's VisionTransformer (pre-norm blocks, LayerNorm eps 1e-6,
+qkv bias, class token, no LayerScale), so the full timm API comes with it and ViT weights map one-to-one.
+
+Weights load through timm's standard path,
+``timm.create_model("kat_tiny_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``, from timm ViT
+state dicts (.pth/.bin/.safetensors; the paper's "from ViT" initialisation), Google AugReg ``.npz`` files, official
+KAT checkpoints (timm train.py dicts; their ``args`` Namespace is the one extra class allowed under
+``weights_only=True``) and kanvision's own files. See :func:`checkpoint_filter_fn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import re
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import resample_abs_pos_embed, resample_patch_embed
+from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from kanvision.layers.rational import GroupRational
+
+__all__ = ["Kat", "KatMlp", "checkpoint_filter_fn", "load_checkpoint_file", "mimetic_attention_init_"]
+
+_logger = logging.getLogger(__name__)
+
+WEIGHT_INITS = ("released", "variance", "skip")
+
+
+class KatMlp(nn.Module):
+    """GR-KAN channel mixer (KAT section 4): act1 -> drop -> fc1 -> act2 -> drop -> fc2, no dropout after fc2.
+
+    Signature compatible with timm's ``Mlp`` so that it plugs into timm's ``Block`` as ``mlp_layer``
+    (``act_layer`` is ignored: the activations are the two GroupRationals).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int | None = None,
+        out_features: int | None = None,
+        act_layer: Any = None,
+        norm_layer: Any = None,
+        bias: bool = True,
+        drop: float = 0.0,
+        rational_init: Sequence = ("identity", "swish"),
+        rational_groups: int = 8,
+        rational_order: tuple[int, int] = (5, 4),
+        share_numerator: bool = True,
+        use_kernel: bool | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ):
+        super().__init__()
+        if norm_layer is not None:
+            raise ValueError("KatMlp has no inner norm: scale_mlp_norm=True is not supported")
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        rational = partial(
+            GroupRational, groups=rational_groups, order=rational_order, share_numerator=share_numerator,
+            use_kernel=use_kernel,
+        )  # fmt: skip
+        self.act1 = rational(in_features, init=rational_init[0])
+        self.drop1 = nn.Dropout(drop)
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.act2 = rational(hidden_features, init=rational_init[1])
+        self.drop2 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.to(device=device, dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop2(self.act2(self.fc1(self.drop1(self.act1(x))))))
+
+
+def _noisy_identity(dim: int, alpha: float, beta: float, generator: torch.Generator | None) -> Tensor:
+    """alpha * Z + beta * I with Z uniform of variance 1/dim (the official mimetic draw), float64."""
+    bound = math.sqrt(3.0 / dim)
+    noise = torch.rand(dim, dim, generator=generator, dtype=torch.float64) * (2 * bound) - bound
+    return alpha * noise + beta * torch.eye(dim, dtype=torch.float64)
+
+
+def _head_factors(target: Tensor, num_heads: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """``target`` (D, D) = L @ R where head h owns L[:, block h] (D, D/H) and R[block h] (D/H, D), balanced.
+
+    A random orthonormal basis is split into per-head blocks Q_h; head h gets the SVD factors
+    (Q_h U sqrt(S), sqrt(S) V^T) of its projection Q_h Q_h^T target, so the heads sum to ``target`` exactly.
+    The SVD of B = Q_h^T target (D/H, D) comes from the eigendecomposition of B B^T (D/H, D/H): one QR and H small
+    eigh instead of H full D x D SVDs, so KAT-B builds in seconds on a CPU.
+    """
+    dim = target.shape[0]
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=target.dtype))
+    left, right = torch.empty_like(target), torch.empty_like(target)
+    start = 0
+    for block in basis.tensor_split(num_heads, dim=1):
+        projected = block.T @ target  # (D/H, D)
+        eigenvalues, u = torch.linalg.eigh(projected @ projected.T)  # B B^T = U S^2 U^T
+        root = eigenvalues.clamp_min(torch.finfo(target.dtype).tiny).sqrt().sqrt()  # sqrt(S)
+        stop = start + block.shape[1]
+        left[:, start:stop] = block @ (u * root)
+        right[start:stop] = (u / root).T @ projected  # sqrt(S) V^T = S^-1/2 U^T B
+        start = stop
+    return left, right
+
+
+@torch.no_grad()
+def mimetic_attention_init_(
+    attn: nn.Module,
+    qk: tuple[float, float] = (0.7, 0.7),
+    vo: tuple[float, float] = (0.4, 0.4),
+    generator: torch.Generator | None = None,
+) -> None:
+    """Mimetic initialisation of a timm ``Attention`` (Trockman & Kolter, arXiv 2305.09828), as KAT released it.
+
+    Summed over heads, W_q^T W_k = alpha1 Z1 + beta1 I and W_proj W_v = alpha2 Z2 - beta2 I, with the official
+    (alpha, beta) = (0.7, 0.7) and (0.4, 0.4) and Z uniform of variance 1/D. The official code draws an independent
+    matrix per head and keeps its top D/H singular directions (a full SVD per head); here each head gets the
+    projection of one per-layer matrix on its own random subspace, which makes the heads' sum exact and is cheap.
+    Biases are left as they are (zero under timm's init).
+    """
+    dim, heads = attn.qkv.in_features, attn.num_heads
+    if attn.qkv.out_features != 3 * dim or attn.proj.in_features != dim:
+        raise ValueError(f"mimetic init needs qkv ({3 * dim}, {dim}) and proj (.., {dim}), got {attn.qkv}, {attn.proj}")
+    weight = attn.qkv.weight
+    query_t, key = _head_factors(_noisy_identity(dim, qk[0], qk[1], generator), heads, generator)
+    weight[:dim].copy_(query_t.T)  # q_h . k_h = x^T (W_q^h)^T W_k^h x
+    weight[dim : 2 * dim].copy_(key)
+    proj, value = _head_factors(_noisy_identity(dim, vo[0], -vo[1], generator), heads, generator)
+    weight[2 * dim :].copy_(value)
+    attn.proj.weight.copy_(proj)
+
+
+class Kat(VisionTransformer):
+    """Kolmogorov-Arnold Transformer (arXiv 2409.10594): timm's VisionTransformer with :class:`KatMlp` blocks.
+
+    Args (besides every VisionTransformer argument):
+        rational_init: init of (act1, act2), names from ``kanvision.layers.rational.list_rational_inits``.
+            ("identity", "swish") is the released default; ("identity", "gelu") makes the model compute the ViT's
+            function once ViT weights are loaded.
+        rational_groups, rational_order, share_numerator: GroupRational layout (released: 8, (5, 4), True).
+        use_kernel: GroupRational kernel switch (None: fused Triton kernel on CUDA).
+        weight_init: "released" (default) is what the published models were trained with: timm's ViT init
+            (trunc-normal 0.02 on every Linear) plus mimetic attention. The official code meant to apply the
+            paper's variance-preserving fc init but overwrote it; "variance" actually applies it (fc1, fc2 from
+            N(0, alpha/d_in) with alpha = Var[x] / E[F(x)^2] of the preceding rational, computed numerically)
+            on top of mimetic attention. "released" is the default because the published accuracies, recipes and
+            checkpoints all come from it; "variance" is the design of section 4.4, untested at ImageNet scale.
+            "skip" leaves parameters uninitialised (for loading weights right after).
+    """
+
+    def __init__(
+        self,
+        rational_init: Sequence = ("identity", "swish"),
+        rational_groups: int = 8,
+        rational_order: tuple[int, int] = (5, 4),
+        share_numerator: bool = True,
+        use_kernel: bool | None = None,
+        weight_init: str = "released",
+        **kwargs: Any,
+    ):
+        if isinstance(rational_init, str) or len(rational_init) != 2:
+            raise ValueError(
+                f"rational_init must be a pair (act1, act2) such as ('identity', 'swish'), got {rational_init!r}"
+            )
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"weight_init={weight_init!r} is not one of {WEIGHT_INITS}")
+        mlp_layer = partial(
+            KatMlp, rational_init=tuple(rational_init), rational_groups=rational_groups,
+            rational_order=tuple(rational_order), share_numerator=share_numerator, use_kernel=use_kernel,
+        )  # fmt: skip
+        super().__init__(mlp_layer=mlp_layer, weight_init="skip", **kwargs)
+        self.rational_init = tuple(rational_init)
+        self.weight_init_mode = ""  # timm's own mode for VisionTransformer.init_weights
+        self.kat_weight_init = weight_init
+        if weight_init != "skip":
+            self.init_weights(weight_init, needs_reset=False)
+
+    def init_weights(self, mode: str = "", needs_reset: bool = True, generator: torch.Generator | None = None) -> None:
+        """(Re-)initialise: ``mode`` is "released" or "variance" (default: the construction mode)."""
+        mode = mode or self.kat_weight_init
+        if mode not in ("released", "variance"):
+            raise ValueError(f"Kat.init_weights: mode={mode!r} is not 'released' or 'variance'")
+        super().init_weights("", needs_reset=needs_reset)  # trunc-normal(0.02) Linears, pos/cls init, rationals
+        for block in self.blocks:
+            mimetic_attention_init_(block.attn, generator=generator)
+        if mode == "variance":
+            self._variance_preserving_fc_init(generator)
+
+    @torch.no_grad()
+    def _variance_preserving_fc_init(self, generator: torch.Generator | None) -> None:
+        gains: dict[tuple, float] = {}  # every block starts from the same two functions: compute each gain once
+        for block in self.blocks:
+            mlp = block.mlp
+            for act, fc in ((mlp.act1, mlp.fc1), (mlp.act2, mlp.fc2)):
+                key = (act.init, act.order, tuple(act.weight_numerator.flatten().tolist()))
+                if key not in gains:
+                    gains[key] = act.variance_gain()
+                std = math.sqrt(gains[key] / fc.in_features)
+                fc.weight.copy_(torch.randn(fc.weight.shape, generator=generator) * std)
+                if fc.bias is not None:
+                    fc.bias.zero_()
+
+    @torch.jit.ignore()
+    def load_pretrained(self, checkpoint_path: str, prefix: str = "") -> None:
+        """Load any supported checkpoint file (timm calls this for ``.npz`` files, ``custom_load``)."""
+        state_dict = load_checkpoint_file(checkpoint_path)
+        if prefix:
+            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        self.load_state_dict(checkpoint_filter_fn(state_dict, self), strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def load_checkpoint_file(path: str | Path, use_ema: bool = True) -> dict[str, Any]:
+    """Read a checkpoint file into a flat dict of tensors (not yet remapped: see :func:`checkpoint_filter_fn`).
+
+    ``.npz`` (Google Flax, arrays only), ``.safetensors``, or a torch file read with ``weights_only=True`` where
+    ``argparse.Namespace`` (the ``args`` entry of timm train.py checkpoints) is the one extra allowed class. Nested
+    dicts from trainers are unwrapped (``state_dict_ema`` first when ``use_ema``, as timm does).
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path, allow_pickle=False) as arrays:
+            return {k: torch.from_numpy(arrays[k].copy()) for k in arrays.files}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return _unwrap(checkpoint, use_ema)
+
+
+def _unwrap(checkpoint: dict[str, Any], use_ema: bool = True) -> dict[str, Any]:
+    keys = ("state_dict_ema", "model_ema", "state_dict", "model") if use_ema else ("state_dict", "model")
+    for key in keys:
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
+
+
+def _is_flax(state_dict: dict[str, Any]) -> bool:
+    return any(k.endswith("embedding/kernel") for k in state_dict)
+
+
+def _convert_flax(state_dict: dict[str, Tensor], model: Kat) -> dict[str, Tensor]:
+    """Google AugReg ``.npz`` (Flax names, HWIO / (in, heads, head_dim) kernels) -> timm ViT names and layouts.
+
+    Keys it does not understand are kept under their Flax names so that the filter reports them.
+    """
+    prefix = next(k for k in state_dict if k.endswith("embedding/kernel"))[: -len("embedding/kernel")]
+    flax = {k[len(prefix) :]: v.float() for k, v in state_dict.items() if k.startswith(prefix)}
+    flax.update({k: v for k, v in state_dict.items() if not k.startswith(prefix)})
+    out: dict[str, Tensor] = {}
+
+    def take(name: str) -> Tensor:
+        return flax.pop(name)
+
+    def dense(name: str) -> Tensor:  # (in, out) -> (out, in)
+        return take(name).T
+
+    if "embedding/kernel" in flax:
+        out["patch_embed.proj.weight"] = take("embedding/kernel").permute(3, 2, 0, 1)  # HWIO -> OIHW
+        out["patch_embed.proj.bias"] = take("embedding/bias")
+    if "cls" in flax:
+        out["cls_token"] = take("cls")
+    if "Transformer/posembed_input/pos_embedding" in flax:
+        out["pos_embed"] = take("Transformer/posembed_input/pos_embedding")
+    for ours, theirs in (("norm", "Transformer/encoder_norm"), ("head", "head")):
+        if f"{theirs}/bias" in flax:
+            out[f"{ours}.weight"] = take(f"{theirs}/scale") if ours == "norm" else dense(f"{theirs}/kernel")
+            out[f"{ours}.bias"] = take(f"{theirs}/bias")
+    for name in [k for k in flax if k.startswith("pre_logits/")]:  # unused representation layer, as in timm
+        del flax[name]
+    block_ids = sorted({int(m.group(1)) for k in flax if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+    for i in block_ids:
+        src, dst = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        attn = src + "MultiHeadDotProductAttention_1/"
+        for ours, theirs in (("norm1", "LayerNorm_0"), ("norm2", "LayerNorm_2")):
+            out[dst + ours + ".weight"] = take(src + theirs + "/scale")
+            out[dst + ours + ".bias"] = take(src + theirs + "/bias")
+        qkv = ("query", "key", "value")
+        out[dst + "attn.qkv.weight"] = torch.cat([take(f"{attn}{n}/kernel").flatten(1).T for n in qkv])
+        out[dst + "attn.qkv.bias"] = torch.cat([take(f"{attn}{n}/bias").flatten() for n in qkv])
+        out[dst + "attn.proj.weight"] = take(attn + "out/kernel").flatten(0, 1).T  # (heads, hd, D) -> (D, heads*hd)
+        out[dst + "attn.proj.bias"] = take(attn + "out/bias")
+        for r in (0, 1):
+            out[f"{dst}mlp.fc{r + 1}.weight"] = dense(f"{src}MlpBlock_3/Dense_{r}/kernel")
+            out[f"{dst}mlp.fc{r + 1}.bias"] = take(f"{src}MlpBlock_3/Dense_{r}/bias")
+    out.update(flax)  # leftovers: reported as unexpected keys
+    return out
+
+
+def _strip_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Drop a wrapper prefix ("module.", Lightning's "model.", ...) found in front of ``pos_embed``."""
+    if "pos_embed" in state_dict or "cls_token" in state_dict:
+        return state_dict
+    anchors = [k[: -len("pos_embed")] for k in state_dict if k.endswith("pos_embed")]
+    if len(anchors) != 1:
+        return state_dict
+    prefix = anchors[0]
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _is_rational(key: str) -> bool:
+    return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.weight_(numerator|denominator)$", key))
+
+
+def _describe(keys: list[str], shapes: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {tuple(shapes[k].shape)}" for k in keys)
+
+
+def checkpoint_filter_fn(
+    state_dict: dict[str, Any], model: Kat, interpolation: str = "bicubic", antialias: bool = True
+) -> dict[str, Tensor]:
+    """Remap a checkpoint to ``model``'s full state dict, or raise ValueError listing every mismatch.
+
+    Accepts timm ViT state dicts (rationals are new: the model's initial ones are kept, and logged), Google AugReg
+    Flax dicts (from ``.npz``), official KAT checkpoints (``state_dict``/``state_dict_ema`` with ``args``) and
+    kanvision's own. Position embeddings (and patch-embedding kernels) are resampled to the model's grid; a head
+    whose class count differs is dropped (the model's fresh head is kept, and logged). Any other missing,
+    unexpected or mis-shaped key is an error, so a model is never half-loaded.
+    """
+    state_dict = _unwrap(state_dict)
+    if _is_flax(state_dict):
+        state_dict = _convert_flax(state_dict, model)
+    state_dict = _strip_prefix(state_dict)
+    expected = model.state_dict()
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+        if key == "patch_embed.proj.weight" and key in expected and value.dim() == 4:
+            target = expected[key].shape
+            if value.shape[1] != target[1]:
+                value = adapt_input_conv(target[1], value)
+            if value.shape[-2:] != target[-2:]:
+                _logger.info(f"Resampling patch embedding {tuple(value.shape[-2:])} -> {tuple(target[-2:])}")
+                value = resample_patch_embed(value, list(target[-2:]), interpolation=interpolation, antialias=antialias)
+        elif key == "pos_embed" and key in expected and value.dim() == 3 and value.shape != expected[key].shape:
+            prefix_tokens = 0 if model.no_embed_class else model.num_prefix_tokens
+            old_tokens = value.shape[1] - prefix_tokens
+            old_side = math.isqrt(old_tokens)
+            if old_side * old_side == old_tokens and value.shape[2] == expected[key].shape[2]:
+                _logger.info(f"Resampling position embedding {(old_side, old_side)} -> {model.patch_embed.grid_size}")
+                value = resample_abs_pos_embed(
+                    value, new_size=model.patch_embed.grid_size, old_size=(old_side, old_side),
+                    num_prefix_tokens=prefix_tokens, interpolation=interpolation, antialias=antialias,
+                )  # fmt: skip
+        out[key] = value
+
+    head_keys = [k for k in ("head.weight", "head.bias") if k in out]
+    if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
+        _logger.warning(
+            f"Dropping the checkpoint's classifier ({_describe(head_keys, out)}): the model has "
+            f"{model.num_classes} classes; its head keeps its fresh initialisation"
+        )
+        for k in head_keys:
+            del out[k]
+    if model.num_classes > 0 and not any(k in out for k in ("head.weight", "head.bias")):
+        out.update({k: v for k, v in expected.items() if k.startswith("head.")})
+
+    rational_keys = [k for k in expected if _is_rational(k)]
+    if rational_keys and not any(k in out for k in rational_keys):
+        _logger.info(
+            f"Checkpoint has no rational activations (a ViT): keeping the model's initial rationals "
+            f"{getattr(model, 'rational_init', '')}"
+        )
+        out.update({k: expected[k] for k in rational_keys})
+
+    missing = [k for k in expected if k not in out]
+    unexpected = [k for k in out if k not in expected]
+    mismatched = [k for k in out if k in expected and out[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        problems = []
+        if mismatched:
+            problems.append(
+                "shape mismatch (checkpoint vs model): "
+                + ", ".join(f"{k} {tuple(out[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched)
+            )
+        if missing:
+            problems.append("missing from checkpoint: " + _describe(missing, expected))
+        if unexpected:
+            problems.append("not in the model: " + _describe(unexpected, out))
+        raise ValueError(
+            f"Checkpoint does not fit {type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, "
+            f"num_classes={model.num_classes}); nothing was loaded. " + "; ".join(problems)
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# registry
+
+
+def _create_kat(variant: str, pretrained: bool = False, **kwargs: Any) -> Kat:
+    out_indices = kwargs.pop("out_indices", 3)
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    if str(overlay.get("file", "")).endswith(".npz"):
+        overlay["custom_load"] = True  # Flax arrays: read by Kat.load_pretrained, as timm does for ViT .npz
+    # Official KAT checkpoints carry an argparse.Namespace; allow exactly that class while timm reads the file.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return build_model_with_cfg(
+            Kat,
+            variant,
+            pretrained,
+            pretrained_cfg_overlay=overlay,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+            **kwargs,
+        )
+
+
+def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "fixed_input_size": True,
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "paper_ids": "arXiv:2409.10594",
+        "paper_name": "Kolmogorov-Arnold Transformer",
+        "origin_url": "https://github.com/Adamdad/kat",
+        **kwargs,
+    }
+
+
+_RELEASE = "https://github.com/Adamdad/kat/releases/download/checkpoint/"
+# Official checkpoints (MIT), named as in the official timm configs and evaluation log. The official README's
+# table swaps the tiny and small "from scratch" links; these names are the right ones.
+default_cfgs = generate_default_cfgs(
+    {
+        "kat_tiny_patch16_224.in1k": _cfg(
+            url=_RELEASE + "kat_tiny_patch16_224_1f3ad3b2e69821f3d412f2924cf159a0e266f142d739cb68f68f796f5a0fe289.pth",
+            license="mit",
+        ),
+        "kat_tiny_patch16_224.vitft_in1k": _cfg(
+            url=_RELEASE
+            + "kat_tiny_patch16_224-finetune_64f124d003803e4a7e1aba1ba23500ace359b544e8a5f0110993f25052e402fb.pth",
+            license="mit",
+        ),
+        "kat_small_patch16_224.in1k": _cfg(
+            url=_RELEASE + "kat_small_patch16_224_32487885cf13d2c14e461c9016fac8ad43f7c769171f132530941e930aeb5fe2.pth",
+            license="mit",
+        ),
+        "kat_small_patch16_224.vitft_in1k": _cfg(
+            url=_RELEASE
+            + "kat_small_patch_224-finetune_3ae087a4c28e2993468eb377d5151350c52c80b2a70cc48ceec63d1328ba58e0.pth",
+            license="mit",
+        ),
+        "kat_base_patch16_224.in1k": _cfg(
+            url=_RELEASE + "kat_base_patch16_224_abff874d925d756d15cde97303f772a3460ddbd44b9c53fb9ce5cf15be230fb6.pth",
+            license="mit",
+        ),
+        "kat_base_patch16_224.vitft_in1k": _cfg(
+            url="https://huggingface.co/adamdad/kat_pretained/resolve/main/"
+            "kat_base_patch16_224-finetune_440bf1ead9dd8ecab642078cfb60ae542f1fa33ca65517260501e02c011e38f2.pth",
+            license="mit",
+        ),
+        "kat_tiny_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+        "kat_small_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+        "kat_base_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
+        "kat_large_patch16_224": _cfg(),
+    }
+)
+
+
+@register_model
+def kat_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-T/16 (5,718,328 parameters): ViT-Ti/16 with GR-KAN MLPs; 74.6 top-1 from scratch, 75.7 from ViT."""
+    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_kat("kat_tiny_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kat_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-S/16 (22.1M): ViT-S/16 with GR-KAN MLPs; 81.2 top-1 from scratch, 82.0 from ViT."""
+    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_kat("kat_small_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kat_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-B/16 (86.6M): ViT-B/16 with GR-KAN MLPs; 82.3 top-1 from scratch, 82.8 from ViT."""
+    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_kat("kat_base_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kat_tiny_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-T/16 at 384 px (fine-tuning size of the AugReg ViT-Ti/16 384 weights)."""
+    model_args = dict(img_size=384, patch_size=16, embed_dim=192, depth=12, num_heads=3)
+    return _create_kat("kat_tiny_patch16_384", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kat_small_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-S/16 at 384 px (fine-tuning size of the AugReg ViT-S/16 384 weights)."""
+    model_args = dict(img_size=384, patch_size=16, embed_dim=384, depth=12, num_heads=6)
+    return _create_kat("kat_small_patch16_384", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kat_base_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-B/16 at 384 px (fine-tuning size of the AugReg ViT-B/16 384 weights)."""
+    model_args = dict(img_size=384, patch_size=16, embed_dim=768, depth=12, num_heads=12)
+    return _create_kat("kat_base_patch16_384", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kat_large_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-L/16: ViT-L/16 (24 blocks, width 1024) with GR-KAN MLPs; not in the paper, for ViT-L initialisation."""
+    model_args = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
+    return _create_kat("kat_large_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
