@@ -137,9 +137,16 @@ class GroupRational(nn.Module):
         self.channel_dim = channel_dim
         self.use_kernel = use_kernel
         self.init = init if isinstance(init, str) else "custom"
-        numerator, denominator = self._init_coefficients(init)
-        self.weight_numerator = nn.Parameter(numerator.repeat(1 if share_numerator else groups, 1))
-        self.weight_denominator = nn.Parameter(denominator.repeat(groups, 1))
+        self._init_numerator, self._init_denominator = self._init_coefficients(init)  # (1, m+1), (1, n)
+        self.weight_numerator = nn.Parameter(torch.empty(1 if share_numerator else groups, self.order[0] + 1))
+        self.weight_denominator = nn.Parameter(torch.empty(groups, self.order[1]))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Every group back to the init function (timm's ``init_weights`` calls this)."""
+        self.weight_numerator.copy_(self._init_numerator.expand_as(self.weight_numerator))
+        self.weight_denominator.copy_(self._init_denominator.expand_as(self.weight_denominator))
 
     def _init_coefficients(self, init: str | tuple[Sequence[float], Sequence[float]]) -> tuple[Tensor, Tensor]:
         m, n = self.order
