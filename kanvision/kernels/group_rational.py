@@ -1,0 +1,703 @@
+"""Fused Triton kernels for the group rational activation of KAT (GR-KAN), as a torch custom op.
+
+Kolmogorov-Arnold Transformer, Yang & Wang, ICLR 2025 (arXiv 2409.10594), https://github.com/Adamdad/kat.
+The released form, which the official checkpoints were trained with, is
+
+    F(x) = (a_0 + a_1 x + ... + a_m x^m) / (1 + |b_1| |x| + |b_2| |x|^2 + ... + |b_n| |x|^n)
+
+on groups of contiguous channels: channel ``c`` of ``C`` uses group ``c // (C // groups)``. The numerator is either
+shared, shape ``(1, m+1)`` (the released layout), or per group ``(groups, m+1)``; the denominator is ``(groups, n)``.
+
+Why a kernel: written in plain PyTorch the unit materialises a dozen full-size intermediates (6x ViT's training
+memory in KAT-T) and the official Triton backward does ten global atomic adds per element (~100x slower training
+than a ViT). Here:
+
+* The forward reads ``x`` once and writes ``F(x)`` once; arithmetic is fp32 whatever the input dtype (fp32, bf16,
+  fp16), the output has x's dtype.
+* The backward saves nothing but the inputs and recomputes ``P, P', Q, Q'`` by Horner's rule. The coefficient
+  gradients are reduced in fp32 registers over a tile of rows per program and written once per (program, column)
+  to a small buffer, then summed over programs and over the channels of each group by one deterministic torch
+  reduction (a two-pass reduction: no atomics, bitwise reproducible).
+* Gradient convention: ``d|b|/db = sign(b)`` and ``d|x|/dx = sign(x)`` with ``sign(0) = 0``, PyTorch's ``abs``
+  backward, so the results agree with autograd on the PyTorch formula (a ``b_i`` that is exactly 0, as in the
+  identity init, gets zero gradient there too).
+* Any leading shape, any ``C`` divisible by ``groups``, non-contiguous inputs (strided rows/columns are read in
+  place when ``x`` can be viewed as 2-D, else one copy), numerator order <= 7, denominator order <= 7.
+
+``group_rational`` is ``torch.ops.kanvision.group_rational``: a custom op with a fake (meta) implementation, an
+autograd formula (itself the custom op ``kanvision::group_rational_backward``), an autocast rule (under autocast
+only ``x`` is cast to the autocast dtype; the coefficients stay fp32) and a FLOP formula for
+``torch.utils.flop_counter`` (``2(m+1) + 2n + 1`` per element, 21 for orders (5, 4): a multiply and an add per
+coefficient plus the division). ``torch.compile`` treats it as one opaque call.
+
+CUDA tensors run the compiled kernels. CPU tensors run only in Triton's interpreter (slow, for testing), which
+``TRITON_INTERPRET=1`` selects when it is set before triton is first imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - triton is a Linux-only dependency
+    triton = None
+
+__all__ = [
+    "MAX_DENOMINATOR_ORDER",
+    "MAX_NUMERATOR_ORDER",
+    "backward_flops_per_element",
+    "forward_flops_per_element",
+    "group_rational",
+    "is_available",
+]
+
+MAX_NUMERATOR_ORDER = 7
+MAX_DENOMINATOR_ORDER = 7
+
+
+def forward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
+    """FLOPs per element of the forward: a multiply-add per coefficient and one division (21 for orders (5, 4))."""
+    return 2 * (numerator_order + 1) + 2 * denominator_order + 1
+
+
+def backward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
+    """FLOPs per element of the backward kernel, counted from its arithmetic.
+
+    |x| (1); P and P' by Horner (2m + 2(m-1)); Q and dQ/d|x| (2n + 2(n-1)); 1/Q and F (2); dx (5); the numerator
+    gradient terms x^k/Q with their running sums (2m + 2); the denominator terms -P|x|^i/Q^2 with theirs (2n + 1).
+    61 for orders (5, 4).
+    """
+    m, n = numerator_order, denominator_order
+    return 6 * m + 6 * n + 7
+
+
+def is_available(x: Tensor | None = None) -> bool:
+    """True when the fused kernel can run (Triton importable; ``x``, if given, on a CUDA device)."""
+    return triton is not None and (x is None or x.is_cuda)
+
+
+def _check_args(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> tuple[int, int]:
+    if x.dim() < 1:
+        raise ValueError(f"x must have at least one dimension (channels last), got shape {tuple(x.shape)}")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    channels = x.shape[-1]
+    if channels % groups != 0:
+        raise ValueError(f"the channel count {channels} (last dim of x) is not divisible by groups={groups}")
+    if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
+        raise ValueError(
+            f"weight_numerator must have shape (1, m+1) (shared) or (groups={groups}, m+1), got "
+            f"{tuple(weight_numerator.shape)}"
+        )
+    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups:
+        raise ValueError(
+            f"weight_denominator must have shape (groups={groups}, n), got {tuple(weight_denominator.shape)}"
+        )
+    numerator_order = weight_numerator.shape[1] - 1
+    denominator_order = weight_denominator.shape[1]
+    if not 0 <= numerator_order <= MAX_NUMERATOR_ORDER:
+        raise ValueError(f"numerator order {numerator_order} is not in [0, {MAX_NUMERATOR_ORDER}]")
+    if not 0 <= denominator_order <= MAX_DENOMINATOR_ORDER:
+        raise ValueError(f"denominator order {denominator_order} is not in [0, {MAX_DENOMINATOR_ORDER}]")
+    for name, t in (("x", x), ("weight_numerator", weight_numerator), ("weight_denominator", weight_denominator)):
+        if t.dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            raise ValueError(f"{name} has dtype {t.dtype}; expected float32, bfloat16, float16 or float64")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+    return numerator_order, denominator_order
+
+
+if triton is not None:
+
+    def _group_rational_forward_kernel(
+        x_ptr,
+        stride_xr,
+        stride_xc,
+        y_ptr,
+        a_ptr,
+        a_group_stride,
+        b_ptr,
+        n_rows,
+        n_cols,
+        group_size,
+        M: tl.constexpr,
+        N: tl.constexpr,
+        TILE: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        BLOCK_R: tl.constexpr = TILE // BLOCK_C
+        # One (BLOCK_R, BLOCK_C) tile per program; coefficients are gathered per column once and broadcast over
+        # rows. Unused coefficient slots are plain 0.0 and pruned at compile time by the constexpr orders.
+        pid_r = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        rmask = rows < n_rows
+        cmask = cols < n_cols
+        mask = rmask[:, None] & cmask[None, :]
+        gid = cols // group_size
+        a_off = a_ptr + gid * a_group_stride
+        b_off = b_ptr + gid * N
+
+        x = tl.load(
+            x_ptr + rows.to(tl.int64)[:, None] * stride_xr + cols.to(tl.int64)[None, :] * stride_xc,
+            mask=mask,
+            other=0.0,
+        ).to(tl.float32)
+        ax = tl.abs(x)
+
+        # P(x) and Q(|x|) by Horner from the highest coefficient; Q >= 1 so the division is always safe.
+        p = tl.zeros(x.shape, dtype=tl.float32)
+        if M >= 7:
+            p = p * x + tl.load(a_off + 7, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 6:
+            p = p * x + tl.load(a_off + 6, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 5:
+            p = p * x + tl.load(a_off + 5, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 4:
+            p = p * x + tl.load(a_off + 4, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 3:
+            p = p * x + tl.load(a_off + 3, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 2:
+            p = p * x + tl.load(a_off + 2, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 1:
+            p = p * x + tl.load(a_off + 1, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        p = p * x + tl.load(a_off, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        q = tl.zeros(x.shape, dtype=tl.float32)
+        if N >= 7:
+            q = q * ax + tl.abs(tl.load(b_off + 6, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 6:
+            q = q * ax + tl.abs(tl.load(b_off + 5, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 5:
+            q = q * ax + tl.abs(tl.load(b_off + 4, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 4:
+            q = q * ax + tl.abs(tl.load(b_off + 3, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 3:
+            q = q * ax + tl.abs(tl.load(b_off + 2, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 2:
+            q = q * ax + tl.abs(tl.load(b_off + 1, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 1:
+            q = q * ax + tl.abs(tl.load(b_off + 0, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        q = q * ax + 1.0
+
+        y = p / q
+        out = y_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
+        tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+    def _group_rational_backward_kernel(
+        go_ptr,
+        stride_gr,
+        stride_gc,
+        x_ptr,
+        stride_xr,
+        stride_xc,
+        dx_ptr,
+        a_ptr,
+        a_group_stride,
+        b_ptr,
+        partial_ptr,
+        n_rows,
+        n_cols,
+        group_size,
+        M: tl.constexpr,
+        N: tl.constexpr,
+        TILE: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        BLOCK_R: tl.constexpr = TILE // BLOCK_C
+        # Each program owns a column block and a strided set of row blocks (pid_r, pid_r + programs, ...). It
+        # writes dx, and accumulates the per-element coefficient-gradient terms in fp32 (BLOCK_R, BLOCK_C) register
+        # tiles; at the end it reduces them over rows and stores one value per (coefficient, column) to
+        # partial[pid_r, k, col]. The host sums partial over programs and the columns of each group.
+        pid_r = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < n_cols
+        gid = cols // group_size
+        a_off = a_ptr + gid * a_group_stride
+        b_off = b_ptr + gid * N
+
+        # Coefficients for this column block, loaded once (fp32, shape (1, BLOCK_C)); |b| for the denominator.
+        a0 = tl.load(a_off + 0, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        a1 = 0.0
+        a2 = 0.0
+        a3 = 0.0
+        a4 = 0.0
+        a5 = 0.0
+        a6 = 0.0
+        a7 = 0.0
+        if M >= 1:
+            a1 = tl.load(a_off + 1, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 2:
+            a2 = tl.load(a_off + 2, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 3:
+            a3 = tl.load(a_off + 3, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 4:
+            a4 = tl.load(a_off + 4, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 5:
+            a5 = tl.load(a_off + 5, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 6:
+            a6 = tl.load(a_off + 6, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        if M >= 7:
+            a7 = tl.load(a_off + 7, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        b1 = 0.0
+        b2 = 0.0
+        b3 = 0.0
+        b4 = 0.0
+        b5 = 0.0
+        b6 = 0.0
+        b7 = 0.0
+        if N >= 1:
+            b1 = tl.abs(tl.load(b_off + 0, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 2:
+            b2 = tl.abs(tl.load(b_off + 1, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 3:
+            b3 = tl.abs(tl.load(b_off + 2, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 4:
+            b4 = tl.abs(tl.load(b_off + 3, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 5:
+            b5 = tl.abs(tl.load(b_off + 4, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 6:
+            b6 = tl.abs(tl.load(b_off + 5, mask=cmask, other=0.0).to(tl.float32))[None, :]
+        if N >= 7:
+            b7 = tl.abs(tl.load(b_off + 6, mask=cmask, other=0.0).to(tl.float32))[None, :]
+
+        zero = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
+        acc_a0 = zero
+        acc_a1 = zero
+        acc_a2 = zero
+        acc_a3 = zero
+        acc_a4 = zero
+        acc_a5 = zero
+        acc_a6 = zero
+        acc_a7 = zero
+        acc_b1 = zero
+        acc_b2 = zero
+        acc_b3 = zero
+        acc_b4 = zero
+        acc_b5 = zero
+        acc_b6 = zero
+        acc_b7 = zero
+
+        # Software prefetch: the loads of the next row block are issued before this block's arithmetic, which
+        # doubles the bytes in flight per thread (the loop is not pipelined by the compiler).
+        row_step = tl.num_programs(0) * BLOCK_R
+        cols64 = cols.to(tl.int64)[None, :]
+        rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+        mask = (rows < n_rows)[:, None] & cmask[None, :]
+        x_next = tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride_xr + cols64 * stride_xc, mask=mask, other=0.0)
+        g_next = tl.load(go_ptr + rows.to(tl.int64)[:, None] * stride_gr + cols64 * stride_gc, mask=mask, other=0.0)
+        for r0 in range(pid_r * BLOCK_R, n_rows, row_step):
+            rows = r0 + tl.arange(0, BLOCK_R)
+            mask = (rows < n_rows)[:, None] & cmask[None, :]
+            rows64 = rows.to(tl.int64)[:, None]
+            x = x_next.to(tl.float32)
+            g = g_next.to(tl.float32)
+            next_rows = rows + row_step
+            next_mask = (next_rows < n_rows)[:, None] & cmask[None, :]
+            next_rows64 = next_rows.to(tl.int64)[:, None]
+            x_next = tl.load(x_ptr + next_rows64 * stride_xr + cols64 * stride_xc, mask=next_mask, other=0.0)
+            g_next = tl.load(go_ptr + next_rows64 * stride_gr + cols64 * stride_gc, mask=next_mask, other=0.0)
+            ax = tl.abs(x)
+
+            # P, P' and Q(|x|), dQ/d|x| together by Horner (the derivative picks up the value before each step).
+            p = zero
+            dp = zero
+            if M >= 7:
+                dp = dp * x + p
+                p = p * x + a7
+            if M >= 6:
+                dp = dp * x + p
+                p = p * x + a6
+            if M >= 5:
+                dp = dp * x + p
+                p = p * x + a5
+            if M >= 4:
+                dp = dp * x + p
+                p = p * x + a4
+            if M >= 3:
+                dp = dp * x + p
+                p = p * x + a3
+            if M >= 2:
+                dp = dp * x + p
+                p = p * x + a2
+            if M >= 1:
+                dp = dp * x + p
+                p = p * x + a1
+            dp = dp * x + p
+            p = p * x + a0
+            q = zero
+            dq = zero
+            if N >= 7:
+                dq = dq * ax + q
+                q = q * ax + b7
+            if N >= 6:
+                dq = dq * ax + q
+                q = q * ax + b6
+            if N >= 5:
+                dq = dq * ax + q
+                q = q * ax + b5
+            if N >= 4:
+                dq = dq * ax + q
+                q = q * ax + b4
+            if N >= 3:
+                dq = dq * ax + q
+                q = q * ax + b3
+            if N >= 2:
+                dq = dq * ax + q
+                q = q * ax + b2
+            if N >= 1:
+                dq = dq * ax + q
+                q = q * ax + b1
+            dq = dq * ax + q
+            q = q * ax + 1.0
+
+            inv_q = 1.0 / q
+            f = p * inv_q
+            sign_x = tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
+            t = g * inv_q  # dL/da_0 term: g / Q
+            dx = t * (dp - sign_x * dq * f)
+            tl.store(
+                dx_ptr + rows64 * n_cols + cols[None, :],
+                dx.to(dx_ptr.dtype.element_ty),
+                mask=mask,
+            )
+
+            u = -t * f  # -g P / Q^2; times |x|^i gives the |b_i| term (sign(b_i) is applied on the host)
+            acc_a0 += t
+            if M >= 1:
+                t = t * x
+                acc_a1 += t
+            if M >= 2:
+                t = t * x
+                acc_a2 += t
+            if M >= 3:
+                t = t * x
+                acc_a3 += t
+            if M >= 4:
+                t = t * x
+                acc_a4 += t
+            if M >= 5:
+                t = t * x
+                acc_a5 += t
+            if M >= 6:
+                t = t * x
+                acc_a6 += t
+            if M >= 7:
+                t = t * x
+                acc_a7 += t
+            if N >= 1:
+                u = u * ax
+                acc_b1 += u
+            if N >= 2:
+                u = u * ax
+                acc_b2 += u
+            if N >= 3:
+                u = u * ax
+                acc_b3 += u
+            if N >= 4:
+                u = u * ax
+                acc_b4 += u
+            if N >= 5:
+                u = u * ax
+                acc_b5 += u
+            if N >= 6:
+                u = u * ax
+                acc_b6 += u
+            if N >= 7:
+                u = u * ax
+                acc_b7 += u
+
+        # partial has shape (programs along rows, M + 1 + N, n_cols).
+        out = partial_ptr + pid_r.to(tl.int64) * ((M + 1 + N) * n_cols) + cols
+        tl.store(out, tl.sum(acc_a0, axis=0), mask=cmask)
+        if M >= 1:
+            tl.store(out + 1 * n_cols, tl.sum(acc_a1, axis=0), mask=cmask)
+        if M >= 2:
+            tl.store(out + 2 * n_cols, tl.sum(acc_a2, axis=0), mask=cmask)
+        if M >= 3:
+            tl.store(out + 3 * n_cols, tl.sum(acc_a3, axis=0), mask=cmask)
+        if M >= 4:
+            tl.store(out + 4 * n_cols, tl.sum(acc_a4, axis=0), mask=cmask)
+        if M >= 5:
+            tl.store(out + 5 * n_cols, tl.sum(acc_a5, axis=0), mask=cmask)
+        if M >= 6:
+            tl.store(out + 6 * n_cols, tl.sum(acc_a6, axis=0), mask=cmask)
+        if M >= 7:
+            tl.store(out + 7 * n_cols, tl.sum(acc_a7, axis=0), mask=cmask)
+        out = out + (M + 1) * n_cols
+        if N >= 1:
+            tl.store(out, tl.sum(acc_b1, axis=0), mask=cmask)
+        if N >= 2:
+            tl.store(out + 1 * n_cols, tl.sum(acc_b2, axis=0), mask=cmask)
+        if N >= 3:
+            tl.store(out + 2 * n_cols, tl.sum(acc_b3, axis=0), mask=cmask)
+        if N >= 4:
+            tl.store(out + 3 * n_cols, tl.sum(acc_b4, axis=0), mask=cmask)
+        if N >= 5:
+            tl.store(out + 4 * n_cols, tl.sum(acc_b5, axis=0), mask=cmask)
+        if N >= 6:
+            tl.store(out + 5 * n_cols, tl.sum(acc_b6, axis=0), mask=cmask)
+        if N >= 7:
+            tl.store(out + 6 * n_cols, tl.sum(acc_b7, axis=0), mask=cmask)
+
+    _forward_jit = triton.jit(_group_rational_forward_kernel)
+    _backward_jit = triton.jit(_group_rational_backward_kernel)
+    # On the GPU the tile (elements per program per step) and warp count are tuned once per (C, groups, orders,
+    # dtype); the Triton interpreter runs the fixed defaults below. Every config writes all of its outputs, so the
+    # benchmarking runs need no reset.
+    _TUNE_KEY = ["n_cols", "group_size", "M", "N", "BLOCK_C"]
+    _forward_tuned = triton.autotune(
+        [triton.Config({"TILE": t}, num_warps=w) for t, w in ((1024, 4), (2048, 4), (2048, 8), (4096, 8))],
+        key=_TUNE_KEY,
+    )(_forward_jit)
+    _backward_tuned = triton.autotune(
+        [triton.Config({"TILE": t}, num_warps=w) for t, w in ((512, 2), (512, 4), (1024, 4), (1024, 8), (2048, 8))],
+        key=_TUNE_KEY,
+    )(_backward_jit)
+
+_FORWARD_TILE = 2048
+_BACKWARD_TILE = 1024
+
+
+def _launcher(x: Tensor, jitted, tuned, default_tile: int) -> tuple:
+    """(kernel, launch kwargs): the autotuned kernel on CUDA, the fixed default tile in the interpreter."""
+    if triton is None:
+        raise RuntimeError("group_rational's kernel needs triton (pip install triton)")
+    if _interpreting():
+        return jitted, {"TILE": default_tile, "num_warps": 4}
+    if not x.is_cuda:
+        raise RuntimeError(
+            "group_rational's Triton kernel runs on CUDA tensors; CPU tensors need Triton's interpreter, "
+            "TRITON_INTERPRET=1 set before triton is first imported"
+        )
+    return tuned, {}
+
+
+def _interpreting() -> bool:
+    """True when these kernels run in Triton's interpreter (TRITON_INTERPRET=1 was set before triton's import)."""
+    from triton.language import standard
+    from triton.runtime.interpreter import InterpretedFunction
+
+    ours = isinstance(_forward_jit, InterpretedFunction)
+    if ours and not isinstance(standard.zeros_like, InterpretedFunction):
+        # The kernels were defined in interpreter mode but triton's own library was not: they cannot run here.
+        raise RuntimeError(
+            "TRITON_INTERPRET=1 was set after triton was imported but before kanvision.kernels.group_rational: "
+            "set it before anything imports triton (torch._dynamo does) or not at all"
+        )
+    return ours
+
+
+@functools.cache
+def _multiprocessor_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _block_cols(n_cols: int) -> int:
+    """Largest power-of-two column block in [16, 256] that pads the row by at most 1/8 (fewer idle lanes)."""
+    for block in (256, 128, 64, 32):
+        if triton.cdiv(n_cols, block) * block * 8 <= n_cols * 9:
+            return block
+    return 16
+
+
+def _as_rows(t: Tensor) -> Tensor:
+    """(..., C) -> (rows, C), a view whenever possible (strided rows and columns are read in place)."""
+    return t.reshape(-1, t.shape[-1])
+
+
+def _forward_impl(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+    numerator_order, denominator_order = _check_args(x, weight_numerator, weight_denominator, groups)
+    if x.dtype == torch.float64:
+        raise ValueError("the Triton kernel computes in fp32: use the PyTorch path for float64 inputs")
+    kernel, launch_kwargs = _launcher(x, _forward_jit, _forward_tuned, _FORWARD_TILE)
+    x2 = _as_rows(x)
+    n_rows, n_cols = x2.shape
+    y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+    if y.numel() == 0:
+        return y.view(x.shape)
+    a = weight_numerator.contiguous()
+    b = weight_denominator.contiguous()
+    block_c = _block_cols(n_cols)
+    col_blocks = triton.cdiv(n_cols, block_c)
+    kernel[lambda meta: (triton.cdiv(n_rows, meta["TILE"] // block_c), col_blocks)](
+        x2,
+        x2.stride(0),
+        x2.stride(1),
+        y,
+        a,
+        0 if a.shape[0] == 1 else a.shape[1],
+        b,
+        n_rows,
+        n_cols,
+        n_cols // groups,
+        M=numerator_order,
+        N=denominator_order,
+        BLOCK_C=block_c,
+        **launch_kwargs,
+    )
+    return y.view(x.shape)
+
+
+def _backward_impl(
+    grad_output: Tensor, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    numerator_order, denominator_order = _check_args(x, weight_numerator, weight_denominator, groups)
+    kernel, launch_kwargs = _launcher(x, _backward_jit, _backward_tuned, _BACKWARD_TILE)
+    x2 = _as_rows(x)
+    g2 = _as_rows(grad_output)
+    n_rows, n_cols = x2.shape
+    dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
+    num_coefficients = numerator_order + 1 + denominator_order
+    if dx.numel() == 0:
+        return (
+            dx.view(x.shape),
+            torch.zeros_like(weight_numerator),
+            torch.zeros_like(weight_denominator),
+        )
+    a = weight_numerator.contiguous()
+    b = weight_denominator.contiguous()
+    block_c = _block_cols(n_cols)
+    col_blocks = triton.cdiv(n_cols, block_c)
+    # Enough row programs to fill the GPU a few times over; each then loops over many row blocks, so the partial
+    # buffer (row programs x coefficients x C, fp32) stays a few percent of the traffic of x. The count does not
+    # depend on the tuned tile (programs left without rows write zeros), so the buffer is sized before launch.
+    target = 4 * _multiprocessor_count(x.device.index or 0) if x.is_cuda else 3
+    row_programs = max(1, min(n_rows, triton.cdiv(target, col_blocks)))
+    partial = torch.empty((row_programs, num_coefficients, n_cols), dtype=torch.float32, device=x.device)
+    kernel[(row_programs, col_blocks)](
+        g2,
+        g2.stride(0),
+        g2.stride(1),
+        x2,
+        x2.stride(0),
+        x2.stride(1),
+        dx,
+        a,
+        0 if a.shape[0] == 1 else a.shape[1],
+        b,
+        partial,
+        n_rows,
+        n_cols,
+        n_cols // groups,
+        M=numerator_order,
+        N=denominator_order,
+        BLOCK_C=block_c,
+        **launch_kwargs,
+    )
+    # Second pass: sum over row programs and over the channels of each group in one deterministic reduction.
+    per_group = partial.view(row_programs, num_coefficients, groups, n_cols // groups).sum(dim=(0, 3))  # (K, groups)
+    grad_numerator = per_group[: numerator_order + 1].t()  # (groups, m+1)
+    if weight_numerator.shape[0] == 1:
+        grad_numerator = grad_numerator.sum(0, keepdim=True)
+    grad_denominator = per_group[numerator_order + 1 :].t() * torch.sign(weight_denominator.float())
+    return (
+        dx.view(x.shape),
+        grad_numerator.to(weight_numerator.dtype).contiguous(),
+        grad_denominator.to(weight_denominator.dtype).contiguous(),
+    )
+
+
+# ---- torch.library registration ----------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("kanvision::group_rational", mutates_args=())
+def _group_rational_op(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+    return _forward_impl(x, weight_numerator, weight_denominator, groups)
+
+
+@_group_rational_op.register_fake
+def _group_rational_fake(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+    _check_args(x, weight_numerator, weight_denominator, groups)
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("kanvision::group_rational_backward", mutates_args=())
+def _group_rational_backward_op(
+    grad_output: Tensor, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_impl(grad_output, x, weight_numerator, weight_denominator, groups)
+
+
+@_group_rational_backward_op.register_fake
+def _group_rational_backward_fake(
+    grad_output: Tensor, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    return (
+        x.new_empty(x.shape),
+        weight_numerator.new_empty(weight_numerator.shape),
+        weight_denominator.new_empty(weight_denominator.shape),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight_numerator, weight_denominator, groups = inputs
+    ctx.save_for_backward(x, weight_numerator, weight_denominator)  # inputs only: the backward recomputes
+    ctx.groups = groups
+
+
+def _backward(ctx, grad_output: Tensor):
+    x, weight_numerator, weight_denominator = ctx.saved_tensors
+    dx, da, db = _group_rational_backward_op(grad_output, x, weight_numerator, weight_denominator, ctx.groups)
+    return dx, da, db, None
+
+
+_group_rational_op.register_autograd(_backward, setup_context=_setup_context)
+
+_LIBRARY = torch.library.Library("kanvision", "FRAGMENT")
+
+
+def _make_autocast_kernel(device_type: str):
+    # Cast only x (to the autocast dtype of this device); the coefficients stay in their own (fp32) precision, a
+    # bf16 rounding of b_4 ~ 5e-4 would change the function. Then run the op with autocast off.
+    autocast_key = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, "Autocast" + device_type.upper()))
+
+    def kernel(_keyset, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+        with torch._C._ExcludeDispatchKeyGuard(autocast_key):
+            if x.is_floating_point() and x.dtype != torch.float64 and x.device.type == device_type:
+                x = x.to(torch.get_autocast_dtype(device_type))
+            return _group_rational_op(x, weight_numerator, weight_denominator, groups)
+
+    return kernel
+
+
+for _device_type in ("cpu", "cuda"):
+    _LIBRARY.impl(
+        "group_rational", _make_autocast_kernel(_device_type), "Autocast" + _device_type.upper(), with_keyset=True
+    )
+
+
+@register_flop_formula(torch.ops.kanvision.group_rational)
+def _group_rational_flops(x_shape, numerator_shape, denominator_shape, groups, *args, out_shape=None, **kwargs) -> int:
+    return math.prod(x_shape) * forward_flops_per_element(numerator_shape[1] - 1, denominator_shape[1])
+
+
+@register_flop_formula(torch.ops.kanvision.group_rational_backward)
+def _group_rational_backward_flops(
+    grad_shape, x_shape, numerator_shape, denominator_shape, groups, *args, out_shape=None, **kwargs
+) -> int:
+    return math.prod(x_shape) * backward_flops_per_element(numerator_shape[1] - 1, denominator_shape[1])
+
+
+def group_rational(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+    """Group rational activation F(x) = P(x) / (1 + sum_i |b_i| |x|^i) on channels-last ``x`` by the fused kernel.
+
+    Args:
+        x: ``(..., C)``, float32/bfloat16/float16 (any strides); ``C`` divisible by ``groups``.
+        weight_numerator: ``(1, m+1)`` shared by all groups (released KAT layout) or ``(groups, m+1)``; a_0..a_m.
+        weight_denominator: ``(groups, n)``; b_1..b_n.
+        groups: number of groups of ``C // groups`` contiguous channels.
+
+    Returns:
+        ``F(x)``, contiguous, same shape and dtype as ``x`` (computed in fp32). Differentiable in all three tensors.
+    """
+    _check_args(x, weight_numerator, weight_denominator, groups)
+    return _group_rational_op(x, weight_numerator, weight_denominator, groups)
