@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 from collections.abc import Sequence
@@ -60,9 +61,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--rational-init", nargs=2, default=None, metavar=("ACT1", "ACT2"), help="KAT rational inits for new ones"
     )
+    parser.add_argument(
+        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+        help="any other model argument, VALUE a Python literal (e.g. depth=6, drop_path_rate=0.1); repeatable",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model_args: dict[str, Any] = {}
+    for item in args.model_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            parser.error(f"--model-arg {item!r} is not KEY=VALUE")
+        try:
+            model_args[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            model_args[key] = value  # a plain string such as a pooling name
     if args.num_classes is not None:
         model_args["num_classes"] = args.num_classes
     if args.img_size is not None:

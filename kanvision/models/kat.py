@@ -214,9 +214,9 @@ class Kat(VisionTransformer):
                     fc.bias.zero_()
 
     @torch.jit.ignore()
-    def load_pretrained(self, checkpoint_path: str, prefix: str = "") -> None:
-        """Load any supported checkpoint file (timm calls this for ``.npz`` files, ``custom_load``)."""
-        state_dict = load_checkpoint_file(checkpoint_path)
+    def load_pretrained(self, checkpoint_path: str, prefix: str = "", use_ema: bool = False) -> None:
+        """Load any supported checkpoint file; timm's ``pretrained=True`` path calls this (``custom_load``)."""
+        state_dict = load_checkpoint_file(checkpoint_path, use_ema=use_ema)
         if prefix:
             state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         self.load_state_dict(checkpoint_filter_fn(state_dict, self), strict=True)
@@ -226,12 +226,14 @@ class Kat(VisionTransformer):
 # checkpoints
 
 
-def load_checkpoint_file(path: str | Path, use_ema: bool = True) -> dict[str, Any]:
+def load_checkpoint_file(path: str | Path, use_ema: bool = False) -> dict[str, Any]:
     """Read a checkpoint file into a flat dict of tensors (not yet remapped: see :func:`checkpoint_filter_fn`).
 
     ``.npz`` (Google Flax, arrays only), ``.safetensors``, or a torch file read with ``weights_only=True`` where
-    ``argparse.Namespace`` (the ``args`` entry of timm train.py checkpoints) is the one extra allowed class. Nested
-    dicts from trainers are unwrapped (``state_dict_ema`` first when ``use_ema``, as timm does).
+    ``argparse.Namespace`` (the ``args`` entry of timm train.py checkpoints) is the one extra allowed class. Trainer
+    dicts are unwrapped to ``state_dict`` (or ``model``); ``state_dict_ema`` only when ``use_ema`` or when it is the
+    only one. The default is the raw weights because the official KAT accuracies were evaluated on them (its
+    validate.py log: "Loaded state_dict from checkpoint").
     """
     path = Path(path)
     if path.suffix == ".npz":
@@ -248,8 +250,9 @@ def load_checkpoint_file(path: str | Path, use_ema: bool = True) -> dict[str, An
     return _unwrap(checkpoint, use_ema)
 
 
-def _unwrap(checkpoint: dict[str, Any], use_ema: bool = True) -> dict[str, Any]:
-    keys = ("state_dict_ema", "model_ema", "state_dict", "model") if use_ema else ("state_dict", "model")
+def _unwrap(checkpoint: dict[str, Any], use_ema: bool = False) -> dict[str, Any]:
+    raw, ema = ("state_dict", "model"), ("state_dict_ema", "model_ema")
+    keys = ema + raw if use_ema else raw + ema
     for key in keys:
         if isinstance(checkpoint.get(key), dict):
             return checkpoint[key]
@@ -323,8 +326,9 @@ def _is_rational(key: str) -> bool:
     return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.weight_(numerator|denominator)$", key))
 
 
-def _describe(keys: list[str], shapes: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {tuple(shapes[k].shape)}" for k in keys)
+def _describe(keys: list[str], shapes: dict[str, Any], limit: int = 24) -> str:
+    text = ", ".join(f"{k} {tuple(shapes[k].shape)}" for k in keys[:limit])
+    return text + (f", ... ({len(keys)} keys in all)" if len(keys) > limit else "")
 
 
 def checkpoint_filter_fn(
@@ -391,10 +395,9 @@ def checkpoint_filter_fn(
     if missing or unexpected or mismatched:
         problems = []
         if mismatched:
-            problems.append(
-                "shape mismatch (checkpoint vs model): "
-                + ", ".join(f"{k} {tuple(out[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched)
-            )
+            pairs = ", ".join(f"{k} {tuple(out[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched[:24])
+            more = f", ... ({len(mismatched)} keys in all)" if len(mismatched) > 24 else ""
+            problems.append(f"shape mismatch (checkpoint vs model): {pairs}{more}")
         if missing:
             problems.append("missing from checkpoint: " + _describe(missing, expected))
         if unexpected:
@@ -413,19 +416,17 @@ def checkpoint_filter_fn(
 def _create_kat(variant: str, pretrained: bool = False, **kwargs: Any) -> Kat:
     out_indices = kwargs.pop("out_indices", 3)
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    if str(overlay.get("file", "")).endswith(".npz"):
-        overlay["custom_load"] = True  # Flax arrays: read by Kat.load_pretrained, as timm does for ViT .npz
-    # Official KAT checkpoints carry an argparse.Namespace; allow exactly that class while timm reads the file.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return build_model_with_cfg(
-            Kat,
-            variant,
-            pretrained,
-            pretrained_cfg_overlay=overlay,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
-            **kwargs,
-        )
+    if overlay.get("file") or overlay.get("url"):
+        overlay.setdefault("custom_load", True)  # timm resets it for overlaid sources; our reader handles them all
+    return build_model_with_cfg(
+        Kat,
+        variant,
+        pretrained,
+        pretrained_cfg_overlay=overlay,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        **kwargs,
+    )
 
 
 def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
@@ -441,6 +442,9 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
         "std": IMAGENET_DEFAULT_STD,
         "first_conv": "patch_embed.proj",
         "classifier": "head",
+        # Every file (url or pretrained_cfg_overlay=dict(file=...)) goes through Kat.load_pretrained: one reader for
+        # .npz/.safetensors/.pth, official checkpoints' argparse.Namespace allowed under weights_only=True.
+        "custom_load": True,
         "paper_ids": "arXiv:2409.10594",
         "paper_name": "Kolmogorov-Arnold Transformer",
         "origin_url": "https://github.com/Adamdad/kat",
