@@ -1,0 +1,76 @@
+"""``kanvision-eval``: top-1, top-5 and loss of a kanvision checkpoint on a data split.
+
+    kanvision-eval ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt data=digits
+    kanvision-eval ckpt_path=... data=imagenet data.root=/data/imagenet split=val trainer=gpu
+
+The network is rebuilt from the checkpoint alone (model name and kwargs are stored in it); its input size and
+normalisation are the ones it was trained with unless ``data.img_size``/``data.mean``/``data.std`` are set.
+Prints the metrics and writes them to ``metrics.json`` in the run's output directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint
+from kanvision.training.module import ImageClassifier
+from kanvision.training.train import resolve_ckpt_path
+from kanvision.training.utils import instantiate, instantiate_loggers, write_metrics
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "main"]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split`` (``val`` or ``test``) of ``cfg.data``; return the metrics."""
+    cfg = copy.deepcopy(cfg)
+    split = cfg.get("split", "val")
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    if ckpt_path is None:
+        raise ValueError("kanvision-eval needs ckpt_path=<checkpoint written by kanvision-train>")
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.check_data()
+    meta = checkpoint_metadata(read_checkpoint(ckpt_path))
+    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, compile=False)
+    if datamodule.num_classes != model.hparams.num_classes or datamodule.in_chans != model.hparams.in_chans:
+        raise ValueError(
+            f"the checkpoint's {meta['model_name']} takes {model.hparams.in_chans}-channel images of "
+            f"{model.hparams.num_classes} classes, but the data gives {datamodule.in_chans} channels and "
+            f"{datamodule.num_classes} classes"
+        )
+    model.data_config = datamodule.configure_for_model(meta.get("data_config") or model.model_data_config())
+
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    run = trainer.validate if split == "val" else trainer.test
+    results = run(model, datamodule=datamodule)
+    metrics: dict[str, Any] = {k: float(v) for result in results for k, v in result.items()}
+    metrics.update(model=meta["model_name"], ckpt_path=str(ckpt_path), split=split)
+    if trainer.is_global_zero:
+        for key in (f"{split}/acc1", f"{split}/acc5", f"{split}/loss", f"{split}_ema/acc1", f"{split}_ema/acc5"):
+            if key in metrics:
+                print(f"{key:>14s}  {metrics[key]:.4f}")
+        write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

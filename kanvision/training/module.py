@@ -1,0 +1,324 @@
+"""``ImageClassifier``: one LightningModule for every kanvision and timm image classifier.
+
+The network is built by name through ``timm.create_model`` (kanvision registers its models with timm on import).
+The recipe follows DeiT / timm's train.py (Touvron et al., arXiv 2012.12877; the KAT runs of Yang & Wang,
+arXiv 2409.10594, used it unchanged): timm optimizers with no weight decay on norms, biases and embeddings,
+per-step warm-up + cosine schedule, label smoothing, Mixup/CutMix with soft-target cross-entropy, model EMA
+evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+import kanvision  # noqa: F401  (registers kanvision's models with timm)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ImageClassifier", "RATIONAL_PARAM_PATTERNS", "build_param_groups"]
+
+# GroupRational coefficients (kanvision.layers.rational, KAT's GR-KAN). They are 2-D, so timm's 1-D rule decays
+# them, which is what the official KAT runs did; ``optimizer.decay_rational=false`` excludes them instead.
+RATIONAL_PARAM_PATTERNS = ("*weight_numerator", "*weight_denominator")
+
+# create_model arguments that only matter when the network is first built (weights to start from); a
+# checkpoint holds the trained weights, so rebuilding from it must not fetch them again.
+INIT_ONLY_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict")
+
+_OPTIMIZER_DEFAULTS = dict(opt="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9)
+_SCHEDULER_DEFAULTS = dict(name="cosine", warmup_epochs=0.0, warmup_steps=None, warmup_lr=1e-6, min_lr=0.0)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def build_param_groups(
+    model: nn.Module, weight_decay: float, decay_rational: bool = True, no_weight_decay: tuple[str, ...] = ()
+) -> list[dict]:
+    """timm's weight-decay groups: no decay for 1-D parameters (norms, biases), the model's ``no_weight_decay()``
+    names (position/class embeddings) and ``no_weight_decay`` patterns, plus the rational coefficients when
+    ``decay_rational`` is False."""
+    skip = set(no_weight_decay)
+    if hasattr(model, "no_weight_decay"):
+        skip |= set(model.no_weight_decay())
+    if not decay_rational:
+        skip |= set(RATIONAL_PARAM_PATTERNS)
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=sorted(skip))
+
+
+def _accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    # average="micro": the fraction of correct samples (torchmetrics' default "macro" averages per class).
+    return MetricCollection(
+        {
+            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+        },
+        prefix=prefix,
+    )
+
+
+class ImageClassifier(L.LightningModule):
+    """Any ``timm.create_model(name, num_classes=, in_chans=, **kwargs)`` network trained as an image classifier.
+
+    Args:
+        name: a registered timm model name (kanvision's ``kat_*``, ``rkan_*``, ``kan_*`` or any timm model).
+        kwargs: further ``timm.create_model`` arguments (``drop_path_rate``, ``pretrained``, ``basis``, ...).
+        num_classes, in_chans: set from the data by ``train(cfg)`` unless given.
+        optimizer: ``opt`` (any timm optimizer: adamw, sgd, lamb, ...), ``lr``, ``weight_decay``, ``momentum``,
+            ``decay_rational`` (weight decay on GroupRational coefficients, as in the official KAT runs),
+            ``no_weight_decay`` (extra fnmatch patterns), and further optimizer arguments (``betas``, ``eps``,
+            ``layer_decay``, ...).
+        scheduler: ``name`` (``cosine`` or ``constant``), ``warmup_epochs`` or ``warmup_steps``, ``warmup_lr``,
+            ``min_lr``; stepped per optimizer update.
+        label_smoothing: for the hard-target loss and for Mixup's soft targets.
+        mixup: timm ``Mixup`` arguments (``mixup_alpha``, ``cutmix_alpha``, ``prob``, ``switch_prob``, ``mode``);
+            ``None``, both alphas 0 or ``prob`` 0 disable it.
+        ema: timm ``ModelEmaV3`` arguments (``decay``, ``use_warmup``, ...) and ``enabled`` (default: True when
+            given); ``None`` disables it. The EMA weights are validated and tested alongside the raw ones
+            (``val_ema/*``, ``test_ema/*``).
+        compile: ``torch.compile`` the network only (True or a dict of ``torch.compile`` arguments); it compiles in
+            place, so checkpoint keys carry no ``_orig_mod.``.
+        grad_checkpointing: timm's ``set_grad_checkpointing``.
+        channels_last: channels-last memory format for network and inputs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kwargs: Mapping[str, Any] | None = None,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        mixup: Mapping[str, Any] | None = None,
+        ema: Mapping[str, Any] | None = None,
+        compile: bool | Mapping[str, Any] = False,
+        grad_checkpointing: bool = False,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        kwargs = dict(_plain(kwargs) or {})
+        for key in ("num_classes", "in_chans"):
+            if key in kwargs:
+                raise ValueError(f"set model.{key}, not model.kwargs.{key} (got kwargs.{key}={kwargs[key]})")
+        if num_classes is None or int(num_classes) < 1:
+            raise ValueError(f"model.num_classes must be a positive integer (it follows the data), got {num_classes}")
+        in_chans = 3 if in_chans is None else int(in_chans)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        optimizer = {**_OPTIMIZER_DEFAULTS, **(_plain(optimizer) or {})}
+        scheduler = {**_SCHEDULER_DEFAULTS, **(_plain(scheduler) or {})}
+        if scheduler["name"] not in ("cosine", "constant"):
+            raise ValueError(f"model.scheduler.name must be 'cosine' or 'constant', got {scheduler['name']!r}")
+        if not timm.is_model(name.split(".")[0]):  # "name.tag" selects pretrained weights
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+            raise ValueError(f"model.name={name!r} is not a registered timm or kanvision model (similar: {close})")
+        self.save_hyperparameters(
+            dict(
+                name=name,
+                kwargs=kwargs,
+                num_classes=int(num_classes),
+                in_chans=in_chans,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                label_smoothing=float(label_smoothing),
+                mixup=_plain(mixup),
+                ema=_plain(ema),
+                compile=_plain(compile),
+                grad_checkpointing=bool(grad_checkpointing),
+                channels_last=bool(channels_last),
+            )
+        )
+        self.model = timm.create_model(name, num_classes=int(num_classes), in_chans=in_chans, **kwargs)
+        if grad_checkpointing:
+            if not hasattr(self.model, "set_grad_checkpointing"):
+                raise ValueError(f"model {name!r} has no set_grad_checkpointing(); set model.grad_checkpointing=false")
+            self.model.set_grad_checkpointing(True)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model_ema = None
+        ema_args = dict(_plain(ema) or {})
+        if ema_args.pop("enabled", bool(ema_args)):
+            self.model_ema = ModelEmaV3(self.model, **ema_args)
+            self.model_ema.requires_grad_(False)  # never trained: DDP must not wait for its gradients
+        self.mixup = None
+        mixup_args = dict(_plain(mixup) or {})
+        mixup_on = mixup_args.get("mixup_alpha", 1.0) > 0 or mixup_args.get("cutmix_alpha", 0.0) > 0
+        if mixup_args and mixup_args.get("prob", 1.0) > 0 and (mixup_on or mixup_args.get("cutmix_minmax")):
+            self.mixup = Mixup(**mixup_args, label_smoothing=label_smoothing, num_classes=int(num_classes))
+        self.data_config: dict[str, Any] = {}
+        stages = ("train", "val", "test") + (("val_ema", "test_ema") if self.model_ema is not None else ())
+        # keys carry a suffix: a ModuleDict key "train" would shadow nn.Module.train
+        self.metrics = nn.ModuleDict({f"{s}_metrics": _accuracy_metrics(int(num_classes), f"{s}/") for s in stages})
+        self._compiled = False
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """``timm.create_model`` arguments that rebuild this network (without initial-weight options)."""
+        kwargs = {k: v for k, v in self.hparams.kwargs.items() if k not in INIT_ONLY_KWARGS}
+        return dict(num_classes=self.hparams.num_classes, in_chans=self.hparams.in_chans, **kwargs)
+
+    def kanvision_metadata(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild the network alone (see ``kanvision.load_checkpoint``)."""
+        wandb_id = None
+        for logger in self.trainer.loggers if self._trainer is not None else []:
+            if type(logger).__name__ == "WandbLogger":
+                wandb_id = logger.version
+        return {
+            "model_name": self.hparams.name,
+            "model_kwargs": self.model_kwargs,
+            "data_config": dict(self.data_config),
+            "has_ema": self.model_ema is not None,
+            "wandb_run_id": wandb_id,
+            "kanvision_version": kanvision.__version__,
+        }
+
+    def model_data_config(self) -> dict[str, Any]:
+        """The network's timm data config (input size, mean/std, interpolation, crop_pct)."""
+        from timm.data import resolve_model_data_config
+
+        return resolve_model_data_config(self.model)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self._compiled:
+            options = self.hparams.compile if isinstance(self.hparams.compile, Mapping) else {}
+            self.model.compile(**options)  # in place: state_dict keys stay free of `_orig_mod.`
+            self._compiled = True
+
+    def on_fit_start(self) -> None:
+        strategy = type(self.trainer.strategy).__name__
+        if self.model_ema is not None and "FSDP" in strategy:
+            raise ValueError("model.ema is not supported with FSDP (the EMA copy would be sharded); set model.ema=null")
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        num_classes = self.hparams.num_classes
+        if self.mixup is not None:
+            if len(x) % 2 == 0:
+                x, target = self.mixup(x, y)
+            else:  # timm's Mixup needs an even batch; an odd last batch gets smoothed one-hot targets only
+                target = mixup_target(y, num_classes, lam=1.0, smoothing=self.hparams.label_smoothing)
+            logits = self(x)
+            loss = SoftTargetCrossEntropy()(logits, target)
+        else:
+            logits = self(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+            self.metrics["train_metrics"].update(logits.detach(), y)
+            self.log_dict(self.metrics["train_metrics"], on_step=False, on_epoch=True)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        return loss
+
+    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.metrics[f"{stage}_metrics"].update(logits, y)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.log_dict(self.metrics[f"{stage}_metrics"], on_epoch=True, prog_bar=True)
+        if self.model_ema is not None:
+            if self.hparams.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            ema_logits = self.model_ema.module(x)
+            self.metrics[f"{stage}_ema_metrics"].update(ema_logits, y)
+            self.log(
+                f"{stage}_ema/loss", F.cross_entropy(ema_logits, y), on_epoch=True, sync_dist=True, batch_size=len(x)
+            )
+            self.log_dict(self.metrics[f"{stage}_ema_metrics"], on_epoch=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.model_ema is not None:
+            self.model_ema.update(self.model, step=self.global_step)
+
+    # ------------------------------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        options = dict(self.hparams.optimizer)
+        decay_rational = options.pop("decay_rational", True)
+        no_weight_decay = tuple(options.pop("no_weight_decay", None) or ())
+        weight_decay = float(options.pop("weight_decay", 0.0))
+        groups = build_param_groups(self.model, weight_decay, decay_rational, no_weight_decay)
+        optimizer = create_optimizer_v2(groups, weight_decay=weight_decay, **options)
+        sched = self.hparams.scheduler
+        if sched["name"] == "constant":
+            return {"optimizer": optimizer}
+        total_steps, warmup_steps = self._schedule_steps()
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=max(1, total_steps - warmup_steps),
+            lr_min=float(sched["min_lr"]),
+            warmup_t=warmup_steps,
+            warmup_lr_init=float(sched["warmup_lr"]),
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    def _schedule_steps(self) -> tuple[int, int]:
+        """(total optimizer steps, warm-up steps) of the run."""
+        total = int(self.trainer.estimated_stepping_batches)
+        if total <= 0 or total == float("inf"):
+            raise ValueError("the cosine schedule needs a finite trainer.max_epochs or trainer.max_steps")
+        sched = self.hparams.scheduler
+        if sched.get("warmup_steps") is not None:
+            warmup = int(sched["warmup_steps"])
+        else:
+            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+            steps_per_epoch = total / epochs if epochs else total
+            warmup = int(round(float(sched["warmup_epochs"]) * steps_per_epoch))
+        if not 0 <= warmup < total:
+            raise ValueError(f"warm-up of {warmup} steps must be shorter than the {total} training steps")
+        return total, warmup
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        # timm schedulers are stepped with the update count, which is what makes the schedule per step.
+        scheduler.step_update(num_updates=self.global_step)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("state_dict", {})
+        if any("_orig_mod." in k for k in state):
+            checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+        hparams = checkpoint.get("hyper_parameters")
+        if hparams is not None:  # never fetch initial weights again when rebuilding from this checkpoint
+            hparams["kwargs"] = {k: v for k, v in hparams["kwargs"].items() if k not in INIT_ONLY_KWARGS}
+        checkpoint["kanvision"] = self.kanvision_metadata()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get("kanvision") or {}
+        if meta.get("data_config"):
+            self.data_config = dict(meta["data_config"])
+        state = checkpoint.get("state_dict", {})
+        if any("_orig_mod." in k for k in state):
+            checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}

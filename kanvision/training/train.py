@@ -1,0 +1,163 @@
+"""``kanvision-train``: train any kanvision or timm classifier from the Hydra configs in ``kanvision/configs``.
+
+    kanvision-train experiment=digits_kan
+    kanvision-train model=resnet18 data=cifar10 data.root=/data/cifar trainer=gpu
+    kanvision-train experiment=<name> hydra.run.dir=<previous run dir> ckpt_path=last    # resume
+
+:func:`train` is a plain function of the composed config (lightning-hydra-template); ``main`` is its Hydra
+wrapper. Each run writes ``metrics.json`` (final validation and test metrics, fractions in [0, 1]) and, unless
+``export_safetensors=false``, ``model.safetensors`` into its output directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from kanvision.training.callbacks import ThroughputMeter
+from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
+from kanvision.training.utils import (
+    instantiate,
+    instantiate_callbacks,
+    instantiate_loggers,
+    tensor_metrics_to_floats,
+    to_container,
+    write_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "resolve_ckpt_path", "main"]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
+    """``ckpt_path=last`` -> ``last.ckpt`` in the run's checkpoint directory; any other value must be a file."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        path = Path(dirpath or Path(cfg.paths.output_dir) / "checkpoints") / "last.ckpt"
+        if not path.is_file():
+            raise ValueError(
+                f"ckpt_path=last but {path} does not exist; resume in the previous run's directory "
+                "(hydra.run.dir=<run dir>) or give ckpt_path=<file>"
+            )
+        return str(path)
+    if not Path(ckpt_path).is_file():
+        raise ValueError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file or 'last'")
+    return str(ckpt_path)
+
+
+def _resume_wandb(cfg: DictConfig, ckpt_path: str) -> None:
+    """Continue the checkpoint's wandb run (its id is stored in the checkpoint) unless an id was given."""
+    run_id = (checkpoint_metadata(read_checkpoint(ckpt_path)) or {}).get("wandb_run_id")
+    if not run_id or not cfg.get("logger"):
+        return
+    with open_dict(cfg):
+        for sub in cfg.logger.values():
+            if sub is not None and str(sub.get("_target_", "")).endswith("WandbLogger") and not sub.get("id"):
+                sub.id = run_id
+                log.info("Resuming wandb run %s", run_id)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and test) the model of ``cfg``; return the metrics also written to ``<output_dir>/metrics.json``."""
+    cfg = copy.deepcopy(cfg)
+    if cfg.get("print_config"):
+        log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("float32_matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.float32_matmul_precision)
+    output_dir = Path(cfg.paths.output_dir)
+
+    # The data first: a missing or malformed data.root fails here, before any (possibly huge) model is built.
+    datamodule = instantiate(cfg.data)
+    datamodule.check_data()
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    if ckpt_path:
+        _resume_wandb(cfg, ckpt_path)
+
+    model = instantiate(
+        cfg.model,
+        num_classes=cfg.model.get("num_classes") or datamodule.num_classes,
+        in_chans=cfg.model.get("in_chans") or datamodule.in_chans,
+    )
+    model.data_config = datamodule.configure_for_model(model.model_data_config())
+    log.info(
+        "Model %s: %.3fM parameters, data %s", model.hparams.name, _num_params(model.model) / 1e6, model.data_config
+    )
+
+    meter = ThroughputMeter()
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + [meter]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    hparams = {k: to_container(v) for k, v in cfg.items() if k != "hydra"} | {"num_params": _num_params(model.model)}
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("train", True):
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics["train/wall_s"] = time.perf_counter() - start
+        metrics.update(tensor_metrics_to_floats(trainer.callback_metrics))
+    if cfg.get("test", False):
+        test_ckpt = cfg.get("test_ckpt_path")
+        if test_ckpt == "best" and not (trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path):
+            log.warning("test_ckpt_path=best but no best checkpoint was saved; testing the final weights")
+            test_ckpt = None
+        if not cfg.get("train", True) and test_ckpt is None:
+            test_ckpt = ckpt_path
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=test_ckpt, weights_only=True)
+        metrics.update({k: float(v) for result in results for k, v in result.items()})
+    metrics.update(meter.summary())
+    metrics.update(
+        model=model.hparams.name,
+        num_params=_num_params(model.model),
+        global_step=trainer.global_step,
+        epochs=trainer.current_epoch,
+        world_size=trainer.world_size,
+    )
+
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics)
+        if cfg.get("export_safetensors") and cfg.get("train", True):
+            _export(model, trainer, output_dir)
+    return metrics
+
+
+def _num_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _export(model, trainer: L.Trainer, output_dir: Path) -> None:
+    if "FSDP" in type(trainer.strategy).__name__:  # sharded in memory: the full weights are in the checkpoint
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        if last:
+            from kanvision.training.checkpoint import export_safetensors
+
+            log.info("Exported %s", export_safetensors(last, output_dir / "model.safetensors"))
+        return
+    meta = model.kanvision_metadata()
+    log.info("Exported %s", save_safetensors(model.model, meta, output_dir / "model.safetensors"))
+    if model.model_ema is not None:
+        save_safetensors(model.model_ema.module, meta, output_dir / "model_ema.safetensors", ema=True)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

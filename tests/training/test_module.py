@@ -1,0 +1,90 @@
+"""ImageClassifier pieces that need no Trainer: weight-decay groups, switches, argument validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from kanvision.layers import GroupRational
+from kanvision.training.module import ImageClassifier, build_param_groups
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, 4, 8))
+        self.fc = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+        self.act = GroupRational(8, groups=2)
+
+    def no_weight_decay(self):
+        return {"pos_embed"}
+
+
+def _decay_of(groups, model):
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {names[id(p)]: g["weight_decay"] for g in groups for p in g["params"]}
+
+
+def test_weight_decay_groups():
+    model = _Toy()
+    decay = _decay_of(build_param_groups(model, 0.05), model)
+    assert decay == {
+        "pos_embed": 0.0,  # the model's no_weight_decay()
+        "fc.weight": 0.05,
+        "fc.bias": 0.0,
+        "norm.weight": 0.0,
+        "norm.bias": 0.0,
+        "act.weight_numerator": 0.05,  # 2-D: decayed, as in the official KAT runs
+        "act.weight_denominator": 0.05,
+    }
+    no_rational = _decay_of(build_param_groups(model, 0.05, decay_rational=False, no_weight_decay=("fc.*",)), model)
+    assert no_rational["act.weight_numerator"] == no_rational["act.weight_denominator"] == 0.0
+    assert no_rational["fc.weight"] == 0.0
+
+
+def _net(**kwargs):
+    torch.manual_seed(0)
+    return ImageClassifier("kan_cnn_tiny", num_classes=10, in_chans=1, **kwargs)
+
+
+def test_grad_checkpointing_and_channels_last_compute_the_same():
+    x = torch.randn(4, 1, 8, 8)
+    ref = _net()
+    for module in (_net(grad_checkpointing=True), _net(channels_last=True)):
+        module.load_state_dict(ref.state_dict())
+        out, out_ref = module(x), ref(x)
+        torch.testing.assert_close(out, out_ref, rtol=1e-5, atol=1e-5)
+        out.sum().backward()
+        out_ref.sum().backward()
+        for (name, p), p_ref in zip(module.model.named_parameters(), ref.model.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5, msg=name)
+        ref.zero_grad()
+    assert _net(grad_checkpointing=True).model.grad_checkpointing
+    assert _net(channels_last=True).model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_mixup_and_ema_switches():
+    assert _net().mixup is None and _net().model_ema is None
+    assert _net(mixup=dict(mixup_alpha=0.0, cutmix_alpha=0.0)).mixup is None
+    assert _net(mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0)).mixup is not None
+    assert _net(ema=dict(enabled=False, decay=0.9)).model_ema is None
+    module = _net(ema=dict(enabled=True, decay=0.9))
+    assert module.model_ema is not None
+    assert not any(p.requires_grad for p in module.model_ema.parameters())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(name="no_such_model_xyz", num_classes=10), "no_such_model_xyz"),
+        (dict(name="kan_cnn_tiny", num_classes=None), "num_classes"),
+        (dict(name="kan_cnn_tiny", num_classes=10, kwargs=dict(num_classes=5)), "model.num_classes"),
+        (dict(name="kan_cnn_tiny", num_classes=10, label_smoothing=1.5), "label_smoothing"),
+        (dict(name="kan_cnn_tiny", num_classes=10, scheduler=dict(name="step")), "cosine"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ImageClassifier(**kwargs)
