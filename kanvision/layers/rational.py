@@ -108,7 +108,9 @@ class GroupRational(nn.Module):
     exact zero of an init's denominator is therefore set to ``DENOMINATOR_TIE_BREAK`` = 1e-8 (> 0): the function is
     the published one to float32 rounding for |x| <= 1 (1.1e-4 relative at |x| = 10) and every b_i gets a gradient.
 
-    ``use_kernel``: None picks the fused Triton kernel for CUDA inputs (imported lazily), False forces PyTorch.
+    ``use_kernel``: None (auto) runs the fused Triton kernel (``kanvision.kernels.group_rational``, imported lazily)
+    on CUDA inputs that are not float64 (the kernel computes in float32; float64 keeps the exact PyTorch path);
+    True forces the kernel, False forces PyTorch. The two share the gradient convention above.
     """
 
     def __init__(
@@ -169,12 +171,12 @@ class GroupRational(nn.Module):
         return numerator, denominator
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() == 0 or x.shape[self.channel_dim] != self.num_channels:
+        if not -x.dim() <= self.channel_dim < x.dim() or x.shape[self.channel_dim] != self.num_channels:
             raise ValueError(
                 f"GroupRational expects {self.num_channels} channels on dim {self.channel_dim}, got {tuple(x.shape)}"
             )
         channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
-        if self.use_kernel is not False and (x.is_cuda or self.use_kernel):
+        if self.use_kernel or (self.use_kernel is None and x.is_cuda and x.dtype != torch.float64):
             # Imported lazily so that CPU use never imports triton.
             from kanvision.kernels.group_rational import group_rational
 

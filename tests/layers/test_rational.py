@@ -233,3 +233,26 @@ def test_inits_listed():
     assert set(list_rational_inits()) == set(RATIONAL_INITS)
     assert {"identity", "swish"} <= set(list_rational_inits())
     assert math.isfinite(GroupRational(8, init="swish").variance_gain())
+
+
+def test_kernel_dispatch(monkeypatch):
+    """Auto mode never touches the kernel module on CPU; use_kernel=True hands it channels-last x."""
+    import sys
+    import types
+
+    calls = []
+
+    def fake_group_rational(x, numerator, denominator, groups):
+        calls.append((tuple(x.shape), groups))
+        return group_rational_pytorch(x, numerator, denominator, groups)
+
+    fake = types.ModuleType("kanvision.kernels.group_rational")
+    fake.group_rational = fake_group_rational
+    monkeypatch.setitem(sys.modules, "kanvision.kernels.group_rational", fake)
+    x = torch.randn(2, 16, 3, 5)
+    auto = GroupRational(16, groups=4, init="swish", channel_dim=1)
+    forced = GroupRational(16, groups=4, init="swish", channel_dim=1, use_kernel=True)
+    torch.testing.assert_close(forced(x), auto(x))
+    assert calls == [((2, 3, 5, 16), 4)]
+    with pytest.raises(ValueError, match="use_kernel"):
+        GroupRational(16, use_kernel="yes")
