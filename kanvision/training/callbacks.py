@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -9,7 +10,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter"]
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "latest_checkpoint"]
+
+
+def latest_checkpoint(trainer: L.Trainer) -> str | None:
+    """The most recently written checkpoint of the trainer's ModelCheckpoint callbacks (None if none yet)."""
+    paths = set()
+    for callback in trainer.checkpoint_callbacks:
+        paths |= {getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")}
+    existing = [p for p in paths if p and os.path.isfile(p)]
+    return max(existing, key=os.path.getmtime) if existing else None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -36,9 +46,7 @@ class NonFiniteLossGuard(Callback):
         bad = not bool(torch.isfinite(loss.detach()).all())
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
-        last = None
-        for callback in trainer.checkpoint_callbacks:
-            last = getattr(callback, "last_model_path", None) or getattr(callback, "best_model_path", None) or last
+        last = latest_checkpoint(trainer)
         saved = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
         raise NonFiniteLossError(
             f"non-finite training loss ({loss.detach().float().item()}) at step {trainer.global_step} "

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kanvision.training.callbacks import ThroughputMeter
+from kanvision.training.callbacks import ThroughputMeter, latest_checkpoint
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.utils import (
     instantiate,
@@ -43,7 +43,7 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
     if not ckpt_path:
         return None
     if ckpt_path == "last":
-        dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        dirpath = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath", default=None)
         path = Path(dirpath or Path(cfg.paths.output_dir) / "checkpoints") / "last.ckpt"
         if not path.is_file():
             raise ValueError(
@@ -105,6 +105,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
 
+    try:
+        metrics = _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path)
+    finally:
+        _close_loggers(trainer)
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics)
+        if cfg.get("export_safetensors") and cfg.get("train", True):
+            _export(model, trainer, output_dir)
+    return metrics
+
+
+def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         start = time.perf_counter()
@@ -128,12 +140,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         epochs=trainer.current_epoch,
         world_size=trainer.world_size,
     )
-
-    if trainer.is_global_zero:
-        write_metrics(output_dir / "metrics.json", metrics)
-        if cfg.get("export_safetensors") and cfg.get("train", True):
-            _export(model, trainer, output_dir)
     return metrics
+
+
+def _close_loggers(trainer: L.Trainer) -> None:
+    """Finish the wandb run: ``train`` may be called again in the same process (tests, sweeps)."""
+    if any(type(logger).__name__ == "WandbLogger" for logger in trainer.loggers):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def _num_params(module: torch.nn.Module) -> int:
@@ -142,7 +158,7 @@ def _num_params(module: torch.nn.Module) -> int:
 
 def _export(model, trainer: L.Trainer, output_dir: Path) -> None:
     if "FSDP" in type(trainer.strategy).__name__:  # sharded in memory: the full weights are in the checkpoint
-        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        last = latest_checkpoint(trainer)
         if last:
             from kanvision.training.checkpoint import export_safetensors
 

@@ -182,8 +182,7 @@ def test_nan_guard_stops_at_the_step_and_keeps_the_last_good_checkpoint(make_cfg
         "data.img_size=8",
         "trainer.max_epochs=3",
         "test=false",
-        "callbacks.model_checkpoint.every_n_train_steps=1",
-        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
         "+callbacks.poison._target_=tests.training.test_train.PoisonInputs",
     )
     with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 3 .*last\.ckpt"):
@@ -225,3 +224,16 @@ def test_compiled_network_checkpoint_has_plain_keys(make_cfg, tmp_path):
     assert saved["kanvision"]["model_name"] == "kan_cnn_tiny"
     assert saved["kanvision"]["model_kwargs"] == {"num_classes": 10, "in_chans": 3}
     kanvision.load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")  # strict load of the plain keys
+
+
+def test_last_checkpoint_follows_training_not_the_best(make_cfg, tmp_path):
+    """last.ckpt must hold the latest weights even when the monitored metric stops improving (here: never after
+    epoch 0), which Lightning's own save_last no longer guarantees."""
+    cfg = make_cfg(
+        *TINY, "model=kan_cnn_tiny", "data.img_size=8", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1", "test=false", "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min",
+    )  # fmt: skip
+    train(cfg)
+    assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 6
+    assert read_checkpoint(tmp_path / "checkpoints" / "epoch_000.ckpt")["global_step"] == 2
