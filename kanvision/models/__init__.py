@@ -2,3 +2,4 @@
 
 from kanvision.models import kan_cnn  # noqa: F401
 from kanvision.models import kat  # noqa: F401
+from kanvision.models import rkan  # noqa: F401
