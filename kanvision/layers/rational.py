@@ -160,8 +160,9 @@ class GroupRational(nn.Module):
                 numerator, denominator = [0.0, 1.0] + [0.0] * (m - 1), [0.0] * n
         else:
             numerator, denominator = init
-        numerator = torch.tensor(list(numerator), dtype=torch.float32).reshape(1, -1)
-        denominator = torch.tensor(list(denominator), dtype=torch.float32).reshape(1, -1)
+        # on the CPU explicitly, so that reset_parameters works after building under torch.device("meta")
+        numerator = torch.tensor(list(numerator), dtype=torch.float32, device="cpu").reshape(1, -1)
+        denominator = torch.tensor(list(denominator), dtype=torch.float32, device="cpu").reshape(1, -1)
         if numerator.shape[1] != m + 1 or denominator.shape[1] != n:
             raise ValueError(
                 f"GroupRational: init {self.init!r} has {numerator.shape[1]} numerator and {denominator.shape[1]} "
@@ -197,9 +198,10 @@ class GroupRational(nn.Module):
         x = torch.as_tensor(nodes, dtype=torch.float64)
         w = torch.as_tensor(weights / math.sqrt(2 * math.pi), dtype=torch.float64)
         xs = x[:, None].expand(-1, self.groups)  # one column per group
-        f = group_rational_pytorch(
-            xs.contiguous(), self.weight_numerator.double(), self.weight_denominator.double(), self.groups
+        numerator, denominator = (
+            w.detach().to("cpu", torch.float64) for w in (self.weight_numerator, self.weight_denominator)
         )
+        f = group_rational_pytorch(xs.contiguous(), numerator, denominator, self.groups)
         second_moment = (w[:, None] * f.square()).sum(0).mean()
         return float(1.0 / second_moment)
 
