@@ -205,7 +205,7 @@ class Kat(VisionTransformer):
         for block in self.blocks:
             mlp = block.mlp
             for act, fc in ((mlp.act1, mlp.fc1), (mlp.act2, mlp.fc2)):
-                key = (act.init, act.order, tuple(act.weight_numerator.flatten().tolist()))
+                key = tuple(act.weight_numerator.flatten().tolist() + act.weight_denominator.flatten().tolist())
                 if key not in gains:
                     gains[key] = act.variance_gain()
                 std = math.sqrt(gains[key] / fc.in_features)
