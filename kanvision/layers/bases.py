@@ -13,6 +13,8 @@ a recurrence), and decorate it with ``@register_basis("name")``. It then works i
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 from collections.abc import Callable
 
@@ -64,7 +66,12 @@ def create_basis(basis: str | Basis, **kwargs) -> Basis:
         return basis
     if not isinstance(basis, str) or basis not in _REGISTRY:
         raise ValueError(f"unknown basis {basis!r}; valid names are {list_bases()} or a Basis instance")
-    return _REGISTRY[basis](**kwargs)
+    cls = _REGISTRY[basis]
+    valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown basis_kwargs {unknown} for basis {basis!r}; valid: {valid}")
+    return cls(**kwargs)
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
@@ -121,42 +128,68 @@ class Basis(nn.Module):
 
 
 class GridBasis(Basis):
-    """A basis on a uniform grid of ``intervals`` cells over ``grid_range``; layers move it with ``update_grid``."""
+    """A basis on a uniform grid of ``intervals`` cells over ``grid_range``; layers move it with ``update_grid``.
 
-    grid_range: Tensor
-    intervals: int
+    The grid is kept as Python floats (no device syncs, constants under torch.compile) and mirrored in the
+    float64 buffer ``grid`` = (low, high, intervals) for state dicts; dtype casts of the module never round it.
+    """
 
-    def __init__(self, grid_range: tuple[float, float]):
+    grid: Tensor
+
+    def __init__(self, grid_range: tuple[float, float], intervals: int):
         super().__init__()
-        self.register_buffer("grid_range", torch.tensor(_check_range(grid_range), dtype=torch.float64))
+        self.register_buffer("grid", torch.zeros(3, dtype=torch.float64))
+        self._set_grid(*_check_range(grid_range), intervals)
+
+    @property
+    def grid_range(self) -> tuple[float, float]:
+        return self.low, self.high
+
+    @property
+    def spacing(self) -> float:
+        return (self.high - self.low) / self.intervals
+
+    def _set_grid(self, low: float, high: float, intervals: int) -> None:
+        """Subclasses extend this to update what depends on the number of cells (``num_functions``)."""
+        self.low, self.high, self.intervals = float(low), float(high), int(intervals)
+        self.grid.copy_(torch.tensor([self.low, self.high, self.intervals], dtype=torch.float64))
 
     def resized(self, low: float, high: float, intervals: int) -> GridBasis:
-        """The same basis on ``intervals`` cells over [low, high]."""
-        raise NotImplementedError
+        """A copy of this basis on ``intervals`` cells over [low, high]."""
+        other = copy.deepcopy(self)
+        other._set_grid(*_check_range((low, high)), intervals)
+        return other
 
-    def covering(self, low: float, high: float) -> GridBasis:
-        """The same basis on the smallest stretch of this grid's lattice (same spacing) covering [low, high].
+    def extended(self, low: float, high: float) -> tuple[GridBasis, int]:
+        """This grid grown along its own lattice (same spacing) until it covers [low, high].
 
-        Every function of this basis is then a function of the new one (the knots are a superset over the
-        overlap), so refitting onto it is exact on the samples.
+        Returns the new basis and the number of cells added below. Old function j is new function
+        j + cells_below, exactly, so coefficients move over without any fitting.
         """
-        g_lo, g_hi = self.grid_range.tolist()
-        h = (g_hi - g_lo) / self.intervals
-        below = math.ceil((g_lo - low) / h - 1e-9)  # cells to add below (negative: to drop)
-        above = math.ceil((high - g_hi) / h - 1e-9)
-        intervals = self.intervals + below + above
-        if intervals < 1:
-            above += 1 - intervals
-            intervals = 1
-        return self.resized(g_lo - below * h, g_hi + above * h, intervals)
+        h = self.spacing
+        below = max(0, math.ceil((self.low - low) / h - 1e-9))
+        above = max(0, math.ceil((high - self.high) / h - 1e-9))
+        return self.resized(self.low - below * h, self.high + above * h, self.intervals + below + above), below
 
-    def _bounds(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        r = self.grid_range.to(x.dtype)
-        return r[0], r[1]
+    def _apply(self, fn, recurse=True):
+        grid = self.grid
+        super()._apply(fn, recurse)
+        self.grid = grid.to(device=self.grid.device, dtype=torch.float64)  # keep the grid exact under dtype casts
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        grid = state_dict.get(prefix + "grid")
+        if grid is not None:
+            low, high, intervals = grid.tolist()
+            self._set_grid(low, high, round(intervals))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _arange(self, x: Tensor, dim: int) -> Tensor:
+        """0..n-1 along axis ``dim`` of the expanded tensor."""
+        return _along(torch.arange(self.num_functions, dtype=x.dtype, device=x.device), x.dim() + 1, dim)
 
     def extra_repr(self) -> str:
-        lo, hi = self.grid_range.tolist()
-        return f"grid_range=({lo:g}, {hi:g})"
+        return f"grid_range=({self.low:g}, {self.high:g})"
 
 
 @register_basis("bspline")
@@ -173,24 +206,21 @@ class BSplineBasis(GridBasis):
     """
 
     def __init__(self, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)):
-        super().__init__(grid_range)
-        self.grid_size = self.intervals = _check_int("grid_size", grid_size, 1)
         self.spline_order = _check_int("spline_order", spline_order, 1)
-        self.num_functions = grid_size + spline_order
+        super().__init__(grid_range, _check_int("grid_size", grid_size, 1))
         k = spline_order
         terms = range((k + 1) // 2 + 1)
         self._coefficients = [(-1) ** l * math.comb(k + 1, l) / math.factorial(k) for l in terms]
-        self.register_buffer("_index", torch.arange(self.num_functions, dtype=torch.float64), persistent=False)
 
-    def resized(self, low: float, high: float, intervals: int) -> BSplineBasis:
-        return BSplineBasis(intervals, self.spline_order, (low, high))
+    def _set_grid(self, low: float, high: float, intervals: int) -> None:
+        super()._set_grid(low, high, intervals)
+        self.grid_size = intervals
+        self.num_functions = intervals + self.spline_order
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
-        lo, hi = self._bounds(x)
-        k = self.spline_order
-        h = (hi - lo) / self.grid_size
-        u = (x.unsqueeze(dim) - (lo - k * h)) / h  # position in knot intervals from the first knot
-        s = u - _along(self._index.to(x.dtype), x.dim() + 1, dim)  # (..., n, ...) argument of N_k
+        k, h = self.spline_order, self.spacing
+        u = (x.unsqueeze(dim) - (self.low - k * h)) / h  # position in knot intervals from the first knot
+        s = u - self._arange(x, dim)  # (..., n, ...) argument of N_k
         s = torch.minimum(s, (k + 1) - s).clamp(min=0.0)  # symmetry; 0 outside the support
         out = 0.0
         for l, c in enumerate(self._coefficients):
@@ -213,23 +243,20 @@ class RBFBasis(GridBasis):
     def __init__(
         self, num_centers: int = 8, grid_range: tuple[float, float] = (-2.0, 2.0), bandwidth: float | None = None
     ):
-        super().__init__(grid_range)
-        self.num_centers = _check_int("num_centers", num_centers, 2)
-        self.num_functions = num_centers
-        self.intervals = num_centers - 1
         if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a positive finite number or None, got {bandwidth!r}")
         self.bandwidth = bandwidth
-        self.register_buffer("_unit", torch.linspace(0, 1, num_centers, dtype=torch.float64), persistent=False)
+        super().__init__(grid_range, _check_int("num_centers", num_centers, 2) - 1)
 
-    def resized(self, low: float, high: float, intervals: int) -> RBFBasis:
-        return RBFBasis(intervals + 1, (low, high), self.bandwidth)
+    def _set_grid(self, low: float, high: float, intervals: int) -> None:
+        super()._set_grid(low, high, intervals)
+        self.num_centers = self.num_functions = intervals + 1
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
-        lo, hi = self._bounds(x)
-        centers = _along(lo + (hi - lo) * self._unit.to(x.dtype), x.dim() + 1, dim)
-        h = self.bandwidth if self.bandwidth is not None else (hi - lo) / (self.num_centers - 1)
-        return torch.exp(-(((x.unsqueeze(dim) - centers) / h) ** 2))
+        h = self.spacing
+        centers = self.low + h * self._arange(x, dim)
+        width = self.bandwidth if self.bandwidth is not None else h
+        return torch.exp(-(((x.unsqueeze(dim) - centers) / width) ** 2))
 
     def extra_repr(self) -> str:
         return f"num_centers={self.num_centers}, bandwidth={self.bandwidth}, {super().extra_repr()}"
@@ -248,21 +275,19 @@ class ReLUBasis(GridBasis):
     def __init__(
         self, grid_size: int = 5, order: int = 3, power: int = 2, grid_range: tuple[float, float] = (0.0, 1.0)
     ):
-        super().__init__(grid_range)
-        self.grid_size = self.intervals = _check_int("grid_size", grid_size, 1)
         self.order = _check_int("order", order, 0)
         self.power = _check_int("power", power, 1)
-        self.num_functions = grid_size + order
-        self.register_buffer("_index", torch.arange(self.num_functions, dtype=torch.float64), persistent=False)
+        super().__init__(grid_range, _check_int("grid_size", grid_size, 1))
 
-    def resized(self, low: float, high: float, intervals: int) -> ReLUBasis:
-        return ReLUBasis(intervals, self.order, self.power, (low, high))
+    def _set_grid(self, low: float, high: float, intervals: int) -> None:
+        super()._set_grid(low, high, intervals)
+        self.grid_size = intervals
+        self.num_functions = intervals + self.order
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
-        lo, hi = self._bounds(x)
-        h = (hi - lo) / self.grid_size
+        h = self.spacing
         width = (self.order + 1) * h
-        start = _along(lo + (self._index.to(x.dtype) - self.order) * h, x.dim() + 1, dim)
+        start = self.low + (self._arange(x, dim) - self.order) * h
         xe = x.unsqueeze(dim)
         bump = torch.relu(start + width - xe) * torch.relu(xe - start) * (4.0 / width**2)
         return bump**self.power
@@ -308,10 +333,10 @@ class FourierBasis(Basis):
         super().__init__()
         self.num_frequencies = _check_int("num_frequencies", num_frequencies, 1)
         self.num_functions = 2 * num_frequencies
-        self.register_buffer("_freq", torch.arange(1, num_frequencies + 1, dtype=torch.float64), persistent=False)
 
     def _expand(self, x: Tensor, dim: int) -> Tensor:
-        kx = x.unsqueeze(dim) * _along(self._freq.to(x.dtype), x.dim() + 1, dim)
+        freq = torch.arange(1, self.num_frequencies + 1, dtype=x.dtype, device=x.device)
+        kx = x.unsqueeze(dim) * _along(freq, x.dim() + 1, dim)
         return torch.cat([torch.cos(kx), torch.sin(kx)], dim)
 
     def extra_repr(self) -> str:

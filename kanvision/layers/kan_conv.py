@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from kanvision.layers.bases import Basis
 from kanvision.layers.kan_layer import KANLayer
@@ -76,27 +76,23 @@ class _KANConvNd(KANLayer):
         if padding_mode not in _PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
         self.padding_mode = padding_mode
-        kernel_numel = 1
-        for k in self.kernel_size:
-            kernel_numel *= k
         super().__init__(
-            in_channels,
-            out_channels,
-            kernel_numel,
-            groups,
-            basis,
-            basis_kwargs,
-            base_activation,
-            bias,
-            drop_rate,
-            recompute_basis,
+            in_features=in_channels,
+            out_features=out_channels,
+            kernel_size=self.kernel_size,
+            groups=groups,
+            basis=basis,
+            basis_kwargs=basis_kwargs,
+            base_activation=base_activation,
+            bias=bias,
+            drop_rate=drop_rate,
+            recompute_basis=recompute_basis,
+            device=device,
+            dtype=dtype,
         )
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups * self.num_terms, *self.kernel_size))
         self._pad = self._explicit_padding()
-        self.reset_parameters()
-        self.to(device=device, dtype=dtype)
 
     def _explicit_padding(self) -> tuple[int, ...]:
         """F.pad's list (last spatial dim first, (left, right) each)."""
@@ -115,16 +111,18 @@ class _KANConvNd(KANLayer):
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         return F.pad(x, self._pad, mode=mode)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _prepare(self, x: Tensor) -> Tensor:
         nd = self._spatial_dims
         if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects a {nd + 2}-D (N, {self.in_channels}, ...) or {nd + 1}-D "
                 f"({self.in_channels}, ...) input, got shape {tuple(x.shape)}"
             )
-        unbatched = x.dim() == nd + 1
-        out = self._apply_layer(self._pad_input(x.unsqueeze(0) if unbatched else x))
-        return out.squeeze(0) if unbatched else out
+        return self._pad_input(x.unsqueeze(0) if x.dim() == nd + 1 else x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self._apply_layer(self._prepare(x))
+        return out.squeeze(0) if x.dim() == self._spatial_dims + 1 else out
 
     def _op(self, feats: Tensor) -> Tensor:  # (N, C_in * m, *S)
         return type(self)._conv(feats, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)

@@ -8,6 +8,7 @@ values makes the whole layer ONE ``F.linear`` / ``F.convNd`` with weights over C
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
@@ -19,12 +20,17 @@ from kanvision.layers.bases import Basis, GridBasis, create_basis
 
 __all__ = ["KANLayer", "resolve_activation"]
 
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "silu": F.silu,
     "gelu": F.gelu,
     "relu": F.relu,
     "tanh": torch.tanh,
-    "identity": lambda x: x,
+    "identity": _identity,
 }
 
 
@@ -38,7 +44,7 @@ def resolve_activation(activation: str | Callable[[Tensor], Tensor] | None) -> C
 
 
 class KANLayer(nn.Module):
-    """Base of :class:`KANLinear` and ``KANConvNd``; subclasses provide ``_op`` and the channel layout.
+    """Base of :class:`KANLinear` and ``KANConvNd``; subclasses provide ``_prepare`` and ``_op``.
 
     Args (shared by every KAN layer):
         basis: registry name (``kanvision.layers.list_bases()``) or a :class:`Basis` instance (copied).
@@ -57,9 +63,10 @@ class KANLayer(nn.Module):
 
     def __init__(
         self,
+        *,
         in_features: int,
         out_features: int,
-        kernel_numel: int,
+        kernel_size: tuple[int, ...],
         groups: int,
         basis: str | Basis,
         basis_kwargs: dict | None,
@@ -67,29 +74,38 @@ class KANLayer(nn.Module):
         bias: bool,
         drop_rate: float,
         recompute_basis: bool,
+        device: torch.device | str | None,
+        dtype: torch.dtype | None,
     ):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features), ("groups", groups)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if in_features % groups or out_features % groups:
+            valid = [g for g in range(1, in_features + 1) if in_features % g == 0 and out_features % g == 0]
             raise ValueError(
                 f"groups={groups} must divide both the input channels ({in_features}) and the output channels "
-                f"({out_features})"
+                f"({out_features}); valid groups: {valid}"
             )
-        if not 0.0 <= drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
         # an instance is copied: a shared one would let one layer's update_grid move another layer's grid
         self.basis = create_basis(copy.deepcopy(basis) if isinstance(basis, Basis) else basis, **(basis_kwargs or {}))
         self.base_activation = resolve_activation(base_activation)
         self.num_terms = self.basis.num_functions + (self.base_activation is not None)
-        self.drop_rate = drop_rate
+        self.drop_rate = float(drop_rate)
         self.recompute_basis = recompute_basis
         self.groups = groups
-        self._kernel_numel = kernel_numel
+        self._kernel_numel = math.prod(kernel_size)
         self._in = in_features
         self._out = out_features
-        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        factory = dict(device=device, dtype=dtype)
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features // groups * self.num_terms, *kernel_size, **factory)
+        )
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.basis.to(device)
+        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # Same scale as nn.Linear/nn.Conv over the C_in * m * K fan-in: unit-order features sum like a linear layer.
@@ -99,7 +115,11 @@ class KANLayer(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    # -- expansion -------------------------------------------------------------------------------------
+    # -- forward ---------------------------------------------------------------------------------------
+    def _prepare(self, x: Tensor) -> Tensor:
+        """Validate ``x`` and return what the expansion sees (batched, padded)."""
+        raise NotImplementedError
+
     def expand(self, x: Tensor) -> Tensor:
         """(.., C, ..) -> (.., C * m, ..): base branch and basis values of every input, DropKAN applied."""
         cdim = self._channel_dim % x.dim()
@@ -121,10 +141,6 @@ class KANLayer(nn.Module):
         return self._expand_and_op(x)
 
     # -- grid update -----------------------------------------------------------------------------------
-    def _grid_samples(self, x: Tensor) -> Tensor:
-        """(C_in, N): the values each input's univariate functions see."""
-        return x.movedim(self._channel_dim, 0).reshape(self._in, -1)
-
     def _coefficient_view(self) -> Tensor:
         """Basis coefficients as (groups, C_in/groups, n, C_out/groups, K); a view of ``weight``."""
         g, k, m = self.groups, self._kernel_numel, self.num_terms
@@ -132,56 +148,96 @@ class KANLayer(nn.Module):
         return w[:, :, :, m - self.basis.num_functions :, :].permute(0, 2, 3, 1, 4)
 
     @torch.no_grad()
-    def update_grid(self, x: Tensor, keep_size: bool = False, margin: float = 0.01, max_samples: int = 8192) -> None:
+    def update_grid(
+        self,
+        x: Tensor,
+        keep_size: bool = False,
+        margin: float = 0.01,
+        max_intervals: int = 256,
+        max_samples: int = 8192,
+    ) -> float:
         """Move the grid to cover the samples in ``x`` and refit the coefficients (pykan's grid update).
 
-        Default: the grid keeps its spacing and grows or shrinks along its own lattice until it covers
-        [min, max] of ``x``; the old functions then lie in the new span and the least-squares refit is exact
-        (the layer's function is unchanged on the samples), but the number of basis functions changes, so
-        ``weight`` is replaced by a new Parameter: build the optimizer again afterwards (as after pykan's grid
-        extension). ``keep_size=True`` keeps the parameter shapes: the grid is stretched over [min, max]
-        widened by ``margin`` of the span and the refit is a float64 least-squares projection, whose error
-        grows when the new cells are much coarser than the old. The base branch is untouched. Only grid
-        bases (``bspline``, ``rbf``, ``relu``) have a grid.
+        Default: the grid keeps its spacing and grows along its own lattice until it covers the old range and
+        [min, max] of ``x``; every old function is one of the new ones, so the coefficients move over exactly
+        and the layer's function does not change anywhere. The number of basis functions grows, so ``weight``
+        is replaced by a new Parameter: build the optimizer again afterwards (as after pykan's grid
+        extension); ``load_state_dict`` resizes a fresh layer to match. ``max_intervals`` bounds the growth
+        (one far outlier would otherwise blow the grid up).
+        ``keep_size=True`` keeps the parameter shapes: the grid is stretched over [min, max] widened by
+        ``margin`` of the span and each function is refitted by float64 least squares on the samples; the
+        change grows when the new cells are much coarser than the old ones.
+        Returns the relative L2 change of the basis part of the functions on the samples (0 in the default).
+        Only grid bases (``bspline``, ``rbf``, ``relu``) have a grid.
         """
-        if not isinstance(self.basis, GridBasis):
+        old = self.basis
+        if not isinstance(old, GridBasis):
             raise ValueError(
                 f"update_grid needs a grid basis (bspline, rbf, relu); this layer's basis is "
-                f"{self.basis.registry_name or type(self.basis).__name__!r}"
+                f"{old.registry_name or type(old).__name__!r}"
             )
-        samples = self._grid_samples(self._pad_input(x)).double()  # (C_in, N)
+        x = self._prepare(x)
+        samples = x.detach().movedim(self._channel_dim, 0).reshape(self._in, -1).to("cpu", torch.float64)
         if samples.shape[1] > max_samples:  # an even subsample, plus the extremes the grid must cover
-            idx = torch.linspace(0, samples.shape[1] - 1, max_samples, device=samples.device).long()
+            idx = torch.linspace(0, samples.shape[1] - 1, max_samples).long()
             samples = torch.cat([samples[:, idx], samples.amin(1, keepdim=True), samples.amax(1, keepdim=True)], 1)
-        if not torch.isfinite(samples).all():
-            raise ValueError("update_grid got non-finite samples")
+        bad = (~torch.isfinite(samples)).sum().item()
+        if bad:
+            raise ValueError(f"update_grid got {bad} non-finite values in its samples; pass finite inputs")
         lo, hi = samples.min().item(), samples.max().item()
+        old_design = old(samples, -1)  # (C_in, N, n)
+        n = old.num_functions
         if keep_size:
-            span = max(hi - lo, 1e-3)
-            new_basis = self.basis.resized(lo - margin * span, hi + margin * span, self.basis.intervals)
+            if hi - lo <= 0:  # constant samples: keep the old width around them
+                lo, hi = lo - (old.high - old.low) / 2, hi + (old.high - old.low) / 2
+            span = hi - lo
+            new = old.resized(lo - margin * span, hi + margin * span, old.intervals)
+            new_design = new(samples, -1)
+            # projection of the old functions onto the new span: (C_in, n', n), independent of the outputs
+            projection = torch.linalg.lstsq(new_design, old_design, driver="gelsd").solution
         else:
-            new_basis = self.basis.covering(lo, hi)
-        new_basis.to(self.weight.device)
+            new, below = old.extended(lo, hi)
+            if new.intervals > max_intervals:
+                raise ValueError(
+                    f"update_grid would need {new.intervals} grid intervals (spacing {old.spacing:g}) to cover "
+                    f"[{min(lo, old.low):g}, {max(hi, old.high):g}], more than max_intervals={max_intervals}; "
+                    "normalise the inputs, raise max_intervals, or use keep_size=True"
+                )
+            new_design = new(samples, -1)
+            projection = torch.zeros(new.num_functions, n, dtype=torch.float64)
+            projection[below + torch.arange(n), torch.arange(n)] = 1.0
+            projection = projection.expand(self._in, -1, -1)
 
         coef = self._coefficient_view()  # (G, Cg, n, Og, K)
-        g, cg, n, og, k = coef.shape
-        target = copy.deepcopy(self.basis).double()(samples, -1) @ coef.reshape(self._in, n, og * k).double()
-        design = copy.deepcopy(new_basis).double()(samples, -1)  # (C_in, N, n')
-        driver = "gelsd" if design.device.type == "cpu" else None
-        fitted = torch.linalg.lstsq(design, target, driver=driver).solution  # (C_in, n', Og*K)
-        n_new = new_basis.num_functions
-        fitted = fitted.view(g, cg, n_new, og, k).permute(0, 3, 1, 2, 4).to(self.weight.dtype)  # (G, Og, Cg, n', K)
+        g, cg, _, og, k = coef.shape
+        coef_in = coef.reshape(self._in, n, og * k).to("cpu", torch.float64)
+        residual = new_design @ projection - old_design  # (C_in, N, n)
+        # ||R c||^2 = tr(c^T (R^T R) c): the change on the samples without an (N, outputs) tensor
+        change = torch.einsum("cnr,cnm,cmr->", coef_in, residual.mT @ residual, coef_in)
+        total = torch.einsum("cnr,cnm,cmr->", coef_in, old_design.mT @ old_design, coef_in)
+        fitted = (projection @ coef_in).view(g, cg, new.num_functions, og, k).permute(0, 3, 1, 2, 4)
         if self.base_activation is not None:  # the base branch's column stays in front, untouched
-            base_column = self.weight.detach().view(g, og, cg, self.num_terms, k)[:, :, :, :1]
+            base_column = self.weight.detach().view(g, og, cg, self.num_terms, k)[:, :, :, :1].cpu().double()
             fitted = torch.cat([base_column, fitted], 3)
-        weight = fitted
-        self.basis = new_basis
-        self.num_terms = weight.shape[3]
-        weight = weight.reshape(self._out, cg * self.num_terms, *self.weight.shape[2:])
+        self.basis = new.to(self.weight.device)
+        self._resize_weight(fitted.reshape(self._out, -1, *self.weight.shape[2:]).to(self.weight))
+        return (change.clamp(min=0) / total.clamp(min=1e-300)).sqrt().item()
+
+    def _resize_weight(self, weight: Tensor) -> None:
+        self.num_terms = self.basis.num_functions + (self.base_activation is not None)
         if weight.shape == self.weight.shape:
             self.weight.copy_(weight)
         else:
             self.weight = nn.Parameter(weight, requires_grad=self.weight.requires_grad)
 
-    def _pad_input(self, x: Tensor) -> Tensor:
-        return x
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint written after update_grid may hold a larger grid: resize before the copy
+        grid = state_dict.get(prefix + "basis.grid")
+        weight = state_dict.get(prefix + "weight")
+        if isinstance(self.basis, GridBasis) and grid is not None and weight is not None:
+            low, high, intervals = grid.tolist()
+            if round(intervals) != self.basis.intervals:
+                self.basis = self.basis.resized(low, high, round(intervals))
+                with torch.no_grad():
+                    self._resize_weight(torch.empty(weight.shape, dtype=self.weight.dtype, device=self.weight.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

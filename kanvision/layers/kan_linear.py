@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from kanvision.layers.bases import Basis
 from kanvision.layers.kan_layer import KANLayer
@@ -39,18 +39,29 @@ class KANLinear(KANLayer):
         dtype: torch.dtype | None = None,
     ):
         super().__init__(
-            in_features, out_features, 1, 1, basis, basis_kwargs, base_activation, bias, drop_rate, recompute_basis
+            in_features=in_features,
+            out_features=out_features,
+            kernel_size=(),
+            groups=1,
+            basis=basis,
+            basis_kwargs=basis_kwargs,
+            base_activation=base_activation,
+            bias=bias,
+            drop_rate=drop_rate,
+            recompute_basis=recompute_basis,
+            device=device,
+            dtype=dtype,
         )
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features * self.num_terms))
-        self.reset_parameters()
-        self.to(device=device, dtype=dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _prepare(self, x: Tensor) -> Tensor:
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"KANLinear expects input of shape (..., {self.in_features}), got {tuple(x.shape)}")
-        return self._apply_layer(x)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._apply_layer(self._prepare(x))
 
     def _op(self, feats: Tensor) -> Tensor:
         return F.linear(feats, self.weight, self.bias)

@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from kanvision.layers import KANConv1d, KANConv2d, KANConv3d, KANLinear, list_bases
 from kanvision.layers.bases import ChebyshevBasis
@@ -86,7 +87,9 @@ def test_conv1d_and_conv3d_match_naive_sums():
 def test_gradcheck_linear_and_conv(name):
     lin = KANLinear(3, 2, basis=name).double()
     x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w: F.linear(lin.expand(x), w, lin.bias), (x, lin.weight))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: functional_call(lin, {"weight": w, "bias": b}, (x,)), (x, lin.weight, lin.bias)
+    )
     conv = KANConv2d(2, 3, 3, stride=2, padding=1, groups=1, basis=name).double()
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(conv, (x,))
@@ -163,7 +166,7 @@ def test_update_grid_keeps_function_and_covers_samples(name):
     after = layer(x).detach()
     change = (after - before).norm() / before.norm()
     assert change < 0.01, f"function changed by {change:.2%}"
-    lo, hi = layer.basis.grid_range.tolist()
+    lo, hi = layer.basis.grid_range
     assert lo <= x.min().item() and hi >= x.max().item()
     # the layer still trains with the new (re-allocated) weight
     layer(x).sum().backward()
@@ -231,7 +234,7 @@ def test_one_conv_call_per_forward(monkeypatch):
         (lambda: KANConv2d(4, 4, 3, padding="same", stride=2), "padding='same' needs stride 1"),
         (lambda: KANConv2d(4, 4, 3, padding_mode="mirror"), "padding_mode must be one of"),
         (lambda: KANLinear(4, 4, base_activation="swishy"), "unknown base_activation 'swishy'"),
-        (lambda: KANLinear(4, 4, drop_rate=1.0), "drop_rate must be in \\[0, 1\\), got 1.0"),
+        (lambda: KANLinear(4, 4, drop_rate=1.0), "drop_rate must be a number in \\[0, 1\\), got 1.0"),
     ],
 )
 def test_bad_arguments(build, match):
@@ -316,3 +319,115 @@ def test_torch_compile_matches_eager(name):
     torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
     compiled(x).sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(kernel_size=4, padding="same", dilation=(2, 3)),
+        dict(kernel_size=3, padding=2, padding_mode="circular", stride=2),
+        dict(kernel_size=(3, 2), padding=(1, 2), padding_mode="reflect", groups=2),
+        dict(kernel_size=3, padding=1, padding_mode="replicate", dilation=2),
+        dict(kernel_size=3, padding="valid"),
+    ],
+)
+def test_identity_base_branch_reduces_to_nn_conv2d(config):
+    """With b(x) = x and zero basis coefficients a KAN conv is an ordinary conv: padding semantics vs torch."""
+    kan = KANConv2d(4, 6, basis="rbf", base_activation="identity", **config).double()
+    conv = torch.nn.Conv2d(4, 6, **config).double()
+    with torch.no_grad():
+        w = kan.weight.view(6, 4 // kan.groups, kan.num_terms, *kan.kernel_size)
+        w.zero_()
+        w[:, :, 0] = conv.weight
+        kan.bias.copy_(conv.bias)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+    torch.testing.assert_close(kan(x), conv(x), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dtype_casts_keep_the_grid_exact(dtype):
+    ref = KANLinear(2, 3, basis="rbf")
+    cast = copy.deepcopy(ref).to(dtype)
+    assert cast.basis.grid.dtype == torch.float64 and cast.basis.grid_range == ref.basis.grid_range
+    x = torch.linspace(-2, 2, 50).unsqueeze(1).expand(-1, 2)
+    expected = ref.basis(x.double())
+    torch.testing.assert_close(
+        cast.basis(x.to(dtype)).double(), expected, atol=1e-2 if dtype != torch.float32 else 1e-6, rtol=0
+    )
+
+
+@pytest.mark.parametrize("name", ["bspline", "rbf", "relu"])
+def test_update_grid_in_float32_and_when_samples_shrink(name):
+    torch.manual_seed(3)
+    layer = KANLinear(3, 4, basis=name)
+    with torch.no_grad():
+        layer.weight.normal_()
+    for x in (torch.randn(256, 3) * 0.1 + 0.1, torch.randn(256, 3) * 2.0):  # inside the grid, then beyond it
+        before = layer(x).detach()
+        change = layer.update_grid(x)
+        assert change < 1e-9
+        assert ((layer(x).detach() - before).norm() / before.norm()) < 1e-5
+
+
+def test_update_grid_checkpoint_loads_into_a_fresh_layer():
+    layer = KANConv2d(2, 3, 3, padding=1, basis="bspline")
+    x = torch.randn(2, 2, 6, 6) * 3
+    layer.update_grid(x)
+    fresh = KANConv2d(2, 3, 3, padding=1, basis="bspline")
+    fresh.load_state_dict(layer.state_dict())
+    assert fresh.basis.grid_range == layer.basis.grid_range and fresh.weight.shape == layer.weight.shape
+    torch.testing.assert_close(fresh(x), layer(x))
+
+
+def test_update_grid_bounds_growth_and_validates_input():
+    layer = KANLinear(2, 2, basis="bspline")
+    with pytest.raises(ValueError, match="would need 503 grid intervals .* max_intervals=256"):
+        layer.update_grid(torch.tensor([[0.0, 200.0]]))
+    with pytest.raises(ValueError, match=r"expects input of shape \(\.\.\., 2\), got \(4, 3\)"):
+        layer.update_grid(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        layer.update_grid(torch.tensor([[0.0, float("nan")]]))
+    conv = KANConv2d(3, 2, 3, basis="relu")
+    conv.update_grid(torch.rand(3, 5, 5) * 3)  # unbatched (C, H, W) input is accepted like in forward
+    assert conv.basis.grid_range[1] >= 2.9
+
+
+def test_update_grid_keep_size_with_constant_samples_keeps_a_usable_width():
+    layer = KANLinear(2, 2, basis="bspline")
+    layer.update_grid(torch.full((8, 2), 0.5), keep_size=True)
+    lo, hi = layer.basis.grid_range
+    assert lo < 0.5 < hi and hi - lo >= 2.0
+
+
+def test_basis_kwargs_typo_and_bad_drop_rate_are_value_errors():
+    with pytest.raises(
+        ValueError, match=r"unknown basis_kwargs \['degre'\] for basis 'chebyshev'; valid: \['degree'\]"
+    ):
+        KANLinear(2, 2, basis="chebyshev", basis_kwargs=dict(degre=3))
+    with pytest.raises(ValueError, match="drop_rate must be a number in \\[0, 1\\), got '0.1'"):
+        KANLinear(2, 2, drop_rate="0.1")
+
+
+def test_layers_pickle_with_every_named_activation(tmp_path):
+    for act in ("silu", "gelu", "relu", "tanh", "identity", None):
+        layer = KANConv2d(2, 2, 3, base_activation=act)
+        torch.save(layer, tmp_path / "layer.pt")
+        loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+        x = torch.randn(1, 2, 5, 5)
+        torch.testing.assert_close(loaded(x), layer(x))
+
+
+def test_dropkan_on_conv_masks_pixels_for_all_outputs_and_positions():
+    torch.manual_seed(0)
+    layer = KANConv2d(1, 2, 3, padding=1, basis="chebyshev", drop_rate=0.5, bias=False).double().train()
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    torch.manual_seed(7)
+    y = layer(x)
+    torch.manual_seed(7)
+    keep = torch.rand_like(F.pad(x, (1, 1, 1, 1))).ge(0.5).double()  # the mask the layer drew
+    reference = layer.eval()
+    with torch.no_grad():
+        padded = F.pad(x, (1, 1, 1, 1))
+        feats = reference.basis(padded, 2, reference.base_activation) * keep.unsqueeze(2) / 0.5
+        expected = F.conv2d(feats.flatten(1, 2), reference.weight)
+    torch.testing.assert_close(y, expected)
