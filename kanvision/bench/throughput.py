@@ -158,6 +158,7 @@ def measure_training(
     steps: int = 20,
     warmup: int = 5,
     compile: bool = False,
+    compile_backend: str = "inductor",
     channels_last: bool = False,
     in_chans: int = 3,
     num_classes: int = 1000,
@@ -173,6 +174,7 @@ def measure_training(
         batch_size, img_size: input batch ``(batch_size, in_chans, img_size, img_size)``.
         amp_dtype: autocast dtype (``torch.bfloat16`` default, ``None`` for full precision).
         steps, warmup: timed and untimed steps; with ``compile=True`` the warm-up absorbs compilation.
+        compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` for quick CPU smoke runs).
         channels_last: convert model and input to ``torch.channels_last`` (faster convolutions on GPU).
     """
     if batch_size < 1 or img_size < 1 or steps < 1 or warmup < 0:
@@ -191,7 +193,7 @@ def measure_training(
     model = model.to(device=device, memory_format=memory_format).train()
     num_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    step_model = torch.compile(model) if compile else model
+    step_model = torch.compile(model, backend=compile_backend) if compile else model
 
     generator = torch.Generator(device="cpu").manual_seed(0)
     images = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator)
