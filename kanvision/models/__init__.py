@@ -1,5 +1,9 @@
 """kanvision model families, registered with timm on import (one file per family)."""
 
-from kanvision.models import kan_cnn  # noqa: F401
-from kanvision.models import kat  # noqa: F401
-from kanvision.models import rkan  # noqa: F401
+from kanvision.models import (
+    kan_cnn,  # noqa: F401
+    kan_resnet,  # noqa: F401
+    kan_vgg,  # noqa: F401
+    kat,  # noqa: F401
+    rkan,  # noqa: F401
+)

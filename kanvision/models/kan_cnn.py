@@ -1,8 +1,27 @@
-"""Convolutional KAN networks: stacks of KAN convolutions (any basis) with BatchNorm.
+"""Convolutional KAN networks: plain stacks of KAN convolutions and Bodner et al.'s small 28x28 architectures.
 
-Convolutional Kolmogorov-Arnold Networks, Bodner et al., arXiv 2406.13155
-(https://github.com/AntonioTepsich/Convolutional-KANs); the basis-then-conv layers follow
-torch-conv-kan (Drokin, arXiv 2407.01092, https://github.com/IvanDrokin/torch-conv-kan).
+Papers and code:
+
+- Convolutional Kolmogorov-Arnold Networks, Bodner, Tepsich, Spolski & Pourteau, arXiv 2406.13155
+  (https://github.com/AntonioTepsich/Convolutional-KANs, folder ``architectures_28x28``): KKAN and KANC MLP.
+- Kolmogorov-Arnold Convolutions: Design Principles and Empirical Studies, Drokin, arXiv 2407.01092
+  (https://github.com/IvanDrokin/torch-conv-kan, ``models/baselines``): the 4- and 8-layer KACN (Chebyshev,
+  after ChebyKAN, Sidharth & Gokul arXiv 2405.07200) and KAGN (Gram) baselines.
+
+Every KAN convolution here is :class:`~kanvision.layers.KANConv2d` (per-pixel basis expansion, then one
+convolution): the same function as Bodner's unfold-and-loop layer at a small fraction of its cost.
+
+Parameter parity with efficient-kan. Bodner's KAN kernels are efficient-kan ``KANLinear(k*k -> 1)`` modules
+(B-spline grid G, order K, SiLU base). Per input position they hold a base weight, G + K spline coefficients and
+a standalone *spline scaler* that multiplies all of that position's coefficients: k^2 (G + K + 2) parameters,
+90 for a 3x3 kernel on grid 5 (their README's k^2 (G + 2) forgets the order). ``KANConv2d``/``KANLinear`` have
+no scaler (it is a reparametrisation: coefficient * scaler spans the same functions), so they hold
+k^2 (G + K + 1) = 81. :func:`add_spline_scaler` adds the scaler back (one multiplier per output, input and
+kernel position on the basis coefficients, starting at 1 so the layer's function is unchanged), and the
+``kan_kkan_*`` / ``kan_kanc_mlp_*`` models use it by default (``spline_scaler=True``), which reproduces the
+published parameter counts exactly: KKAN 94,650 and KANConv & MLP 163,726 (MNIST, README of the first paper
+version), and the Fashion-MNIST table of the later version (KANC MLP Small/Medium/Big 5.31K/9.94K/33.54K and
+KKAN Small/Medium 22.80K/44.93K at grid 10). ``spline_scaler=False`` drops the redundant multipliers.
 """
 
 from __future__ import annotations
@@ -10,20 +29,112 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import ClassifierHead
+from timm.layers import ClassifierHead, get_act_layer
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
-from kanvision.layers import KANConv2d
+from kanvision.layers import KANConv2d, KANLinear
+from kanvision.layers.kan_layer import KANLayer
 
-__all__ = ["KANConvNet"]
+__all__ = ["KANConvNet", "SmallConvKAN", "ChannelSharedKANConv2d", "SplineScaler", "add_spline_scaler"]
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+# -- efficient-kan parameter parity ----------------------------------------------------------------------------
+
+
+class SplineScaler(nn.Module):
+    """Parametrisation ``weight -> weight * s``: efficient-kan's standalone spline scaler on a KAN layer's weight.
+
+    ``s`` has one learnable multiplier per (output, input, kernel position), applied to every basis coefficient of
+    that edge; the base-branch weight is not scaled (as in efficient-kan, where the scaler multiplies only
+    ``spline_weight``). Starts at 1. Register it with :func:`add_spline_scaler`.
+    """
+
+    def __init__(self, layer: KANLayer):
+        super().__init__()
+        weight = layer.weight
+        self.num_basis = layer.basis.num_functions
+        self.num_base = layer.num_terms - self.num_basis  # 1 with a base branch, else 0
+        in_per_group = weight.shape[1] // layer.num_terms
+        kernel = tuple(weight.shape[2:])
+        # (out, in/groups, *kernel): the weight's rank, so memory-format conversions of the model apply to it too
+        self.scale = nn.Parameter(torch.ones(weight.shape[0], in_per_group, *kernel, dtype=weight.dtype))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        out, in_per_group, *kernel = self.scale.shape
+        scale = self.scale.unsqueeze(2)
+        ones = scale.new_ones(out, in_per_group, self.num_base, *kernel)
+        full = torch.cat([ones, scale.expand(out, in_per_group, self.num_basis, *kernel)], 2)
+        return weight * full.flatten(1, 2)  # (out, in/groups * m, *kernel), the layer's weight layout
+
+
+def add_spline_scaler(layer: KANLayer) -> KANLayer:
+    """Give a KANLinear/KANConvNd efficient-kan's spline scaler (see :class:`SplineScaler`); returns the layer.
+
+    Adds ``out * (in / groups) * prod(kernel)`` parameters and leaves the function unchanged at initialisation.
+    The weight becomes a parametrised tensor (``layer.parametrizations.weight.original``), so ``update_grid``,
+    which rewrites the weight in place, is not available on such a layer.
+    """
+    if not isinstance(layer, KANLayer):
+        raise ValueError(f"add_spline_scaler needs a KANLinear or KANConvNd layer, got {type(layer).__name__}")
+    parametrize.register_parametrization(layer, "weight", SplineScaler(layer))
+    return layer
+
+
+class ChannelSharedKANConv2d(nn.Module):
+    """The KAN convolution of Bodner et al.'s first paper version: ``kernels`` k*k KAN kernels shared by all channels.
+
+    Every input channel is convolved on its own with each of the ``kernels`` kernels (the same kernels for every
+    channel), so C_out = C_in * kernels, ordered channel-major (output ``c * kernels + j`` is channel c, kernel j),
+    as in the official ``multiple_convs_kan_conv2d``. Parameters: ``kernels * k^2 * m`` (+ the spline scaler's
+    ``kernels * k^2``), independent of the channel count. Implemented as a 1 -> ``kernels`` KANConv2d over the
+    channels folded into the batch.
+    """
+
+    def __init__(
+        self,
+        kernels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 0,
+        basis: str = "bspline",
+        basis_kwargs: dict | None = None,
+        base_activation: str | None = "silu",
+        spline_scaler: bool = True,
+    ):
+        super().__init__()
+        self.kernels = _check_int("kernels", kernels, 1)
+        self.conv = KANConv2d(
+            1, kernels, kernel_size, stride, padding, bias=False, basis=basis, basis_kwargs=basis_kwargs,
+            base_activation=base_activation,
+        )  # fmt: skip
+        if spline_scaler:
+            add_spline_scaler(self.conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"ChannelSharedKANConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        y = self.conv(x.reshape(n * c, 1, h, w))  # (N*C, kernels, H', W')
+        return y.reshape(n, c * self.kernels, *y.shape[2:])
+
+
+# -- plain KAN conv stacks ---------------------------------------------------------------------------------------
 
 
 class KANConvNet(nn.Module):
     """A plain stack of 3x3 KAN convolutions, each followed by BatchNorm, then pooling and a linear head.
 
     BatchNorm keeps every KAN conv's input near N(0, 1), inside the bases' working ranges (torch-conv-kan
-    found BatchNorm, not InstanceNorm, is what makes such stacks train).
+    found BatchNorm, not InstanceNorm, is what makes such stacks train). ``groups`` applies to every layer but
+    the first; ``act_layer`` (e.g. ``"silu"``, torch-conv-kan's KAGN layers) follows each BatchNorm when given.
     """
 
     def __init__(
@@ -35,6 +146,8 @@ class KANConvNet(nn.Module):
         basis: str = "chebyshev",
         basis_kwargs: dict | None = None,
         base_activation: str | None = "silu",
+        groups: int = 1,
+        act_layer: str | None = None,
         kan_drop_rate: float = 0.0,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
@@ -46,8 +159,9 @@ class KANConvNet(nn.Module):
         self.in_chans = in_chans
         self.grad_checkpointing = False
         layers: list[nn.Module] = []
-        prev = in_chans
-        for width, stride in zip(widths, strides, strict=True):
+        self.feature_info = []
+        prev, reduction = in_chans, 1
+        for i, (width, stride) in enumerate(zip(widths, strides, strict=True)):
             layers += [
                 KANConv2d(
                     prev,
@@ -55,6 +169,7 @@ class KANConvNet(nn.Module):
                     3,
                     stride=stride,
                     padding=1,
+                    groups=1 if i == 0 else groups,
                     bias=False,
                     basis=basis,
                     basis_kwargs=basis_kwargs,
@@ -63,7 +178,10 @@ class KANConvNet(nn.Module):
                 ),
                 nn.BatchNorm2d(width),
             ]
-            prev = width
+            if act_layer is not None:
+                layers.append(get_act_layer(act_layer)())
+            prev, reduction = width, reduction * stride
+            self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"features.{len(layers) - 1}"))
         self.features = nn.Sequential(*layers)
         self.num_features = self.head_hidden_size = prev
         self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
@@ -98,6 +216,162 @@ class KANConvNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# -- Bodner et al.'s small architectures ----------------------------------------------------------------------
+
+
+class SmallConvKAN(nn.Module):
+    """Bodner et al.'s KKAN / KANC MLP networks: two KAN convs with 2x2 max pooling, flatten, a KAN or MLP head.
+
+    ``conv -> maxpool -> conv -> maxpool -> flatten -> head``, 3x3 kernels without padding, no normalisation
+    (28 -> 26 -> 13 -> 11 -> 5 at 28 px). The head flattens, so the network is tied to ``img_size``.
+
+    Args:
+        conv_channels: output channels of the two KAN convs (``shared_kernels=False``, the later paper version's
+            full KAN convolutions) or the number of kernels per layer (``shared_kernels=True``, the first
+            version's :class:`ChannelSharedKANConv2d`: layer i outputs C_in * conv_channels[i] channels).
+        head_type: ``"kan"`` (KKAN: KANLinear layers, no bias, as efficient-kan) or ``"mlp"`` (KANC MLP:
+            nn.Linear layers).
+        head_hidden: widths of the head's hidden layers (``()``: one layer).
+        mlp_act_layer: activation between MLP layers; None (default) as in the official KANC MLP, whose
+            ``linear1 -> linear2`` has none.
+        basis, basis_kwargs: the KAN convs' basis (default efficient-kan's: B-spline, order 3 on [-1, 1]).
+        grid_size, head_grid_size, head_grid_range: B-spline only (the paper's "gs"): grid of the convs, of the
+            KAN head (default ``grid_size``) and the head's grid range ([0, 1] as in the official KKAN head);
+            ``basis_kwargs`` / ``head_basis_kwargs`` override them. Other bases take ``basis_kwargs`` only.
+        head_basis_kwargs: the KAN head's basis hyper-parameters (default: the convs').
+        spline_scaler: add efficient-kan's spline scaler to every KAN layer (parameter parity, see module docs).
+    """
+
+    def __init__(
+        self,
+        conv_channels: Sequence[int] = (5, 5),
+        shared_kernels: bool = False,
+        head_type: str = "mlp",
+        head_hidden: Sequence[int] = (),
+        mlp_act_layer: str | None = None,
+        in_chans: int = 1,
+        num_classes: int = 10,
+        img_size: int = 28,
+        basis: str = "bspline",
+        basis_kwargs: dict | None = None,
+        grid_size: int = 5,
+        head_grid_size: int | None = None,
+        head_grid_range: tuple[float, float] = (0.0, 1.0),
+        head_basis_kwargs: dict | None = None,
+        base_activation: str | None = "silu",
+        spline_scaler: bool = True,
+        kernel_size: int = 3,
+        drop_rate: float = 0.0,
+    ):
+        super().__init__()
+        if head_type not in ("kan", "mlp"):
+            raise ValueError(f"head_type must be 'kan' or 'mlp', got {head_type!r}")
+        if not conv_channels:
+            raise ValueError(f"conv_channels must list at least one layer, got {conv_channels!r}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.head_type = head_type
+        self.grad_checkpointing = False
+        if basis == "bspline":  # efficient-kan's hyper-parameters, overridable through the kwargs dicts
+            conv_grid = dict(grid_size=grid_size, spline_order=3, grid_range=(-1.0, 1.0))
+            head_grid = dict(conv_grid, grid_size=head_grid_size or grid_size, grid_range=tuple(head_grid_range))
+            basis_kwargs = {**conv_grid, **(basis_kwargs or {})}
+            head_basis_kwargs = {**head_grid, **(head_basis_kwargs or {})}
+        elif head_basis_kwargs is None:
+            head_basis_kwargs = basis_kwargs
+        self._kan_kwargs = dict(basis=basis, basis_kwargs=head_basis_kwargs, base_activation=base_activation)
+        self._spline_scaler = spline_scaler
+
+        layers: list[nn.Module] = []
+        self.feature_info = []
+        channels, size = in_chans, _check_int("img_size", img_size, 1)
+        for width in conv_channels:
+            if shared_kernels:
+                conv = ChannelSharedKANConv2d(
+                    width, kernel_size, 1, 0, basis, basis_kwargs, base_activation, spline_scaler
+                )
+                channels *= width
+            else:
+                conv = KANConv2d(
+                    channels, width, kernel_size, bias=False, basis=basis, basis_kwargs=basis_kwargs,
+                    base_activation=base_activation,
+                )  # fmt: skip
+                if spline_scaler:
+                    add_spline_scaler(conv)
+                channels = width
+            size = (size - kernel_size + 1) // 2
+            if size < 1:
+                raise ValueError(f"img_size={img_size} is too small for {len(conv_channels)} conv + 2x2 pool layers")
+            layers += [conv, nn.MaxPool2d(2)]
+            self.feature_info.append(
+                dict(num_chs=channels, reduction=img_size / size, module=f"features.{len(layers) - 1}")
+            )
+        self.features = nn.Sequential(*layers)
+        self.num_features = channels
+        self.feature_size = size
+
+        dims = [channels * size * size, *head_hidden]
+        hidden: list[nn.Module] = [nn.Flatten(1)]
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            hidden.append(self._head_layer(d_in, d_out))
+            if head_type == "mlp" and mlp_act_layer is not None:
+                hidden.append(get_act_layer(mlp_act_layer)())
+        self.pre_logits = nn.Sequential(*hidden)
+        self.head_hidden_size = dims[-1]
+        self.head_drop = nn.Dropout(drop_rate)
+        self.fc = self._head_layer(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+
+    def _head_layer(self, d_in: int, d_out: int) -> nn.Module:
+        if self.head_type == "mlp":
+            return nn.Linear(d_in, d_out)
+        layer = KANLinear(d_in, d_out, bias=False, **self._kan_kwargs)
+        return add_spline_scaler(layer) if self._spline_scaler else layer
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(stem=r"^features\.0", blocks=r"^features\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool not in (None, ""):
+            raise ValueError(f"SmallConvKAN flattens its features and has no global pooling; got {global_pool!r}")
+        self.num_classes = num_classes
+        self.fc = self._head_layer(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            from timm.models import checkpoint_seq
+
+            return checkpoint_seq(self.features, x)
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if x.shape[-2:] != (self.feature_size, self.feature_size):
+            raise ValueError(
+                f"expected a ({self.feature_size}, {self.feature_size}) feature map (the img_size the model was built "
+                f"for), got {tuple(x.shape[-2:])}: build the model with the input's img_size"
+            )
+        x = self.head_drop(self.pre_logits(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# -- registry ---------------------------------------------------------------------------------------------------
+
+
+_SIMPLE8_WIDTHS = (16, 32, 64, 128, 256, 256, 512, 512)
+_SIMPLE8_STRIDES = (1, 2, 2, 1, 1, 2, 1, 1)
+
+
 def _cfg(**kwargs) -> dict:
     return {
         "url": "",
@@ -114,8 +388,28 @@ def _cfg(**kwargs) -> dict:
     }
 
 
+def _mnist_cfg(**kwargs) -> dict:
+    return _cfg(num_classes=10, input_size=(1, 28, 28), mean=(0.5,), std=(0.5,), classifier="fc", **kwargs)
+
+
+def _cifar10_cfg(**kwargs) -> dict:
+    return _cfg(num_classes=10, paper_ids="arXiv:2407.01092", **kwargs)
+
+
 default_cfgs = generate_default_cfgs(
-    {"kan_cnn_tiny.untrained": _cfg(num_classes=10, input_size=(1, 8, 8), mean=(0.5,), std=(0.5,))}
+    {
+        "kan_cnn_tiny.untrained": _cfg(num_classes=10, input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)),
+        "kan_kkan_mnist.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155", first_conv="features.0.conv"),
+        "kan_kanc_mlp_mnist.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155", first_conv="features.0.conv"),
+        "kan_kkan_small.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155"),
+        "kan_kkan_medium.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155"),
+        "kan_kanc_mlp_small.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155"),
+        "kan_kanc_mlp_medium.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155"),
+        "kan_kanc_mlp_big.untrained": _mnist_cfg(paper_ids="arXiv:2406.13155"),
+        "kan_kacn_simple4.untrained": _cifar10_cfg(),
+        "kan_kacn_simple8.untrained": _cifar10_cfg(),
+        "kan_kagn_simple8.untrained": _cifar10_cfg(),
+    }
 )
 
 
@@ -123,8 +417,82 @@ def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANConv
     return build_model_with_cfg(KANConvNet, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
 
 
+def _create_small_conv_kan(variant: str, pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    return build_model_with_cfg(SmallConvKAN, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+
+
 @register_model
 def kan_cnn_tiny(pretrained: bool = False, **kwargs) -> KANConvNet:
     """Three 3x3 KAN convs (16, 32, 64 channels): the demo network for small images such as the 8x8 digits."""
     model_args = dict(widths=(16, 32, 64), strides=(1, 2, 2))
     return _create_kan_cnn("kan_cnn_tiny", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kkan_mnist(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KKAN (Bodner et al. v1, MNIST 98.7%): 2 x 5 channel-shared KAN kernels, KANLinear(625 -> 10, grid 10); 94,650."""
+    model_args = dict(conv_channels=(5, 5), shared_kernels=True, head_type="kan", head_grid_size=10)
+    return _create_small_conv_kan("kan_kkan_mnist", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kanc_mlp_mnist(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KANConv & MLP (Bodner et al. v1, MNIST 98.5%): 2 x 5 shared KAN kernels, Linear 625 -> 256 -> 10; 163,726."""
+    model_args = dict(conv_channels=(5, 5), shared_kernels=True, head_type="mlp", head_hidden=(256,))
+    return _create_small_conv_kan("kan_kanc_mlp_mnist", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kkan_small(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KKAN (Small) (Bodner et al., Fashion-MNIST): KAN convs 1->5->5, KANLinear 125 -> 10; 22,800 at grid 10."""
+    model_args = dict(conv_channels=(5, 5), head_type="kan", grid_size=10)
+    return _create_small_conv_kan("kan_kkan_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kkan_medium(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KKAN (Medium) (Bodner et al., Fashion-MNIST): KAN convs 1->5->10, KANLinear 250 -> 10; 44,925 at grid 10."""
+    model_args = dict(conv_channels=(5, 10), head_type="kan", grid_size=10)
+    return _create_small_conv_kan("kan_kkan_medium", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kanc_mlp_small(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KANC MLP (Small) (Bodner et al., Fashion-MNIST 87.43%): KAN convs 1->5->5, Linear 125 -> 10; 5,310 at grid 10."""
+    model_args = dict(conv_channels=(5, 5), head_type="mlp", grid_size=10)
+    return _create_small_conv_kan("kan_kanc_mlp_small", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kanc_mlp_medium(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KANC MLP (Medium) (Bodner et al., Fashion-MNIST 88.99%): KAN convs 1->5->10, Linear 250 -> 10; 9,935."""
+    model_args = dict(conv_channels=(5, 10), head_type="mlp", grid_size=10)
+    return _create_small_conv_kan("kan_kanc_mlp_medium", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kanc_mlp_big(pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    """KANC MLP (Big) (Bodner et al., Fashion-MNIST 89.15%): KAN convs 1->5->10, Linear 250 -> 100 -> 10; 33,535."""
+    model_args = dict(conv_channels=(5, 10), head_type="mlp", head_hidden=(100,), grid_size=10)
+    return _create_small_conv_kan("kan_kanc_mlp_big", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kacn_simple4(pretrained: bool = False, **kwargs) -> KANConvNet:
+    """torch-conv-kan's 4-layer KACN (Chebyshev degree 3, BN, groups 4, no base branch); 394,058 on CIFAR-10."""
+    model_args = dict(widths=(32, 64, 128, 256), strides=(1, 2, 2, 1), groups=4, base_activation=None)
+    return _create_kan_cnn("kan_kacn_simple4", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kacn_simple8(pretrained: bool = False, **kwargs) -> KANConvNet:
+    """torch-conv-kan's 8-layer KACN (Chebyshev degree 3, BN, no base branch; CIFAR-10 62.1%); 18,092,202."""
+    model_args = dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, base_activation=None)
+    return _create_kan_cnn("kan_kacn_simple8", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_kagn_simple8(pretrained: bool = False, **kwargs) -> KANConvNet:
+    """torch-conv-kan's 8-layer KAGN (Gram degree 3, SiLU base, BN + SiLU; CIFAR-10 84.1%); 22,613,082 (+32)."""
+    model_args = dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, basis="gram", act_layer="silu")
+    return _create_kan_cnn("kan_kagn_simple8", pretrained, **dict(model_args, **kwargs))
