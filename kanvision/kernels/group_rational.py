@@ -36,6 +36,7 @@ CUDA tensors run the compiled kernels. CPU tensors run only in Triton's interpre
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -496,6 +497,15 @@ def _interpreting() -> bool:
     return ours
 
 
+def _on_device(x: Tensor):
+    # Triton launches on the current CUDA device: make it x's (e.g. x on cuda:1 while cuda:0 is current).
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def _device_index(x: Tensor) -> int:
+    return x.device.index if x.device.index is not None else torch.cuda.current_device()
+
+
 @functools.cache
 def _multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -528,22 +538,23 @@ def _forward_impl(x: Tensor, weight_numerator: Tensor, weight_denominator: Tenso
     b = weight_denominator.contiguous()
     block_c = _block_cols(n_cols)
     col_blocks = triton.cdiv(n_cols, block_c)
-    kernel[lambda meta: (triton.cdiv(n_rows, meta["TILE"] // block_c), col_blocks)](
-        x2,
-        x2.stride(0),
-        x2.stride(1),
-        y,
-        a,
-        0 if a.shape[0] == 1 else a.shape[1],
-        b,
-        n_rows,
-        n_cols,
-        n_cols // groups,
-        M=numerator_order,
-        N=denominator_order,
-        BLOCK_C=block_c,
-        **launch_kwargs,
-    )
+    with _on_device(x):
+        kernel[lambda meta: (triton.cdiv(n_rows, meta["TILE"] // block_c), col_blocks)](
+            x2,
+            x2.stride(0),
+            x2.stride(1),
+            y,
+            a,
+            0 if a.shape[0] == 1 else a.shape[1],
+            b,
+            n_rows,
+            n_cols,
+            n_cols // groups,
+            M=numerator_order,
+            N=denominator_order,
+            BLOCK_C=block_c,
+            **launch_kwargs,
+        )
     return y.view(x.shape)
 
 
@@ -570,29 +581,30 @@ def _backward_impl(
     # Enough row programs to fill the GPU a few times over; each then loops over many row blocks, so the partial
     # buffer (row programs x coefficients x C, fp32) stays a few percent of the traffic of x. The count does not
     # depend on the tuned tile (programs left without rows write zeros), so the buffer is sized before launch.
-    target = 4 * _multiprocessor_count(x.device.index or 0) if x.is_cuda else 3
+    target = 4 * _multiprocessor_count(_device_index(x)) if x.is_cuda else 3
     row_programs = max(1, min(n_rows, triton.cdiv(target, col_blocks)))
     partial = torch.empty((row_programs, num_coefficients, n_cols), dtype=torch.float32, device=x.device)
-    kernel[(row_programs, col_blocks)](
-        g2,
-        g2.stride(0),
-        g2.stride(1),
-        x2,
-        x2.stride(0),
-        x2.stride(1),
-        dx,
-        a,
-        0 if a.shape[0] == 1 else a.shape[1],
-        b,
-        partial,
-        n_rows,
-        n_cols,
-        n_cols // groups,
-        M=numerator_order,
-        N=denominator_order,
-        BLOCK_C=block_c,
-        **launch_kwargs,
-    )
+    with _on_device(x):
+        kernel[(row_programs, col_blocks)](
+            g2,
+            g2.stride(0),
+            g2.stride(1),
+            x2,
+            x2.stride(0),
+            x2.stride(1),
+            dx,
+            a,
+            0 if a.shape[0] == 1 else a.shape[1],
+            b,
+            partial,
+            n_rows,
+            n_cols,
+            n_cols // groups,
+            M=numerator_order,
+            N=denominator_order,
+            BLOCK_C=block_c,
+            **launch_kwargs,
+        )
     # Second pass: sum over row programs and over the channels of each group in one deterministic reduction.
     per_group = partial.view(row_programs, num_coefficients, groups, n_cols // groups).sum(dim=(0, 3))  # (K, groups)
     grad_numerator = per_group[: numerator_order + 1].t()  # (groups, m+1)

@@ -199,6 +199,18 @@ def test_coefficient_gradient_is_deterministic():
 
 
 @needs_interpreter
+def test_broadcast_grad_output():
+    # y.sum() hands the backward an expanded gradient with stride 0 in every dimension.
+    groups = 4
+    x = (torch.randn(3, 4, 20) * 2).requires_grad_()
+    a, b = make_coefficients(groups, shared=False)
+    grads = torch.autograd.grad(group_rational(x, a, b, groups).sum(), (x, a, b))
+    _, *grads_ref = reference_with_grads(x, a, b, groups, torch.ones(x.shape))
+    for got, ref in zip(grads, grads_ref, strict=True):
+        assert (got.double() - ref).norm() <= 1e-5 * ref.norm()
+
+
+@needs_interpreter
 def test_empty_input():
     a, b = make_coefficients(8)
     x = torch.randn(0, 16, requires_grad=True)
