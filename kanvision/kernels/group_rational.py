@@ -16,8 +16,9 @@ than a ViT). Here:
   fp16), the output has x's dtype.
 * The backward saves nothing but the inputs and recomputes ``P, P', Q, Q'`` by Horner's rule. The coefficient
   gradients are reduced in fp32 registers over a tile of rows per program and written once per (program, column)
-  to a small buffer, then summed over programs and over the channels of each group by one deterministic torch
-  reduction (a two-pass reduction: no atomics, bitwise reproducible).
+  to a small buffer, then summed over programs and over the channels of each group by one torch reduction (a
+  deterministic two-pass reduction, no atomics: repeated runs give identical bits; the tile, autotuned once per
+  (C, groups, orders, dtype) on the GPU, sets the summation order).
 * Gradient convention: ``d|b|/db = sign(b)`` and ``d|x|/dx = sign(x)`` with ``sign(0) = 0``, PyTorch's ``abs``
   backward, so the results agree with autograd on the PyTorch formula (a ``b_i`` that is exactly 0, as in the
   identity init, gets zero gradient there too).
