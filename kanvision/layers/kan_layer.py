@@ -123,7 +123,12 @@ class KANLayer(nn.Module):
     def expand(self, x: Tensor) -> Tensor:
         """(.., C, ..) -> (.., C * m, ..): base branch and basis values of every input, DropKAN applied."""
         cdim = self._channel_dim % x.dim()
-        feats = self.basis(x, cdim + 1, self.base_activation)  # (.., C, m, ..)
+        if torch.is_grad_enabled() and x.requires_grad:
+            # the op saves the expansion anyway; recomputing the basis' own intermediates (up to 6x the
+            # expansion for B-splines) in backward costs one elementwise pass and keeps memory at ~1x
+            feats = checkpoint(self.basis, x, cdim + 1, self.base_activation, use_reentrant=False)
+        else:
+            feats = self.basis(x, cdim + 1, self.base_activation)  # (.., C, m, ..)
         if self.training and self.drop_rate > 0:
             keep = torch.rand_like(x).ge_(self.drop_rate).to(feats.dtype).unsqueeze(cdim + 1)
             feats = feats * keep / (1.0 - self.drop_rate)
