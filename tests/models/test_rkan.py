@@ -243,6 +243,9 @@ def test_registered_model_trains_in_fp32_channels_last_and_bf16(name):
     kwargs = dict(backbone="regnetx_002") if name == "rkan_generic" else {}
     model = timm.create_model(name, num_classes=10, **kwargs)
     assert isinstance(model, ResidualKANNet)
+    cfg = model.pretrained_cfg  # its head and stem names resolve (pretrained loading adapts them)
+    assert model.get_submodule(cfg["classifier"]) is model.get_classifier()
+    assert model.get_submodule(cfg["first_conv"]).in_channels == 3
     x, target = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])
     with torch.no_grad():  # fresh side paths are exact no-ops: the wrapped model IS its backbone
         reference = model.eval()(x)
@@ -345,13 +348,16 @@ def test_pretrained_backbone_with_a_new_head_and_rkan_checkpoint_roundtrip(tmp_p
 
 
 def test_default_cfgs_point_at_the_backbone_weights():
-    for name in timm.list_pretrained("rkan_*"):
-        cfg = timm.create_model(name, device="meta").pretrained_cfg
+    names = timm.list_pretrained("rkan_*")
+    assert {name.partition(".")[0] for name in names} == set(REGISTERED) - {"rkan_generic"}
+    for name in names:
+        cfg = timm.models.get_pretrained_cfg(name)
         arch, _, tag = name.partition(".")
         source = timm.models.get_pretrained_cfg(f"{arch.removeprefix('rkan_')}.{tag}")
-        assert cfg["hf_hub_id"] == source.hf_hub_id and cfg["mean"] == source.mean and cfg["std"] == source.std
-        assert cfg["classifier"] == f"backbone.{source.classifier}"
-        assert cfg["first_conv"] == f"backbone.{source.first_conv}"
+        assert (cfg.hf_hub_id, cfg.url, cfg.mean, cfg.std, cfg.crop_pct, cfg.input_size) == (
+            source.hf_hub_id, source.url, source.mean, source.std, source.crop_pct, source.input_size,
+        )  # fmt: skip
+        assert cfg.classifier == f"backbone.{source.classifier}" and cfg.first_conv == f"backbone.{source.first_conv}"
 
 
 # -- the wrapper and the generic factory ----------------------------------------------------------------------
