@@ -15,8 +15,10 @@ What differs from the official code, on purpose:
 - the side path's last BN scale starts at zero, so a freshly wrapped model computes exactly its backbone
   (``add`` and ``se``; ``gate`` mixes ``out * g + r * (1 - g)`` and cannot start as the identity), and
   ``pretrained=True`` loads plain timm backbone checkpoints (``checkpoint_filter_fn``);
-- the KAN conv is a per-pixel expansion followed by one grouped convolution instead of unfolded patches
-  looped through a KANLinear (the same function, a fraction of the time and memory);
+- the KAN conv is computed as 1 + n per-pixel feature maps, each through one depthwise convolution, instead
+  of unfolded patches looped through a KANLinear (the same function, a fraction of the time and memory);
+- DenseNet stages (dense block + transition) halve odd sizes by flooring while a stride-2 KAN conv rounds up:
+  the side path is cropped to the stage output there instead of failing;
 - ``control=True`` replaces every KAN conv by a depthwise conv + SiLU of the same shape, the experiment the
   paper does not report: it separates "an extra 1x1 bottleneck path" from "a KAN".
 """

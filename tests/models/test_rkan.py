@@ -204,6 +204,16 @@ def test_rkan_resnet50_parameter_count_reproduces_the_paper():
     assert _count(model) == 27_135_115
 
 
+def test_rkan_densenet_parameter_counts():
+    model = timm.create_model("rkan_densenet121", device="meta")
+    side = model.side_paths["4"]
+    assert (side.in_chs, side.out_chs, side.stride) == (512, 1024, 1)  # after transition 3, around norm5
+    assert _count(side) == 512 * 256 + 54 + 2 * 256 + 256 * 1024 + 45 + 2 * 1024 == 395_875
+    # RKAN-DenseNet-169 on ImageNet, the paper's table: 14.15M -> 14.89M
+    rkan169 = create_rkan("densenet169", device="meta")
+    assert round(_count(rkan169.backbone) / 1e6, 2) == 14.15 and round(_count(rkan169) / 1e6, 2) == 14.89
+
+
 def test_rkanet101_cifar100_parameter_count():
     model = timm.create_model("rkan_resnet101", num_classes=100, device="meta")
     baseline = _count(timm.create_model("resnet101", num_classes=100, device="meta"))
@@ -369,6 +379,20 @@ def test_unsupported_backbone_is_rejected_with_the_supported_families():
     assert "MobileNetV3" in str(info.value)
     with pytest.raises(ValueError, match="ResNet.*RegNet.*DenseNet"):
         create_rkan("not_a_model_name")
+    with pytest.raises(ValueError, match="features_only"):
+        timm.create_model("rkan_resnet18", features_only=True)
+
+
+@pytest.mark.parametrize(
+    "backbone", ["wide_resnet50_2", "seresnext26d_32x4d", "resnet50d", "regnetx_002", "regnetv_040"]
+)
+def test_side_path_channels_follow_the_backbone(backbone):
+    model = create_rkan(backbone, stages=(3, 4), device="meta")
+    info = model.backbone.feature_info
+    for stage in (3, 4):
+        side = model.side_paths[str(stage)]
+        assert (side.in_chs, side.out_chs, side.stride) == (info[stage - 1]["num_chs"], info[stage]["num_chs"], 2)
+    assert model.side_paths["4"].out_chs == model.num_features
 
 
 @pytest.mark.parametrize("stages", [0, 5, (4, 4), (), (2.0,)])
