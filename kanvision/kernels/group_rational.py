@@ -123,20 +123,17 @@ if triton is not None:
         stride_xr,
         stride_xc,
         y_ptr,
-        a_ptr,
-        a_group_stride,
-        b_ptr,
+        coef_ptr,
         n_rows,
         n_cols,
-        group_size,
         M: tl.constexpr,
         N: tl.constexpr,
         TILE: tl.constexpr,
         BLOCK_C: tl.constexpr,
     ):
         BLOCK_R: tl.constexpr = TILE // BLOCK_C
-        # One (BLOCK_R, BLOCK_C) tile per program; coefficients are gathered per column once and broadcast over
-        # rows. Unused coefficient slots are plain 0.0 and pruned at compile time by the constexpr orders.
+        # One (BLOCK_R, BLOCK_C) tile per program; each coefficient is loaded once per column (a contiguous,
+        # vectorisable row of the table) and broadcast over the rows. The constexpr orders prune unused ones.
         pid_r = tl.program_id(0)
         pid_c = tl.program_id(1)
         rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -144,9 +141,8 @@ if triton is not None:
         rmask = rows < n_rows
         cmask = cols < n_cols
         mask = rmask[:, None] & cmask[None, :]
-        gid = cols // group_size
-        a_off = a_ptr + gid * a_group_stride
-        b_off = b_ptr + gid * N
+        # coef is (M + 1 + N, n_cols) fp32: row k < M+1 holds a_k of each column's group, row M + i holds |b_i|.
+        coef = coef_ptr + cols
 
         x = tl.load(
             x_ptr + rows.to(tl.int64)[:, None] * stride_xr + cols.to(tl.int64)[None, :] * stride_xc,
@@ -158,35 +154,35 @@ if triton is not None:
         # P(x) and Q(|x|) by Horner from the highest coefficient; Q >= 1 so the division is always safe.
         p = tl.zeros(x.shape, dtype=tl.float32)
         if M >= 7:
-            p = p * x + tl.load(a_off + 7, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 7 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 6:
-            p = p * x + tl.load(a_off + 6, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 6 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 5:
-            p = p * x + tl.load(a_off + 5, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 5 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 4:
-            p = p * x + tl.load(a_off + 4, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 4 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 3:
-            p = p * x + tl.load(a_off + 3, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 3 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 2:
-            p = p * x + tl.load(a_off + 2, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 2 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 1:
-            p = p * x + tl.load(a_off + 1, mask=cmask, other=0.0).to(tl.float32)[None, :]
-        p = p * x + tl.load(a_off, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = p * x + tl.load(coef + 1 * n_cols, mask=cmask, other=0.0)[None, :]
+        p = p * x + tl.load(coef, mask=cmask, other=0.0)[None, :]
         q = tl.zeros(x.shape, dtype=tl.float32)
         if N >= 7:
-            q = q * ax + tl.abs(tl.load(b_off + 6, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 7) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 6:
-            q = q * ax + tl.abs(tl.load(b_off + 5, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 6) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 5:
-            q = q * ax + tl.abs(tl.load(b_off + 4, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 5) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 4:
-            q = q * ax + tl.abs(tl.load(b_off + 3, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 4) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 3:
-            q = q * ax + tl.abs(tl.load(b_off + 2, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 3) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 2:
-            q = q * ax + tl.abs(tl.load(b_off + 1, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 2) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 1:
-            q = q * ax + tl.abs(tl.load(b_off + 0, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            q = q * ax + tl.load(coef + (M + 1) * n_cols, mask=cmask, other=0.0)[None, :]
         q = q * ax + 1.0
 
         y = p / q
@@ -201,13 +197,10 @@ if triton is not None:
         stride_xr,
         stride_xc,
         dx_ptr,
-        a_ptr,
-        a_group_stride,
-        b_ptr,
+        coef_ptr,
         partial_ptr,
         n_rows,
         n_cols,
-        group_size,
         M: tl.constexpr,
         N: tl.constexpr,
         TILE: tl.constexpr,
@@ -222,12 +215,11 @@ if triton is not None:
         pid_c = tl.program_id(1)
         cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cols < n_cols
-        gid = cols // group_size
-        a_off = a_ptr + gid * a_group_stride
-        b_off = b_ptr + gid * N
+        # coef is (M + 1 + N, n_cols) fp32: row k < M+1 holds a_k of each column's group, row M + i holds |b_i|.
+        coef = coef_ptr + cols
 
         # Coefficients for this column block, loaded once (fp32, shape (1, BLOCK_C)); |b| for the denominator.
-        a0 = tl.load(a_off + 0, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        a0 = tl.load(coef, mask=cmask, other=0.0)[None, :]
         a1 = 0.0
         a2 = 0.0
         a3 = 0.0
@@ -236,19 +228,19 @@ if triton is not None:
         a6 = 0.0
         a7 = 0.0
         if M >= 1:
-            a1 = tl.load(a_off + 1, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a1 = tl.load(coef + 1 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 2:
-            a2 = tl.load(a_off + 2, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a2 = tl.load(coef + 2 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 3:
-            a3 = tl.load(a_off + 3, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a3 = tl.load(coef + 3 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 4:
-            a4 = tl.load(a_off + 4, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a4 = tl.load(coef + 4 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 5:
-            a5 = tl.load(a_off + 5, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a5 = tl.load(coef + 5 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 6:
-            a6 = tl.load(a_off + 6, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a6 = tl.load(coef + 6 * n_cols, mask=cmask, other=0.0)[None, :]
         if M >= 7:
-            a7 = tl.load(a_off + 7, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            a7 = tl.load(coef + 7 * n_cols, mask=cmask, other=0.0)[None, :]
         b1 = 0.0
         b2 = 0.0
         b3 = 0.0
@@ -257,19 +249,19 @@ if triton is not None:
         b6 = 0.0
         b7 = 0.0
         if N >= 1:
-            b1 = tl.abs(tl.load(b_off + 0, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b1 = tl.load(coef + (M + 1) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 2:
-            b2 = tl.abs(tl.load(b_off + 1, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b2 = tl.load(coef + (M + 2) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 3:
-            b3 = tl.abs(tl.load(b_off + 2, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b3 = tl.load(coef + (M + 3) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 4:
-            b4 = tl.abs(tl.load(b_off + 3, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b4 = tl.load(coef + (M + 4) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 5:
-            b5 = tl.abs(tl.load(b_off + 4, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b5 = tl.load(coef + (M + 5) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 6:
-            b6 = tl.abs(tl.load(b_off + 5, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b6 = tl.load(coef + (M + 6) * n_cols, mask=cmask, other=0.0)[None, :]
         if N >= 7:
-            b7 = tl.abs(tl.load(b_off + 6, mask=cmask, other=0.0).to(tl.float32))[None, :]
+            b7 = tl.load(coef + (M + 7) * n_cols, mask=cmask, other=0.0)[None, :]
 
         zero = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
         acc_a0 = zero
@@ -455,7 +447,7 @@ if triton is not None:
     # On the GPU the tile (elements per program per step) and warp count are tuned once per (C, groups, orders,
     # dtype); the Triton interpreter runs the fixed defaults below. Every config writes all of its outputs, so the
     # benchmarking runs need no reset.
-    _TUNE_KEY = ["n_cols", "group_size", "M", "N", "BLOCK_C"]
+    _TUNE_KEY = ["n_cols", "M", "N", "BLOCK_C"]
     _forward_tuned = triton.autotune(
         [triton.Config({"TILE": t}, num_warps=w) for t, w in ((1024, 4), (2048, 4), (2048, 8), (4096, 8))],
         key=_TUNE_KEY,
@@ -520,6 +512,15 @@ def _block_cols(n_cols: int) -> int:
     return 16
 
 
+def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, groups: int, n_cols: int) -> Tensor:
+    """(m + 1 + n, C) fp32: a_0..a_m and |b_1|..|b_n| of each channel's group, one contiguous row per coefficient,
+    so that the kernels load them as vectors instead of gathering per column."""
+    per_group = torch.cat(
+        [weight_numerator.float().expand(groups, -1), weight_denominator.float().abs()], dim=1
+    )  # (groups, K)
+    return per_group.repeat_interleave(n_cols // groups, dim=0).t().contiguous()
+
+
 def _as_rows(t: Tensor) -> Tensor:
     """(..., C) -> (rows, C), a view whenever possible (strided rows and columns are read in place)."""
     return t.reshape(-1, t.shape[-1])
@@ -535,8 +536,7 @@ def _forward_impl(x: Tensor, weight_numerator: Tensor, weight_denominator: Tenso
     y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     if y.numel() == 0:
         return y.view(x.shape)
-    a = weight_numerator.contiguous()
-    b = weight_denominator.contiguous()
+    coef = _coefficient_table(weight_numerator, weight_denominator, groups, n_cols)
     block_c = _block_cols(n_cols)
     col_blocks = triton.cdiv(n_cols, block_c)
     with _on_device(x):
@@ -545,12 +545,9 @@ def _forward_impl(x: Tensor, weight_numerator: Tensor, weight_denominator: Tenso
             x2.stride(0),
             x2.stride(1),
             y,
-            a,
-            0 if a.shape[0] == 1 else a.shape[1],
-            b,
+            coef,
             n_rows,
             n_cols,
-            n_cols // groups,
             M=numerator_order,
             N=denominator_order,
             BLOCK_C=block_c,
@@ -575,8 +572,7 @@ def _backward_impl(
             torch.zeros_like(weight_numerator),
             torch.zeros_like(weight_denominator),
         )
-    a = weight_numerator.contiguous()
-    b = weight_denominator.contiguous()
+    coef = _coefficient_table(weight_numerator, weight_denominator, groups, n_cols)
     block_c = _block_cols(n_cols)
     col_blocks = triton.cdiv(n_cols, block_c)
     # Enough row programs to fill the GPU a few times over; each then loops over many row blocks, so the partial
@@ -594,13 +590,10 @@ def _backward_impl(
             x2.stride(0),
             x2.stride(1),
             dx,
-            a,
-            0 if a.shape[0] == 1 else a.shape[1],
-            b,
+            coef,
             partial,
             n_rows,
             n_cols,
-            n_cols // groups,
             M=numerator_order,
             N=denominator_order,
             BLOCK_C=block_c,
