@@ -7,7 +7,13 @@ baseline of its group, measured in the same process. A model that is not registe
 being written) is recorded as missing instead of failing the run. Prints a table and writes JSON to
 ``benchmarks/results/models-<device>-<date>.json``.
 
-    python -m kanvision.bench.models                      # CPU defaults: batch 2, fp32, 2 + 1 steps
+On CPU the wall-clock img/s of a shared machine depends on whatever else runs, so every CPU row also reports the
+process CPU time per training step (``cpu_ms_per_step``: CPU seconds of the warm-up and measured steps divided by
+their number, model construction excluded) and its ratio to the baseline (``x_baseline_cpu``), which is what the
+work costs; by default the CPU run uses one thread (``--threads``), so that CPU time is not inflated by idle
+spinning of OpenMP threads that wait for each other.
+
+    python -m kanvision.bench.models                      # CPU defaults: batch 2, fp32, 1 thread, 1 + 2 steps
     python -m kanvision.bench.models --device cuda --batch-size 64 --amp bf16 --channels-last
 
 Goal (H200, bf16): rkan_resnet50 >= 0.9x resnet50's training throughput (the paper's implementation: 0.78x).
@@ -20,13 +26,14 @@ import datetime as dt
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import timm
 import torch
 
 import kanvision  # noqa: F401  (registers the kan_* and rkan_* models)
-from kanvision.bench.throughput import measure_training
+from kanvision.bench.throughput import build_model, measure_training
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -43,13 +50,13 @@ GROUPS: list[tuple[str, list[tuple[str, str, dict]]]] = [
         ],
     ),
 ]
-
-
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _machine(device: torch.device) -> dict:
     info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if hasattr(os, "getloadavg"):  # a shared machine's other work shows here and slows every row alike
+        info["load_average_1_5_15min_at_start"] = [round(v, 2) for v in os.getloadavg()]
     if device.type == "cuda":
         info["device"] = torch.cuda.get_device_name(device)
     else:
@@ -61,6 +68,10 @@ def _machine(device: torch.device) -> dict:
             pass
         info["device"] = model or "cpu"
     return info
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
 
 
 def run(
@@ -77,9 +88,10 @@ def run(
     if amp not in _AMP_DTYPES:
         raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
     dev = torch.device(device)
+    machine = _machine(dev)
     rows = []
     for baseline, members in GROUPS:
-        base_ips = None
+        base: dict = {}
         for label, name, kwargs in members:
             if only and label not in only and name not in only:
                 continue
@@ -87,21 +99,29 @@ def run(
                 rows.append(dict(label=label, model=name, group=baseline, missing="not registered with timm"))
                 continue
             torch.manual_seed(0)
+            model = build_model(name, img_size, **kwargs)
+            cpu_start = time.process_time()
             r = measure_training(
-                name, batch_size, img_size, device=dev, amp_dtype=_AMP_DTYPES[amp], steps=steps, warmup=warmup,
-                compile=compile, channels_last=channels_last, model_kwargs=kwargs,
+                model, batch_size, img_size, device=dev, amp_dtype=_AMP_DTYPES[amp], steps=steps, warmup=warmup,
+                compile=compile, channels_last=channels_last,
             ).as_dict()  # fmt: skip
-            r.update(label=label, group=baseline, model_kwargs=kwargs)
+            cpu_s = time.process_time() - cpu_start
+            del model
+            r.update(model=name, label=label, group=baseline, model_kwargs=kwargs)
+            if dev.type == "cpu":
+                r["cpu_ms_per_step"] = cpu_s * 1e3 / (steps + warmup)
             if label == baseline:
-                base_ips = r["img_per_s"]
-            r["x_baseline_img_per_s"] = r["img_per_s"] / base_ips if base_ips else None
+                base = r
+            r["x_baseline_img_per_s"] = _ratio(r["img_per_s"], base.get("img_per_s"))
+            if dev.type == "cpu":
+                r["x_baseline_cpu"] = _ratio(base.get("cpu_ms_per_step"), r["cpu_ms_per_step"])
             rows.append(r)
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     return {
         "benchmark": "kanvision.bench.models",
         "date": dt.date.today().isoformat(),
-        "machine": _machine(dev),
+        "machine": machine,
         "torch": torch.__version__,
         "timm": timm.__version__,
         "settings": dict(
@@ -113,8 +133,13 @@ def run(
             channels_last=channels_last,
             compile=compile,
             optimizer="AdamW",
+            threads=torch.get_num_threads(),
         ),  # fmt: skip
-        "timing": f"median of {steps} training steps after {warmup} warm-up steps; x_baseline = img/s / baseline img/s",
+        "timing": (
+            f"img/s from the median of {steps} training steps after {warmup} warm-up steps; x_baseline = img/s / "
+            "baseline img/s; on CPU also cpu_ms_per_step (process CPU time over warm-up + measured steps) and "
+            "x_baseline_cpu = baseline cpu_ms_per_step / cpu_ms_per_step (throughput ratio by CPU work)"
+        ),
         "goal": "H200 bf16: rkan_resnet50 >= 0.9x resnet50 training img/s (paper implementation 0.78x)",
         "rows": rows,
     }
@@ -125,19 +150,24 @@ def print_table(result: dict) -> None:
     print(f"{result['benchmark']}  {result['date']}  {result['machine']['device']}  torch {result['torch']}")
     print(
         f"batch {s['batch_size']} x {s['img_size']} px, amp {s['amp']}, channels_last {s['channels_last']}, "
-        f"{result['timing']}"
+        f"threads {s['threads']}"
     )
-    header = f"{'model':26s} {'params':>12s} {'img/s':>9s} {'x base':>7s} {'step ms':>9s} {'peak GiB':>9s}"
+    print(result["timing"])
+    header = (
+        f"{'model':26s} {'params':>12s} {'img/s':>9s} {'x base':>7s} {'step ms':>9s} {'cpu ms':>9s} "
+        f"{'x base cpu':>10s} {'peak GiB':>9s}"
+    )
     print(header)
     print("-" * len(header))
+    nan = float("nan")
     for r in result["rows"]:
         if "missing" in r:
-            print(f"{r['label']:26s} {'missing: ' + r['missing']}")
+            print(f"{r['label']:26s} missing: {r['missing']}")
             continue
-        ratio = r["x_baseline_img_per_s"] if r["x_baseline_img_per_s"] is not None else float("nan")
         print(
-            f"{r['label']:26s} {r['num_params']:12,d} {r['img_per_s']:9.2f} {ratio:7.3f} "
-            f"{r['step_ms_median']:9.1f} {r['peak_memory_gib']:9.3f}"
+            f"{r['label']:26s} {r['num_params']:12,d} {r['img_per_s']:9.2f} {r['x_baseline_img_per_s'] or nan:7.3f} "
+            f"{r['step_ms_median']:9.1f} {r.get('cpu_ms_per_step', nan):9.1f} {r.get('x_baseline_cpu') or nan:10.3f} "
+            f"{r['peak_memory_gib']:9.3f}"
         )
     kinds = sorted({r["memory_kind"] for r in result["rows"] if "memory_kind" in r})
     print(f"peak memory: {', '.join(kinds)}")
@@ -151,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--amp", default=None, help="bf16, fp16 or none (default: none on CPU, bf16 on CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="default: 2 on CPU, 20 on CUDA")
     parser.add_argument("--warmup", type=int, default=None, help="default: 1 on CPU, 5 on CUDA")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--only", nargs="+", default=None, help="row labels or model names to run")
@@ -160,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
     cuda = torch.device(args.device).type == "cuda"
+    if args.threads is not None or not cuda:
+        torch.set_num_threads(args.threads or 1)
     result = run(
         args.device,
         args.batch_size or (64 if cuda else 2),
