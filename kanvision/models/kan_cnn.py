@@ -22,6 +22,20 @@ kernel position on the basis coefficients, starting at 1 so the layer's function
 published parameter counts exactly: KKAN 94,650 and KANConv & MLP 163,726 (MNIST, README of the first paper
 version), and the Fashion-MNIST table of the later version (KANC MLP Small/Medium/Big 5.31K/9.94K/33.54K and
 KKAN Small/Medium 22.80K/44.93K at grid 10). ``spline_scaler=False`` drops the redundant multipliers.
+
+Sources of the layer configurations: the official ``architectures_28x28`` files give the first version's KKAN
+(two ``n_convs=5`` channel-shared layers, KANLinear(625 -> 10) on grid 10 over [0, 1]) and KANC MLP
+(Linear 625 -> 256 -> 10 with no activation in between) and the later version's Small (1 -> 5 -> 5) and Medium
+(1 -> 5 -> 10) KAN convs; KANC MLP (Big) is Medium's convs with a Linear 250 -> 100 -> 10 head, the only
+layout that gives the table's 33.54K and 38.48K at grid 10 and 20 (whether its head has an activation is not
+recorded; ``mlp_act_layer`` adds one).
+
+torch-conv-kan's stacks (``kan_kacn_simple4/8``, ``kan_kagn_simple8``) reproduce its CIFAR-10 BatchNorm rows
+(reports/mnist_cifar_baseline.md): KACN 394,058 and 18,092,202 exactly (Chebyshev degree 3 without base branch;
+its cos(n acos(tanh x)) form computed here by the recurrence, the same function with finite gradients). Its KAGN
+layer holds 4 learnable Gram-recurrence scales per layer (22,613,114 = ours + 32) and applies SiLU to the Gram
+values before the conv; ours uses the fixed normalised Gram basis on tanh(x) without that squashing. Their
+dropout layers are not reproduced (``kan_drop_rate`` is DropKAN, ``drop_rate`` the head dropout).
 """
 
 from __future__ import annotations
