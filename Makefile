@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m kanvision.demo
+	$(PY) -m kanvision.train experiment=digits_kan
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" -q

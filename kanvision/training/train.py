@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,15 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
     return str(ckpt_path)
 
 
+def _requeue_checkpoint(output_dir: Path) -> str | None:
+    """Lightning's SLURM requeue checkpoint (``hpc_ckpt_<n>.ckpt`` in the run directory); Lightning resumes from
+    it by itself, so only the wandb run id has to be taken from it."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    found = sorted(output_dir.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    return str(found[-1]) if found else None
+
+
 def _resume_wandb(cfg: DictConfig, ckpt_path: str) -> None:
     """Continue the checkpoint's wandb run (its id is stored in the checkpoint) unless an id was given."""
     run_id = (checkpoint_metadata(read_checkpoint(ckpt_path)) or {}).get("wandb_run_id")
@@ -84,8 +94,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.check_data()
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
-    if ckpt_path:
-        _resume_wandb(cfg, ckpt_path)
+    resume_from = ckpt_path or _requeue_checkpoint(output_dir)
+    if resume_from:
+        _resume_wandb(cfg, resume_from)
 
     model = instantiate(
         cfg.model,

@@ -44,6 +44,17 @@ def compose_config(
     return cfg
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a shared machine they lose a lot to spinning."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def make_cfg(tmp_path):
     """``make_cfg(*overrides, config_name="train", output_dir=tmp_path)``."""

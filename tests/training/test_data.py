@@ -153,6 +153,17 @@ def test_imagefolder_png_pixels_and_class_indices(tmp_path):
     assert images.shape == (2, 3, 12, 12)
 
 
+def test_imagefolder_grayscale(tmp_path):
+    written = write_image_tree(tmp_path, {"train": {"a": 1, "b": 1}, "val": {"a": 1}}, "png")
+    dm = ImageFolderDataModule(root=str(tmp_path), in_chans=1, img_size=12, mean=(0.5,), std=(0.5,), crop_pct=1.0)
+    dm.setup()
+    image, label = dm.val_set[0]
+    rgb = written[("val", "a", 0)].astype(np.float64)
+    luma = (rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114) / 1000 / 255  # ITU-R 601-2, PIL's "L"
+    assert image.shape == (1, 12, 12) and label == 0
+    torch.testing.assert_close(image[0].double(), torch.from_numpy((luma - 0.5) / 0.5), rtol=0, atol=2.5 / 255)
+
+
 def _raw(dataset, index):
     """The untransformed image of an item of a timm ImageDataset."""
     transform, dataset.transform = dataset.transform, None

@@ -18,7 +18,7 @@ from kanvision.training.evaluate import evaluate
 from kanvision.training.train import train
 
 # (model, input size): one KAN model and one timm baseline, both tiny
-MODELS = [("kan_cnn_tiny", 8), ("resnet18", 32)]
+MODELS = [("kan_cnn_tiny", 8), ("resnet18", 16)]
 TINY = ["data=synthetic", "data.num_train=64", "data.num_val=32", "data.num_test=32", "data.batch_size=16"]
 
 
@@ -26,9 +26,11 @@ def _metrics(path) -> dict:
     return json.loads((path / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize(("name", "size"), MODELS)
-def test_fast_dev_run_train(make_cfg, tmp_path, name, size):
-    cfg = make_cfg(*TINY, f"model={name}", f"data.img_size={size}", "debug=fdr")
+@pytest.mark.parametrize(
+    ("name", "size", "precision"), [(*m, "32-true") for m in MODELS] + [(*MODELS[0], "bf16-mixed")]
+)
+def test_fast_dev_run_train(make_cfg, tmp_path, name, size, precision):
+    cfg = make_cfg(*TINY, f"model={name}", f"data.img_size={size}", "debug=fdr", f"trainer.precision={precision}")
     metrics = train(cfg)
     assert metrics["global_step"] == 1
     written = _metrics(tmp_path)
