@@ -64,6 +64,16 @@ def build_param_groups(
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=sorted(skip))
 
 
+# Wrappers that insert themselves into parameter names (FSDP, activation checkpointing, torch.compile).
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _plain_name(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
 def _accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
     # average="micro": the fraction of correct samples (torchmetrics' default "macro" averages per class).
     return MetricCollection(
@@ -84,8 +94,7 @@ class ImageClassifier(L.LightningModule):
         num_classes, in_chans: set from the data by ``train(cfg)`` unless given.
         optimizer: ``opt`` (any timm optimizer: adamw, sgd, lamb, ...), ``lr``, ``weight_decay``, ``momentum``,
             ``decay_rational`` (weight decay on GroupRational coefficients, as in the official KAT runs),
-            ``no_weight_decay`` (extra fnmatch patterns), and further optimizer arguments (``betas``, ``eps``,
-            ``layer_decay``, ...).
+            ``no_weight_decay`` (extra fnmatch patterns), and further optimizer arguments (``betas``, ``eps``, ...).
         scheduler: ``name`` (``cosine`` or ``constant``), ``warmup_epochs`` or ``warmup_steps``, ``warmup_lr``,
             ``min_lr``; stepped per optimizer update.
         label_smoothing: for the hard-target loss and for Mixup's soft targets.
@@ -127,6 +136,8 @@ class ImageClassifier(L.LightningModule):
             raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         optimizer = {**_OPTIMIZER_DEFAULTS, **(_plain(optimizer) or {})}
         scheduler = {**_SCHEDULER_DEFAULTS, **(_plain(scheduler) or {})}
+        if "layer_decay" in optimizer:
+            raise ValueError("model.optimizer.layer_decay is not supported (weight-decay groups are built by name)")
         if scheduler["name"] not in ("cosine", "constant"):
             raise ValueError(f"model.scheduler.name must be 'cosine' or 'constant', got {scheduler['name']!r}")
         if not timm.is_model(name.split(".")[0]):  # "name.tag" selects pretrained weights
@@ -155,6 +166,14 @@ class ImageClassifier(L.LightningModule):
             self.model.set_grad_checkpointing(True)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        groups = build_param_groups(
+            self.model,
+            float(optimizer["weight_decay"]),
+            optimizer.get("decay_rational", True),
+            tuple(optimizer.get("no_weight_decay") or ()),
+        )
+        exempt = {id(p) for group in groups if group["weight_decay"] == 0.0 for p in group["params"]}
+        self._no_decay_names = {name for name, p in self.model.named_parameters() if id(p) in exempt}
         self.model_ema = None
         ema_args = dict(_plain(ema) or {})
         if ema_args.pop("enabled", bool(ema_args)):
@@ -264,11 +283,19 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        options = dict(self.hparams.optimizer)
-        decay_rational = options.pop("decay_rational", True)
-        no_weight_decay = tuple(options.pop("no_weight_decay", None) or ())
+        options = {k: v for k, v in self.hparams.optimizer.items() if k not in ("decay_rational", "no_weight_decay")}
         weight_decay = float(options.pop("weight_decay", 0.0))
-        groups = build_param_groups(self.model, weight_decay, decay_rational, no_weight_decay)
+        # Decided by name against the unwrapped network (see __init__): FSDP flattens sharded parameters to 1-D,
+        # which would silently exempt every weight from decay under timm's 1-D rule.
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (no_decay if _plain_name(name) in self._no_decay_names else decay).append(param)
+        groups = [
+            g
+            for g in ({"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay})
+            if g["params"]
+        ]
         optimizer = create_optimizer_v2(groups, weight_decay=weight_decay, **options)
         sched = self.hparams.scheduler
         if sched["name"] == "constant":

@@ -44,6 +44,29 @@ def test_weight_decay_groups():
     assert no_rational["fc.weight"] == 0.0
 
 
+def test_optimizer_groups_are_decided_by_name_before_any_wrapping():
+    module = ImageClassifier(
+        "kan_cnn_tiny", num_classes=10, in_chans=1, optimizer=dict(opt="sgd", lr=0.1, weight_decay=0.1),
+        scheduler=dict(name="constant"),
+    )  # fmt: skip
+    expected = {n: (0.0 if p.ndim <= 1 else 0.1) for n, p in module.model.named_parameters()}
+    assert sorted(set(expected.values())) == [0.0, 0.1]
+
+    class Wrapper(nn.Module):  # FSDP-like: a prefix in every name, parameters flattened to 1-D shards
+        def __init__(self, inner):
+            super().__init__()
+            self._fsdp_wrapped_module = inner
+
+    module.model.features = Wrapper(module.model.features)
+    for param in module.model.parameters():
+        param.data = param.data.flatten()
+    optimizer = module.configure_optimizers()["optimizer"]
+    names = {id(p): n.replace("_fsdp_wrapped_module.", "") for n, p in module.model.named_parameters()}
+    got = {names[id(p)]: group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert got == expected
+    assert type(optimizer).__name__ == "SGD" and optimizer.param_groups[0]["lr"] == 0.1
+
+
 def _net(**kwargs):
     torch.manual_seed(0)
     return ImageClassifier("kan_cnn_tiny", num_classes=10, in_chans=1, **kwargs)
@@ -83,6 +106,7 @@ def test_mixup_and_ema_switches():
         (dict(name="kan_cnn_tiny", num_classes=10, kwargs=dict(num_classes=5)), "model.num_classes"),
         (dict(name="kan_cnn_tiny", num_classes=10, label_smoothing=1.5), "label_smoothing"),
         (dict(name="kan_cnn_tiny", num_classes=10, scheduler=dict(name="step")), "cosine"),
+        (dict(name="kan_cnn_tiny", num_classes=10, optimizer=dict(layer_decay=0.7)), "layer_decay"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
