@@ -317,9 +317,8 @@ class SmallConvKAN(nn.Module):
             if size < 1:
                 raise ValueError(f"img_size={img_size} is too small for {len(conv_channels)} conv + 2x2 pool layers")
             layers += [conv, nn.MaxPool2d(2)]
-            self.feature_info.append(
-                dict(num_chs=channels, reduction=img_size / size, module=f"features.{len(layers) - 1}")
-            )
+            reduction = 2 * (self.feature_info[-1]["reduction"] if self.feature_info else 1)  # conv + 2x2 pool
+            self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"features.{len(layers) - 1}"))
         self.features = nn.Sequential(*layers)
         self.num_features = channels
         self.feature_size = size
@@ -428,11 +427,15 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANConvNet:
-    return build_model_with_cfg(KANConvNet, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    out_indices = tuple(range(len(kwargs.get("widths", (16, 32)))))  # one feature map per KAN conv
+    feature_cfg = dict(flatten_sequential=True, out_indices=out_indices)
+    return build_model_with_cfg(KANConvNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 def _create_small_conv_kan(variant: str, pretrained: bool = False, **kwargs) -> SmallConvKAN:
-    return build_model_with_cfg(SmallConvKAN, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    out_indices = tuple(range(len(kwargs.get("conv_channels", (5, 5)))))  # one per conv + pool
+    feature_cfg = dict(flatten_sequential=True, out_indices=out_indices)
+    return build_model_with_cfg(SmallConvKAN, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 @register_model

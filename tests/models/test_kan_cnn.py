@@ -220,3 +220,19 @@ def test_float64_matches_float32():
     y64 = model.double()(x.double())
     torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-4)
     assert math.isfinite(y64.abs().sum().item())
+
+
+@pytest.mark.parametrize(
+    "name,x_shape,expected",
+    [
+        ("kan_cnn_tiny", (1, 1, 8, 8), [(16, 8), (32, 4), (64, 2)]),
+        ("kan_kacn_simple4", (1, 3, 16, 16), [(32, 16), (64, 8), (128, 4), (256, 4)]),
+        ("kan_kkan_small", (1, 1, 28, 28), [(5, 13), (5, 5)]),
+        ("kan_kanc_mlp_mnist", (1, 1, 28, 28), [(5, 13), (25, 5)]),  # channel-shared: 1 * 5, then 5 * 5 channels
+    ],
+)
+def test_features_only(name, x_shape, expected):
+    model = timm.create_model(name, features_only=True)
+    feats = model(torch.randn(*x_shape))
+    assert [(f.shape[1], f.shape[-1]) for f in feats] == expected
+    assert model.feature_info.channels() == [c for c, _ in expected]
