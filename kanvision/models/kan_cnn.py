@@ -51,7 +51,26 @@ from torch.nn.utils import parametrize
 from kanvision.layers import KANConv2d, KANLinear
 from kanvision.layers.kan_layer import KANLayer
 
-__all__ = ["KANConvNet", "SmallConvKAN", "ChannelSharedKANConv2d", "SplineScaler", "add_spline_scaler"]
+__all__ = [
+    "KANConvNet",
+    "SmallConvKAN",
+    "ChannelSharedKANConv2d",
+    "SplineScaler",
+    "add_spline_scaler",
+    "create_activation",
+]
+
+
+def create_activation(act_layer: str | None) -> nn.Module:
+    """A fresh activation module by timm name (``"silu"``, ``"gelu"``, ``"relu"``, ...), nn.Identity for None."""
+    if not act_layer:
+        return nn.Identity()
+    try:
+        return get_act_layer(act_layer)()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {act_layer!r}; use a timm activation name such as 'silu', 'gelu', 'relu', or None"
+        ) from None
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:
@@ -193,7 +212,7 @@ class KANConvNet(nn.Module):
                 nn.BatchNorm2d(width),
             ]
             if act_layer is not None:
-                layers.append(get_act_layer(act_layer)())
+                layers.append(create_activation(act_layer))
             prev, reduction = width, reduction * stride
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f"features.{len(layers) - 1}"))
         self.features = nn.Sequential(*layers)
@@ -328,7 +347,7 @@ class SmallConvKAN(nn.Module):
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
             hidden.append(self._head_layer(d_in, d_out))
             if head_type == "mlp" and mlp_act_layer is not None:
-                hidden.append(get_act_layer(mlp_act_layer)())
+                hidden.append(create_activation(mlp_act_layer))
         self.pre_logits = nn.Sequential(*hidden)
         self.head_hidden_size = dims[-1]
         self.head_drop = nn.Dropout(drop_rate)

@@ -25,11 +25,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import ClassifierHead, DropPath, get_act_layer
+from timm.layers import ClassifierHead, DropPath
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
+from kanvision.models.kan_cnn import create_activation
 
 __all__ = ["KANBasicBlock", "KANResNet"]
 
@@ -53,11 +54,11 @@ class KANBasicBlock(nn.Module):
         kan_kwargs = kan_kwargs or {}
         self.conv1 = KANConv2d(in_chs, out_chs, 3, stride, 1, bias=False, **kan_kwargs)
         self.bn1 = nn.BatchNorm2d(out_chs)
-        self.act1 = get_act_layer(act_layer)() if act_layer else nn.Identity()
+        self.act1 = create_activation(act_layer)
         self.conv2 = KANConv2d(out_chs, out_chs, 3, 1, 1, bias=False, **kan_kwargs)
         self.bn2 = nn.BatchNorm2d(out_chs)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
-        self.act2 = get_act_layer(act_layer)() if act_layer else nn.Identity()
+        self.act2 = create_activation(act_layer)
         self.downsample = None
         if stride != 1 or in_chs != out_chs:
             self.downsample = nn.Sequential(
@@ -122,7 +123,7 @@ class KANResNet(nn.Module):
             in_chans, stem_width, stem_kernel, stem_stride, stem_kernel // 2, bias=False, **kan_kwargs
         )
         self.bn1 = nn.BatchNorm2d(stem_width)
-        self.act1 = get_act_layer(act_layer)() if act_layer else nn.Identity()
+        self.act1 = create_activation(act_layer)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_type == "imagenet" else nn.Identity()
         reduction = 4 if stem_type == "imagenet" else 1
         self.feature_info = [dict(num_chs=stem_width, reduction=max(reduction // 2, 1), module="bn1")]

@@ -25,12 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import ClassifierHead, get_act_layer
+from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
 from kanvision.layers.kan_layer import resolve_activation
+from kanvision.models.kan_cnn import create_activation
 
 __all__ = ["BottleneckKANConv2d", "KANVGG", "VGG_CONFIGS", "bottleneck_inner_channels"]
 
@@ -100,7 +101,7 @@ class BottleneckKANConv2d(nn.Module):
         )  # fmt: skip
         self.expand = nn.Conv2d(inner, out_channels, 1, bias=False)
         self.norm = norm_layer(out_channels) if norm_layer is not None else nn.Identity()
-        self.act = get_act_layer(act_layer)() if act_layer else nn.Identity()
+        self.act = create_activation(act_layer)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.expand(self.kan(self.squeeze(x)))
@@ -175,7 +176,7 @@ class KANVGG(nn.Module):
                     )  # fmt: skip
                 )
             else:
-                act = get_act_layer(act_layer)() if act_layer else nn.Identity()
+                act = create_activation(act_layer)
                 conv = KANConv2d(prev, width, 3, 1, 1, bias=False, drop_rate=kan_drop_rate, **kan_kwargs)
                 layers.append(nn.Sequential(conv, nn.BatchNorm2d(width), act))
             prev = width

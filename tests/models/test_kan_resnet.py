@@ -137,3 +137,5 @@ def test_bad_arguments_raise_value_errors():
         KANResNet(layers=(2, 2), channels=(8, 8, 8))
     with pytest.raises(ValueError, match="unknown basis"):
         KANResNet(basis="legendre", **NARROW)
+    with pytest.raises(ValueError, match="unknown activation 'swishy'"):
+        KANResNet(act_layer="swishy", **NARROW)
