@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import Callback
 
 import kanvision
 from kanvision.training.callbacks import NonFiniteLossError
-from kanvision.training.checkpoint import export_safetensors, read_checkpoint
+from kanvision.training.checkpoint import main as export_main
+from kanvision.training.checkpoint import read_checkpoint
 from kanvision.training.data import SyntheticDataModule
 from kanvision.training.evaluate import evaluate
 from kanvision.training.train import train
@@ -77,7 +78,8 @@ def test_train_then_evaluate(make_cfg, tmp_path, name, size):
 
     # the exported safetensors file rebuilds the same network
     exported = kanvision.load_checkpoint(run_dir / "model.safetensors")
-    again = kanvision.load_checkpoint(export_safetensors(ckpt, tmp_path / "export.safetensors"))
+    export_main([str(ckpt), str(tmp_path / "export.safetensors")])  # python -m kanvision.training.checkpoint
+    again = kanvision.load_checkpoint(tmp_path / "export.safetensors")
     with torch.no_grad():
         torch.testing.assert_close(exported(images), logits)
         torch.testing.assert_close(again(images), logits)
@@ -155,6 +157,10 @@ def test_resume_from_last_restores_step_optimizer_scheduler_ema(make_cfg, tmp_pa
     ema_saved = {k[len("model_ema.module.") :]: v for k, v in saved["state_dict"].items() if k.startswith("model_ema.")}
     for key, value in resumed["ema"].items():
         torch.testing.assert_close(value, ema_saved[key], rtol=0, atol=0)
+    ema_model = kanvision.load_checkpoint(tmp_path / "checkpoints" / "last.ckpt", ema=True)
+    final = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    for key, value in ema_model.state_dict().items():
+        torch.testing.assert_close(value, final[f"model_ema.module.{key}"], rtol=0, atol=0)
 
     # one warm-up + cosine schedule across the interruption, step by step (total 6, warm-up 2)
     lrs = {**Recorder.runs[0]["lrs"], **resumed["lrs"]}
@@ -233,9 +239,17 @@ def test_last_checkpoint_follows_training_not_the_best(make_cfg, tmp_path):
     epoch 0), which Lightning's own save_last no longer guarantees."""
     cfg = make_cfg(
         *TINY, "model=kan_cnn_tiny", "data.img_size=8", "trainer.max_epochs=3", "trainer.limit_train_batches=2",
-        "trainer.limit_val_batches=1", "test=false", "callbacks.model_checkpoint.monitor=epoch",
-        "callbacks.model_checkpoint.mode=min",
+        "trainer.limit_val_batches=1", "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min", "test=true", "test_ckpt_path=best",
     )  # fmt: skip
-    train(cfg)
+    metrics = train(cfg)
     assert read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 6
     assert read_checkpoint(tmp_path / "checkpoints" / "epoch_000.ckpt")["global_step"] == 2
+    # test_ckpt_path=best tested the epoch-0 weights, not the final ones
+    data = SyntheticDataModule(num_train=64, num_val=32, num_test=32, img_size=8)
+    data.setup()
+    images, labels = data.test_set.tensors
+    with torch.no_grad():
+        logits = kanvision.load_checkpoint(tmp_path / "checkpoints" / "epoch_000.ckpt")(images)
+    loss = torch.nn.functional.cross_entropy(logits.double(), labels).item()
+    assert metrics["test/loss"] == pytest.approx(loss, rel=1e-4)
