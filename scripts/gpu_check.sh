@@ -12,7 +12,7 @@ if ! { [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; }; then
     if python3 -c "import torch, timm, triton" 2>/dev/null; then
         # A GPU image with its own torch/triton/timm (often itself a venv): make .venv see that environment
         # through a .pth file, so its CUDA builds are used, and install kanvision without touching the network.
-        if python3 -m venv --system-site-packages .venv; then
+        if python3 -m venv --system-site-packages --without-pip .venv; then
             site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
             python3 -c "import sysconfig as s; print('\n'.join(sorted({s.get_paths()['purelib'], s.get_paths()['platlib']})))" \
                 >"$site/_gpu_check_parent_env.pth"
