@@ -140,7 +140,8 @@ class ImageClassifier(L.LightningModule):
             raise ValueError("model.optimizer.layer_decay is not supported (weight-decay groups are built by name)")
         if scheduler["name"] not in ("cosine", "constant"):
             raise ValueError(f"model.scheduler.name must be 'cosine' or 'constant', got {scheduler['name']!r}")
-        if not timm.is_model(name.split(".")[0]):  # "name.tag" selects pretrained weights
+        # "name.tag" selects pretrained weights; "hf-hub:..." / "local-dir:..." are resolved by timm itself
+        if ":" not in name and not timm.is_model(name.split(".")[0]):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
             raise ValueError(f"model.name={name!r} is not a registered timm or kanvision model (similar: {close})")
         self.save_hyperparameters(
