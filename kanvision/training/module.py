@@ -325,8 +325,13 @@ class ImageClassifier(L.LightningModule):
             epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
             steps_per_epoch = total / epochs if epochs else total
             warmup = int(round(float(sched["warmup_epochs"]) * steps_per_epoch))
-        if not 0 <= warmup < total:
-            raise ValueError(f"warm-up of {warmup} steps must be shorter than the {total} training steps")
+        if warmup < 0:
+            raise ValueError(f"warm-up must be >= 0 steps, got {warmup}")
+        if warmup >= total:  # short (debug, fast_dev_run) runs of a long recipe: keep half the run for the decay
+            log.warning(
+                "warm-up of %d steps is not shorter than the %d training steps; using %d", warmup, total, total // 2
+            )
+            warmup = total // 2
         return total, warmup
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:

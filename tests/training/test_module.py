@@ -112,3 +112,15 @@ def test_mixup_and_ema_switches():
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ImageClassifier(**kwargs)
+
+
+@pytest.mark.parametrize(("warmup_epochs", "max_epochs", "expected"), [(1, 4, 3), (5, 1, 1), (0, 2, 0)])
+def test_warmup_longer_than_a_short_run_is_capped(warmup_epochs, max_epochs, expected):
+    """A long recipe's warm-up under debug limits keeps half the run for the decay instead of failing."""
+    from types import SimpleNamespace
+
+    module = _net(scheduler=dict(name="cosine", warmup_epochs=warmup_epochs))
+    steps_per_epoch = 3
+    module._trainer = SimpleNamespace(estimated_stepping_batches=steps_per_epoch * max_epochs, max_epochs=max_epochs)
+    total, warmup = ImageClassifier._schedule_steps(module)
+    assert total == steps_per_epoch * max_epochs and warmup == expected
