@@ -115,16 +115,19 @@ class Basis(nn.Module):
         if terms is not None:
             out = torch.stack(head + terms, dim)
         else:
-            out = self._expand(x, dim)
-            if head:
-                out = torch.cat([head[0].unsqueeze(dim), out], dim)
+            out = self._expand(x, dim, head[0] if head else None)
         return out.to(dtype)
 
     def _terms(self, x: Tensor) -> list[Tensor] | None:
         return None
 
-    def _expand(self, x: Tensor, dim: int) -> Tensor:
+    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
+        """The basis values on a new axis ``dim``, after ``head`` (the base branch) when given."""
         raise NotImplementedError
+
+
+def _prepend(head: Tensor | None, values: Tensor, dim: int) -> Tensor:
+    return values if head is None else torch.cat([head.unsqueeze(dim), values], dim)
 
 
 class GridBasis(Basis):
@@ -200,32 +203,54 @@ class BSplineBasis(GridBasis):
     to 1 on ``grid_range``; they fall to 0 within k intervals outside it, and are exactly 0 beyond
     (only a layer's base branch responds there: call the layer's ``update_grid``).
 
-    Closed form on the uniform grid: B_j(x) = N_k(u - j), u = (x - t_0) / h, with the cardinal B-spline
-    N_k(s) = sum_l (-1)^l C(k+1, l) (s - l)_+^k / k!, evaluated on the nearer half of its symmetric
-    support so that float32 keeps ~1e-6 absolute accuracy.
+    Closed form on the uniform grid: with u = (x - t_0) / h = i + s (cell i, fraction s), the only non-zero
+    functions are B_{i-p}(x) = N_k(s + p), p = 0..k, where N_k is the cardinal B-spline; its k + 1 polynomial
+    pieces are precomputed, so each input costs k + 1 small polynomials and one scatter into the n slots,
+    instead of n evaluations of N_k.
     """
 
     def __init__(self, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)):
         self.spline_order = _check_int("spline_order", spline_order, 1)
         super().__init__(grid_range, _check_int("grid_size", grid_size, 1))
         k = spline_order
-        terms = range((k + 1) // 2 + 1)
-        self._coefficients = [(-1) ** l * math.comb(k + 1, l) / math.factorial(k) for l in terms]
+        # N_k(s + p) = sum_q pieces[q][p] s^q on s in [0, 1), from the truncated-power form
+        # N_k(t) = sum_l (-1)^l C(k+1, l) (t - l)_+^k / k!
+        pieces = [
+            [
+                sum((-1) ** l * math.comb(k + 1, l) * math.comb(k, q) * (p - l) ** (k - q) for l in range(p + 1))
+                / math.factorial(k)
+                for p in range(k + 1)
+            ]
+            for q in range(k + 1)
+        ]
+        self.register_buffer("_pieces", torch.tensor(pieces, dtype=torch.float64), persistent=False)
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
         self.grid_size = intervals
         self.num_functions = intervals + self.spline_order
 
-    def _expand(self, x: Tensor, dim: int) -> Tensor:
-        k, h = self.spline_order, self.spacing
-        u = (x.unsqueeze(dim) - (self.low - k * h)) / h  # position in knot intervals from the first knot
-        s = u - self._arange(x, dim)  # (..., n, ...) argument of N_k
-        s = torch.minimum(s, (k + 1) - s).clamp(min=0.0)  # symmetry; 0 outside the support
-        out = 0.0
-        for l, c in enumerate(self._coefficients):
-            out = out + c * torch.relu(s - l) ** k
-        return out
+    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
+        k, h, n = self.spline_order, self.spacing, self.num_functions
+        u = (x - (self.low - k * h)) / h  # position in knot intervals from the first knot
+        cell = u.floor().detach()
+        s = u - cell
+        powers = [torch.ones_like(s), s]
+        for _ in range(k - 1):
+            powers.append(powers[-1] * s)
+        with torch.autocast(x.device.type, enabled=False):  # the basis is computed in float32 or better
+            values = torch.stack(powers, -1) @ self._pieces.to(s.dtype)  # (..., k+1): N_k(s + p)
+        first = int(head is not None)  # slot of B_0: the base branch, when given, takes slot 0
+        slot = cell.clamp(-1, n + k).long().unsqueeze(-1) + (first - torch.arange(k + 1, device=x.device))  # B_{i-p}
+        valid = (slot >= first) & (slot < n + first)  # pieces of functions beyond either end of the grid
+        values = (values * valid).movedim(-1, dim)
+        slot = slot.clamp(first, n + first - 1).movedim(-1, dim)
+        shape = list(x.shape)
+        shape.insert(dim, n + first)
+        out = x.new_zeros(shape)
+        if head is not None:
+            out.select(dim, 0).copy_(head)
+        return out.scatter_add_(dim, slot, values)
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, {super().extra_repr()}"
@@ -252,11 +277,11 @@ class RBFBasis(GridBasis):
         super()._set_grid(low, high, intervals)
         self.num_centers = self.num_functions = intervals + 1
 
-    def _expand(self, x: Tensor, dim: int) -> Tensor:
+    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
         h = self.spacing
-        centers = self.low + h * self._arange(x, dim)
         width = self.bandwidth if self.bandwidth is not None else h
-        return torch.exp(-(((x.unsqueeze(dim) - centers) / width) ** 2))
+        z = (x / width).unsqueeze(dim) - (self.low + h * self._arange(x, dim)) / width
+        return _prepend(head, torch.exp(-torch.square(z)), dim)
 
     def extra_repr(self) -> str:
         return f"num_centers={self.num_centers}, bandwidth={self.bandwidth}, {super().extra_repr()}"
@@ -284,13 +309,16 @@ class ReLUBasis(GridBasis):
         self.grid_size = intervals
         self.num_functions = intervals + self.order
 
-    def _expand(self, x: Tensor, dim: int) -> Tensor:
+    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
         h = self.spacing
         width = (self.order + 1) * h
         start = self.low + (self._arange(x, dim) - self.order) * h
         xe = x.unsqueeze(dim)
         bump = torch.relu(start + width - xe) * torch.relu(xe - start) * (4.0 / width**2)
-        return bump**self.power
+        out = bump
+        for _ in range(self.power - 1):  # repeated products: faster than pow, and so is their backward
+            out = out * bump
+        return _prepend(head, out, dim)
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, order={self.order}, power={self.power}, {super().extra_repr()}"
@@ -334,10 +362,10 @@ class FourierBasis(Basis):
         self.num_frequencies = _check_int("num_frequencies", num_frequencies, 1)
         self.num_functions = 2 * num_frequencies
 
-    def _expand(self, x: Tensor, dim: int) -> Tensor:
+    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
         freq = torch.arange(1, self.num_frequencies + 1, dtype=x.dtype, device=x.device)
         kx = x.unsqueeze(dim) * _along(freq, x.dim() + 1, dim)
-        return torch.cat([torch.cos(kx), torch.sin(kx)], dim)
+        return torch.cat(([head.unsqueeze(dim)] if head is not None else []) + [torch.cos(kx), torch.sin(kx)], dim)
 
     def extra_repr(self) -> str:
         return f"num_frequencies={self.num_frequencies}"
