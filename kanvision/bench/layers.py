@@ -5,7 +5,7 @@ nn.Conv2d(C -> C) and nn.Conv2d(C*m -> C), the convolution the layer cannot avoi
 the base branch). Memory is the bytes autograd saves for backward (any device) and, on CUDA, the peak
 allocated during the step. Prints a table and writes JSON.
 
-    python -m kanvision.bench.layers [--device cuda] [--batch 16] [--channels 64] [--size 32]
+    python -m kanvision.bench.layers [--device cuda] [--compile] [--batch 16] [--channels 64] [--size 32]
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> 
         module(x).sum().backward()
 
     times = time_callable(step, device, warmup=warmup, reps=reps)
-    row = {"ms": statistics.median(times), "saved_MiB": saved_tensor_bytes(module, x) / 2**20}
+    # autograd hooks do not see inside a compiled graph, so its saved bytes are not measured
+    compiled = isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
+    row = {"ms": statistics.median(times), "saved_MiB": None if compiled else saved_tensor_bytes(module, x) / 2**20}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -60,20 +62,23 @@ def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> 
     return row
 
 
-def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: int) -> dict:
+def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: int, compile: bool = False) -> dict:
     dev = torch.device(device)
     x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dev)
     rows = [{"layer": f"Conv2d({channels}->{channels})", **bench_module(conv, x, reps, warmup)}]
     for name in list_bases():
-        for recompute in (False, True):
+        for variant in ("eager", "recompute") + (("compiled",) if compile else ()):
+            recompute = variant == "recompute"
             kan = KANConv2d(channels, channels, 3, padding=1, bias=False, basis=name, recompute_basis=recompute)
             kan.to(dev)
             m = kan.num_terms
+            if variant == "compiled":
+                kan = torch.compile(kan)
             wide = nn.Conv2d(channels * m, channels, 3, padding=1, bias=False).to(dev)
             wide_x = torch.randn(batch, channels * m, size, size, device=dev, requires_grad=True)
-            ref = bench_module(wide, wide_x, reps, warmup) if not recompute else None
-            row = {"layer": f"KANConv2d[{name}]" + (" recompute" if recompute else ""), "m": m}
+            ref = bench_module(wide, wide_x, reps, warmup) if variant == "eager" else None
+            row = {"layer": f"KANConv2d[{name}]" + (f" {variant}" if variant != "eager" else ""), "m": m}
             row.update(bench_module(kan, x, reps, warmup))
             if ref is not None:
                 rows.append({"layer": f"Conv2d({channels}*{m}->{channels})", "m": m, **ref})
@@ -104,9 +109,11 @@ def print_table(result: dict) -> None:
     print(header)
     print("-" * len(header))
     for r in result["rows"]:
+        nan = float("nan")
+        saved = r["saved_MiB"] if r["saved_MiB"] is not None else nan
         print(
-            f"{r['layer']:34s} {r['ms']:9.2f} {r.get('x_conv', float('nan')):7.2f} "
-            f"{r.get('x_wide_conv', float('nan')):7.2f} {r['saved_MiB']:10.1f} {r.get('peak_MiB', float('nan')):9.1f}"
+            f"{r['layer']:34s} {r['ms']:9.2f} {r.get('x_conv', nan):7.2f} {r.get('x_wide_conv', nan):7.2f} "
+            f"{saved:10.1f} {r.get('peak_MiB', nan):9.1f}"
         )
 
 
@@ -118,11 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile(KANConv2d)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
-    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup)
+    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)
     print_table(result)
     out = args.out or RESULTS_DIR / f"layers-{torch.device(args.device).type}-{result['date']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
