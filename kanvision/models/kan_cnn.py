@@ -50,6 +50,7 @@ from torch.nn.utils import parametrize
 
 from kanvision.layers import KANConv2d, KANLinear
 from kanvision.layers.kan_layer import KANLayer
+from kanvision.models._classifier import SequentialFeaturesMixin
 
 __all__ = [
     "KANConvNet",
@@ -162,7 +163,7 @@ class ChannelSharedKANConv2d(nn.Module):
 # -- plain KAN conv stacks ---------------------------------------------------------------------------------------
 
 
-class KANConvNet(nn.Module):
+class KANConvNet(SequentialFeaturesMixin, nn.Module):
     """A plain stack of 3x3 KAN convolutions, each followed by BatchNorm, then pooling and a linear head.
 
     BatchNorm keeps every KAN conv's input near N(0, 1), inside the bases' working ranges (torch-conv-kan
@@ -219,40 +220,11 @@ class KANConvNet(nn.Module):
         self.num_features = self.head_hidden_size = prev
         self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^features\.0", blocks=r"^features\.(\d+)")
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            from timm.models import checkpoint_seq
-
-            return checkpoint_seq(self.features, x)
-        return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 # -- Bodner et al.'s small architectures ----------------------------------------------------------------------
 
 
-class SmallConvKAN(nn.Module):
+class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
     """Bodner et al.'s KKAN / KANC MLP networks: two KAN convs with 2x2 max pooling, flatten, a KAN or MLP head.
 
     ``conv -> maxpool -> conv -> maxpool -> flatten -> head``, 3x3 kernels without padding, no normalisation
@@ -360,14 +332,6 @@ class SmallConvKAN(nn.Module):
         return add_spline_scaler(layer) if self._spline_scaler else layer
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^features\.0", blocks=r"^features\.(\d+)")
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -377,13 +341,6 @@ class SmallConvKAN(nn.Module):
         self.num_classes = num_classes
         self.fc = self._head_layer(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            from timm.models import checkpoint_seq
-
-            return checkpoint_seq(self.features, x)
-        return self.features(x)
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         if x.shape[-2:] != (self.feature_size, self.feature_size):
             raise ValueError(
@@ -392,9 +349,6 @@ class SmallConvKAN(nn.Module):
             )
         x = self.head_drop(self.pre_logits(x))
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # -- registry ---------------------------------------------------------------------------------------------------

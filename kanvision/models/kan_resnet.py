@@ -30,6 +30,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
+from kanvision.models._classifier import ClassifierMixin
 from kanvision.models.kan_cnn import create_activation
 
 __all__ = ["KANBasicBlock", "KANResNet"]
@@ -74,7 +75,7 @@ class KANBasicBlock(nn.Module):
         return self.act2(self.drop_path(x) + shortcut)
 
 
-class KANResNet(nn.Module):
+class KANResNet(ClassifierMixin, nn.Module):
     """ResNet with KAN convolutions (see the module docstring); timm's model API.
 
     Args:
@@ -150,18 +151,6 @@ class KANResNet(nn.Module):
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(stem=r"^conv1|^bn1", blocks=r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)")
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         for i in range(self.num_stages):
@@ -171,12 +160,6 @@ class KANResNet(nn.Module):
             else:
                 x = stage(x)
         return x
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs) -> dict:

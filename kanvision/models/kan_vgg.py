@@ -24,13 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from timm.layers import ClassifierHead
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
 from kanvision.layers.kan_layer import resolve_activation
+from kanvision.models._classifier import SequentialFeaturesMixin
 from kanvision.models.kan_cnn import create_activation
 
 __all__ = ["BottleneckKANConv2d", "KANVGG", "VGG_CONFIGS", "bottleneck_inner_channels"]
@@ -110,7 +110,7 @@ class BottleneckKANConv2d(nn.Module):
         return self.act(self.norm(y))
 
 
-class KANVGG(nn.Module):
+class KANVGG(SequentialFeaturesMixin, nn.Module):
     """VGG-style stack of (bottleneck) KAN convs with max pooling, global average pooling and a linear head.
 
     Args:
@@ -184,33 +184,6 @@ class KANVGG(nn.Module):
         self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f"features.{len(layers) - 1}"))
         self.num_features = self.head_hidden_size = prev
         self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(stem=r"^features\.0", blocks=r"^features\.(\d+)")
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint_seq(self.features, x)
-        return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _cfg(**kwargs) -> dict:
