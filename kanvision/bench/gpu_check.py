@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+from kanvision.bench.throughput import RESULTS_DIR
 
 # (label, timm name, model kwargs); the first row of each group is its baseline.
 KAT_GROUPS = [

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import statistics
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kanvision.bench.throughput import time_callable
+from kanvision.bench.throughput import time_callable, write_result
 from kanvision.layers import KANConv2d, list_bases
-
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
@@ -132,10 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
     result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)
     print_table(result)
-    out = args.out or RESULTS_DIR / f"layers-{torch.device(args.device).type}-{result['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out, f"layers-{torch.device(args.device).type}-{result['date']}.json")
     return result
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import time
@@ -33,9 +32,7 @@ import timm
 import torch
 
 import kanvision  # noqa: F401  (registers the kan_* and rkan_* models)
-from kanvision.bench.throughput import build_model, measure_training
-
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+from kanvision.bench.throughput import build_model, measure_training, write_result
 
 # (group baseline, [(row label, timm name, model kwargs)]); the baseline is the first row of its group
 GROUPS: list[tuple[str, list[tuple[str, str, dict]]]] = [
@@ -207,10 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.note:
         result["note"] = args.note
     print_table(result)
-    out = args.out or RESULTS_DIR / f"models-{torch.device(args.device).type}-{result['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_result(result, args.out, f"models-{torch.device(args.device).type}-{result['date']}.json")
     return result
 
 

@@ -32,7 +32,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["TrainingThroughput", "build_model", "measure_training", "time_callable"]
+__all__ = ["RESULTS_DIR", "TrainingThroughput", "build_model", "measure_training", "time_callable", "write_result"]
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def write_result(result: dict, out: Path | None, default_name: str) -> Path:
+    """Write a benchmark's JSON to ``out`` or ``benchmarks/results/<default_name>`` and say where."""
+    out = out or RESULTS_DIR / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return out
+
 
 _GIB = float(1 << 30)
 
