@@ -572,6 +572,18 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{self._split_path(self.splits['train'])} has {len(classes)} classes, "
                 f"but data.num_classes={self.num_classes}"
             )
+        for stage, split in self.splits.items():
+            if stage == "train" or split is None:
+                continue
+            path = self._split_path(split)
+            # timm's class_map silently drops images of unknown classes: a wrong evaluation split must fail here
+            other = self._class_names(path)
+            extra = sorted(set(other) - set(classes))
+            if extra:
+                raise DataRootError(
+                    f"{path} has class folders that the train split lacks: {extra[:10]}"
+                    f"{' ...' if len(extra) > 10 else ''}; expected {self._layout()} with the same classes"
+                )
         self.classes = classes
         if self.num_classes is None:
             self.num_classes = len(classes)

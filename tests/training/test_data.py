@@ -200,6 +200,17 @@ def test_imagefolder_errors_name_the_path_and_layout(tmp_path):
     (tmp_path / "val").mkdir()
     with pytest.raises(DataRootError, match="has 3 classes, but data.num_classes=2"):
         ImageFolderDataModule(root=str(tmp_path), num_classes=2).check_data()
+    with pytest.raises(DataRootError, match=rf"{tmp_path / 'val'} has no class subfolders"):  # raw ILSVRC val layout
+        ImageFolderDataModule(root=str(tmp_path)).check_data()
+
+
+def test_imagefolder_rejects_evaluation_classes_missing_from_train(tmp_path):
+    """timm's class_map would silently drop the unknown class and report accuracy on the rest."""
+    write_image_tree(tmp_path, {"train": {"a": 1, "b": 1}, "val": {"a": 1, "c": 1}}, "png")
+    with pytest.raises(
+        DataRootError, match=rf"{tmp_path / 'val'} has class folders that the train split lacks: \['c'\]"
+    ):
+        ImageFolderDataModule(root=str(tmp_path)).check_data()
 
 
 @pytest.mark.parametrize(
