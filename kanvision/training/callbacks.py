@@ -54,6 +54,21 @@ class NonFiniteLossGuard(Callback):
             f"{saved}. Lower the learning rate, add warm-up or gradient clipping, or train in float32."
         )
 
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # A finite loss does not prove finite weights (BatchNorm statistics can overflow first): never write a
+        # checkpoint that holds non-finite tensors, so the last one written stays the last good one.
+        bad = [
+            k for k, v in checkpoint.get("state_dict", {}).items() if torch.is_tensor(v) and not torch.isfinite(v).all()
+        ]
+        if bad:
+            last = latest_checkpoint(trainer) if trainer is not None else None
+            saved = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            raise NonFiniteLossError(
+                f"non-finite weights or buffers at step {checkpoint.get('global_step')}: {bad[:5]}"
+                f"{' ...' if len(bad) > 5 else ''}; this checkpoint was not written, {saved}. Lower the learning "
+                "rate, add warm-up or gradient clipping, or train in float32."
+            )
+
 
 class ThroughputMeter(Callback):
     """Training images per second over all processes, from the wall time of training batches (forward, backward,

@@ -204,6 +204,36 @@ def test_nan_guard_stops_at_the_step_and_keeps_the_last_good_checkpoint(make_cfg
         assert torch.isfinite(model(torch.randn(4, 3, 8, 8))).all()
 
 
+class PoisonBatchNormStatistics(Callback):
+    """An overflowing BatchNorm statistic at step 2 while every loss stays finite (training uses batch statistics)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 2:
+            bn = next(m for m in pl_module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            bn.running_var.fill_(float("inf"))
+
+
+def test_nan_guard_never_writes_a_checkpoint_with_non_finite_buffers(make_cfg, tmp_path):
+    cfg = make_cfg(
+        *TINY,
+        "model=kan_cnn_tiny",
+        "data.img_size=8",
+        "trainer.max_epochs=3",
+        "test=false",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+        "+callbacks.poison._target_=tests.training.test_train.PoisonBatchNormStatistics",
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite weights or buffers at step \d+: \['model\.features.*running_var"
+    ):
+        train(cfg)
+    saved = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    model = kanvision.load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    with torch.no_grad():
+        assert torch.isfinite(model.eval()(torch.randn(4, 3, 8, 8))).all()
+
+
 # ------------------------------------------------------------------------------------------------ switches
 class CompileProbe(Callback):
     compiled: list[bool] = []
