@@ -52,6 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{datamodule.num_classes} classes"
         )
     model.data_config = datamodule.configure_for_model(meta.get("data_config") or model.model_data_config())
+    model.check_input_size(model.data_config)
 
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)

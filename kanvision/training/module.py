@@ -214,10 +214,36 @@ class ImageClassifier(L.LightningModule):
         }
 
     def model_data_config(self) -> dict[str, Any]:
-        """The network's timm data config (input size, mean/std, interpolation, crop_pct)."""
+        """The network's timm data config (input size, mean/std, interpolation, crop_pct).
+
+        Fixed-size networks (ViT/KAT patch embeddings) report the size they were built for, which
+        ``img_size=`` may have changed from the pretrained_cfg's.
+        """
         from timm.data import resolve_model_data_config
 
-        return resolve_model_data_config(self.model)
+        config = resolve_model_data_config(self.model)
+        fixed = self.fixed_input_size()
+        if fixed is not None:
+            config["input_size"] = (config["input_size"][0], *fixed)
+        return config
+
+    def check_input_size(self, data_config: Mapping[str, Any]) -> None:
+        """Fail before training when the data's image size cannot go through a fixed-size network."""
+        fixed = self.fixed_input_size()
+        size = tuple(int(s) for s in data_config["img_size"])
+        if fixed is not None and size != fixed:
+            raise ValueError(
+                f"data.img_size={list(size)} but {self.hparams.name} was built for {list(fixed)} inputs; build it for "
+                f"the data with +model.kwargs.img_size={size[0]} (or set data.img_size={fixed[0]})"
+            )
+
+    def fixed_input_size(self) -> tuple[int, int] | None:
+        """(H, W) the network requires, or None when it takes any size."""
+        embed = getattr(self.model, "patch_embed", None)
+        size = getattr(embed, "img_size", None)
+        if size is None or getattr(embed, "dynamic_img_size", False) or not getattr(embed, "strict_img_size", True):
+            return None
+        return tuple(int(s) for s in size)
 
     # ------------------------------------------------------------------------------------------ steps
     def forward(self, x: Tensor) -> Tensor:

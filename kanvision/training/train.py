@@ -104,6 +104,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         in_chans=cfg.model.get("in_chans") or datamodule.in_chans,
     )
     model.data_config = datamodule.configure_for_model(model.model_data_config())
+    model.check_input_size(model.data_config)
     log.info(
         "Model %s: %.3fM parameters, data %s", model.hparams.name, _num_params(model.model) / 1e6, model.data_config
     )

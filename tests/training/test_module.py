@@ -124,3 +124,14 @@ def test_warmup_longer_than_a_short_run_is_capped(warmup_epochs, max_epochs, exp
     module._trainer = SimpleNamespace(estimated_stepping_batches=steps_per_epoch * max_epochs, max_epochs=max_epochs)
     total, warmup = ImageClassifier._schedule_steps(module)
     assert total == steps_per_epoch * max_epochs and warmup == expected
+
+
+def test_fixed_size_networks_report_their_size_and_reject_other_data_sizes():
+    vit = ImageClassifier("vit_tiny_patch16_224", num_classes=3, kwargs=dict(img_size=32, patch_size=8, depth=1))
+    assert tuple(vit.model_data_config()["input_size"]) == (3, 32, 32)  # pretrained_cfg says 224
+    vit.check_input_size({"img_size": [32, 32]})
+    with pytest.raises(ValueError, match=r"data.img_size=\[16, 16\] but vit_tiny_patch16_224 was built for \[32, 32\]"):
+        vit.check_input_size({"img_size": [16, 16]})
+    cnn = _net()
+    assert cnn.fixed_input_size() is None
+    cnn.check_input_size({"img_size": [13, 17]})  # any size goes through a convolutional network
