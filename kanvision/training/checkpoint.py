@@ -41,12 +41,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
     """The ``kanvision`` entry (model_name, model_kwargs, data_config, has_ema, wandb_run_id) of a checkpoint."""
+    source = "checkpoint"
     if not isinstance(checkpoint, dict):
+        source = f"checkpoint {os.fspath(checkpoint)}"
         checkpoint = read_checkpoint(checkpoint)
     meta = checkpoint.get(_META_KEY)
     if not meta or "model_name" not in meta:
         raise ValueError(
-            "checkpoint has no 'kanvision' entry with the model name and kwargs; "
+            f"{source} has no 'kanvision' entry with the model name and kwargs; "
             "only checkpoints written by kanvision-train (ImageClassifier) can be rebuilt by name"
         )
     return meta

@@ -361,7 +361,7 @@ def test_experiment_trains_a_step(name, data_roots, shallow_vit_weights, tmp_pat
     from kanvision.training.train import train
 
     overrides = ["debug=fdr", "data.batch_size=2", "++trainer.strategy=auto", "++trainer.sync_batchnorm=false"]
-    # ImageClassifier rejects a warm-up as long as the run (here one step): the warm-up is the one recipe part left out
+    # a warm-up as long as this one-step run would be shortened (with a warning): the one recipe part left out
     overrides += ["model.scheduler.warmup_epochs=0", "model.scheduler.warmup_steps=null"]
     vit_family = name.split("_")[0] in ("kat", "vit", "deit")
     if vit_family:

@@ -9,7 +9,6 @@ from .test_train import TINY
 
 
 def test_wandb_offline_writes_run_files_and_resume_keeps_the_run_id(make_cfg, tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     common = [

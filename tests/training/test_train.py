@@ -283,3 +283,12 @@ def test_last_checkpoint_follows_training_not_the_best(make_cfg, tmp_path):
         logits = kanvision.load_checkpoint(tmp_path / "checkpoints" / "epoch_000.ckpt")(images)
     loss = torch.nn.functional.cross_entropy(logits.double(), labels).item()
     assert metrics["test/loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def test_checkpoint_without_kanvision_metadata_names_the_file(tmp_path):
+    from kanvision.training.checkpoint import checkpoint_metadata
+
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)
+    with pytest.raises(ValueError, match=rf"checkpoint {plain} has no 'kanvision' entry"):
+        checkpoint_metadata(plain)
