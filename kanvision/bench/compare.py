@@ -63,14 +63,19 @@ class Run:
 
 
 # --------------------------------------------------------------------------------------------------- reading
+def _is_eval_run(run: Path) -> bool:
+    config = run / ".hydra" / "config.yaml"
+    return config.is_file() and OmegaConf.load(config).get("task_name") == "eval"
+
+
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run directories (holding ``metrics.json``) among ``paths`` and below them, in order, without duplicates."""
     found: list[Path] = []
     for path in map(Path, paths):
         if (path / "metrics.json").is_file():
             runs = [path]
-        elif path.is_dir():
-            runs = sorted(p.parent for p in path.rglob("metrics.json"))
+        elif path.is_dir():  # kanvision-eval writes metrics.json too: a search keeps training runs only
+            runs = sorted(p.parent for p in path.rglob("metrics.json") if not _is_eval_run(p.parent))
         else:
             raise ValueError(f"{path} does not exist; give run directories written by kanvision-train")
         if not runs:

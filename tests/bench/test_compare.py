@@ -148,3 +148,14 @@ def test_compare_rejects_a_folder_without_runs(tmp_path, capsys):
     assert exc.value.code == 2
     assert "empty is not a finished run (no metrics.json)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_searching_a_folder_skips_kanvision_eval_outputs(tmp_path):
+    from kanvision.bench.compare import find_run_dirs
+
+    for name, task in (("train_run", "train"), ("eval_run", "eval")):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(f"task_name: {task}\n")
+        (tmp_path / name / "metrics.json").write_text("{}")
+    assert find_run_dirs([tmp_path]) == [tmp_path / "train_run"]
+    assert find_run_dirs([tmp_path / "eval_run"]) == [tmp_path / "eval_run"]  # named explicitly: taken as given
