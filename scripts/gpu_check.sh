@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-GPU check of kanvision's fast paths (GroupRational kernel, KAT vs ViT, KAN CNNs): < 8 minutes on one H200.
-# Writes benchmarks/results/gpu-<date>.json (after every section, so a cut-short run keeps what it measured).
+# Writes benchmarks/results/gpu-<date>.json, and a copy under $OUT when set (the device tool returns only $OUT),
+# after every section, so a cut-short run keeps what it measured.
 #   bash scripts/gpu_check.sh                       # the full check, on a CUDA machine
 #   bash scripts/gpu_check.sh --device cpu --quick  # every code path on tiny shapes, any machine
 # Other arguments go to `python -m kanvision.bench.gpu_check` (see its --help).
@@ -29,4 +30,4 @@ if ! { [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; }; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-exec timeout --signal=INT 470 "$PY" -m kanvision.bench.gpu_check "$@"
+exec timeout -k 30 --signal=INT 470 "$PY" -m kanvision.bench.gpu_check "$@"

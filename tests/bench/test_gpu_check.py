@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -34,9 +35,12 @@ def test_quick_cpu_run_of_gpu_check_sh_exercises_every_section(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "OUT": str(tmp_path / "device_out")},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
+    # the device tool brings back only what is under $OUT
+    assert json.loads((tmp_path / "device_out" / "gpu.json").read_text()) == result
     assert result["date"] == dt.date.today().isoformat() and result["quick"] is True
     assert result["versions"]["torch"] == torch.__version__ and result["versions"]["triton"]
     assert set(result["sections"]) == set(gpu_check.SECTIONS)
