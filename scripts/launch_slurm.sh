@@ -7,6 +7,7 @@
 # Pre-emption: SLURM sends SIGUSR1 90 s before the time limit; Lightning then writes hpc_ckpt_*.ckpt into the run
 # directory and requeues the job, and the requeued job (same SLURM_JOB_ID, so the same RUN_DIR) resumes from it.
 # A resubmitted job with RUN_DIR set to an earlier run resumes from its checkpoints/last.ckpt.
+# Run `mkdir -p logs/slurm` before the first sbatch: SLURM does not create the --output directory.
 #SBATCH --job-name=kanvision
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8

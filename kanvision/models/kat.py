@@ -316,6 +316,8 @@ def _strip_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     if "pos_embed" in state_dict or "cls_token" in state_dict:
         return state_dict
     anchors = [k[: -len("pos_embed")] for k in state_dict if k.endswith("pos_embed")]
+    if len(anchors) > 1 and "model." in anchors:  # a Lightning checkpoint with EMA: the raw network's weights
+        anchors = ["model."]
     if len(anchors) != 1:
         return state_dict
     prefix = anchors[0]

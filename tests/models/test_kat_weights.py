@@ -155,6 +155,18 @@ def test_kanvision_checkpoint_with_module_prefix(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
+def test_kanvision_checkpoint_with_ema_loads_the_raw_network(tmp_path):
+    source = randomize_(timm.create_model("kat_tiny_patch16_224", **SMALL), seed=2)
+    ema = randomize_(timm.create_model("kat_tiny_patch16_224", **SMALL), seed=3)
+    state = {f"model.{k}": v for k, v in source.state_dict().items()}
+    state |= {f"model_ema.module.{k}": v for k, v in ema.state_dict().items()}
+    path = tmp_path / "lightning_ema.ckpt"
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    loaded = kat_from(path)
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_position_embedding_resampled(tmp_path):
     vit = small_vit()
     path = tmp_path / "vit.pth"
