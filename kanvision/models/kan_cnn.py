@@ -289,6 +289,8 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
 
         layers: list[nn.Module] = []
         self.feature_info = []
+        if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and img_size[0] == img_size[1]:
+            img_size = img_size[0]  # timm passes (H, W) for fixed_input_size models; these are square
         channels, size = in_chans, _check_int("img_size", img_size, 1)
         for width in conv_channels:
             if shared_kernels:
@@ -375,7 +377,15 @@ def _cfg(**kwargs) -> dict:
 
 
 def _mnist_cfg(**kwargs) -> dict:
-    return _cfg(num_classes=10, input_size=(1, 28, 28), mean=(0.5,), std=(0.5,), classifier="fc", **kwargs)
+    return _cfg(
+        num_classes=10,
+        input_size=(1, 28, 28),
+        mean=(0.5,),
+        std=(0.5,),
+        classifier="fc",
+        fixed_input_size=True,
+        **kwargs,
+    )
 
 
 def _cifar10_cfg(**kwargs) -> dict:

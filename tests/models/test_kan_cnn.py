@@ -236,3 +236,12 @@ def test_features_only(name, x_shape, expected):
     feats = model(torch.randn(*x_shape))
     assert [(f.shape[1], f.shape[-1]) for f in feats] == expected
     assert model.feature_info.channels() == [c for c, _ in expected]
+
+
+def test_flattening_mnist_models_declare_a_fixed_input_size():
+    import timm
+
+    model = timm.create_model("kan_kkan_mnist")
+    assert model.pretrained_cfg["fixed_input_size"] is True
+    square = timm.create_model("kan_kkan_mnist", img_size=(32, 32))  # what timm passes for fixed-size models
+    assert square(torch.randn(1, 1, 32, 32)).shape == (1, 10)
