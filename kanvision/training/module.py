@@ -10,6 +10,7 @@ evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -341,16 +342,15 @@ class ImageClassifier(L.LightningModule):
 
     def _schedule_steps(self) -> tuple[int, int]:
         """(total optimizer steps, warm-up steps) of the run."""
-        total = int(self.trainer.estimated_stepping_batches)
-        if total <= 0 or total == float("inf"):
+        total = self.trainer.estimated_stepping_batches
+        if not 0 < total < float("inf"):
             raise ValueError("the cosine schedule needs a finite trainer.max_epochs or trainer.max_steps")
+        total = int(total)
         sched = self.hparams.scheduler
         if sched.get("warmup_steps") is not None:
             warmup = int(sched["warmup_steps"])
         else:
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-            steps_per_epoch = total / epochs if epochs else total
-            warmup = int(round(float(sched["warmup_epochs"]) * steps_per_epoch))
+            warmup = int(round(float(sched["warmup_epochs"]) * self._steps_per_epoch(total)))
         if warmup < 0:
             raise ValueError(f"warm-up must be >= 0 steps, got {warmup}")
         if warmup >= total:  # short (debug, fast_dev_run) runs of a long recipe: keep half the run for the decay
@@ -359,6 +359,14 @@ class ImageClassifier(L.LightningModule):
             )
             warmup = total // 2
         return total, warmup
+
+    def _steps_per_epoch(self, total: int) -> float:
+        """Optimizer steps in one epoch (also when trainer.max_steps ends the run before max_epochs)."""
+        batches = getattr(self.trainer, "num_training_batches", None)
+        if batches is not None and 0 < batches < float("inf"):
+            return math.ceil(batches / max(1, getattr(self.trainer, "accumulate_grad_batches", 1)))
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        return total / epochs if epochs else total
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         # timm schedulers are stepped with the update count, which is what makes the schedule per step.

@@ -135,3 +135,19 @@ def test_fixed_size_networks_report_their_size_and_reject_other_data_sizes():
     cnn = _net()
     assert cnn.fixed_input_size() is None
     cnn.check_input_size({"img_size": [13, 17]})  # any size goes through a convolutional network
+
+
+def test_warmup_epochs_use_the_epoch_length_when_max_steps_ends_the_run():
+    """300 epochs of 10 batches capped by max_steps=1000: 5 warm-up epochs are 50 steps, not 5 * 1000/300."""
+    from types import SimpleNamespace
+
+    module = _net(scheduler=dict(name="cosine", warmup_epochs=5))
+    module._trainer = SimpleNamespace(
+        estimated_stepping_batches=1000, max_epochs=300, num_training_batches=10, accumulate_grad_batches=1
+    )
+    assert ImageClassifier._schedule_steps(module) == (1000, 50)
+    module._trainer.accumulate_grad_batches = 4  # 10 batches -> 3 optimizer steps per epoch
+    assert ImageClassifier._schedule_steps(module) == (1000, 15)
+    module._trainer.estimated_stepping_batches = float("inf")
+    with pytest.raises(ValueError, match="finite trainer.max_epochs or trainer.max_steps"):
+        ImageClassifier._schedule_steps(module)
