@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from kanvision.layers.activations import activation_grad
+
 __all__ = [
     "Basis",
     "GridBasis",
@@ -95,7 +97,15 @@ def _along(t: Tensor, ndim: int, dim: int) -> Tensor:
 
 
 class Basis(nn.Module):
-    """A fixed univariate basis B_0..B_{n-1}; ``num_functions`` is n."""
+    """A fixed univariate basis B_0..B_{n-1}; ``num_functions`` is n.
+
+    ``basis(x, dim)`` runs the fused path: the expansion is written in place into one output tensor and
+    only ``x`` is saved; backward recomputes what it needs from ``x`` in x-sized buffers (``_grad``, the
+    analytic derivative). Eager PyTorch would allocate several expansion-sized temporaries instead, and on
+    CPU every fresh tensor of that size costs page faults that take longer than the arithmetic.
+    ``basis.reference(x, dim)`` computes the same values with plain differentiable ops (double backward,
+    tests).
+    """
 
     registry_name: str = ""
     num_functions: int
@@ -104,30 +114,100 @@ class Basis(nn.Module):
         """Basis values of every element of ``x`` stacked on a new axis ``dim``.
 
         With ``base_activation`` its value b(x) is prepended as one more function (index 0), so the
-        layer's base branch rides in the same GEMM/conv.
+        layer's base branch rides in the same GEMM/conv. The new axis sits right inside axis ``dim - 1`` in
+        memory, so a channels-last input gives a channels-last expansion.
         """
-        dtype = x.dtype
-        if dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
         dim = dim if dim >= 0 else x.dim() + 1 + dim
-        head = [base_activation(x)] if base_activation is not None else []
-        terms = self._terms(x)
-        if terms is not None:
-            out = torch.stack(head + terms, dim)
-        else:
-            out = self._expand(x, dim, head[0] if head else None)
+        return _Expansion.apply(x, self, dim, base_activation)
+
+    def reference(self, x: Tensor, dim: int = -1, base_activation: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """The values of ``forward`` through plain differentiable tensor ops (``forward``'s double backward)."""
+        dtype = x.dtype
+        x = _compute(x)
+        dim = dim if dim >= 0 else x.dim() + 1 + dim
+        out = self._values(x, dim)
+        if base_activation is not None:
+            out = torch.cat([base_activation(x).unsqueeze(dim), out], dim)
         return out.to(dtype)
 
+    def _values(self, x: Tensor, dim: int) -> Tensor:
+        terms = self._terms(x)
+        return torch.stack(terms, dim) if terms is not None else self._expand(x, dim)
+
     def _terms(self, x: Tensor) -> list[Tensor] | None:
+        """The basis values as a list of x-shaped tensors (override this or ``_expand``)."""
         return None
 
-    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
-        """The basis values on a new axis ``dim``, after ``head`` (the base branch) when given."""
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        """The basis values on a new axis ``dim``, differentiable (override this or ``_terms``)."""
         raise NotImplementedError
 
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        """Write the basis values into ``out`` (x's shape with n slots at ``dim``, any strides), no autograd."""
+        out.copy_(self._values(x, dim))
 
-def _prepend(head: Tensor | None, values: Tensor, dim: int) -> Tensor:
-    return values if head is None else torch.cat([head.unsqueeze(dim), values], dim)
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor | None:
+        """sum_k grad_k B_k'(x) (``grad`` has n slots at ``dim``), or None to differentiate ``_values`` instead."""
+        return None
+
+
+def _compute(x: Tensor) -> Tensor:
+    """Half precision computes in float32 (the basis functions need the mantissa)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _empty_expanded(x: Tensor, dim: int, n: int) -> Tensor:
+    """Uninitialised x-like tensor with a new axis of n slots at ``dim``, stored right inside axis dim - 1."""
+    shape = list(x.shape)
+    shape.insert(dim, n)
+    if dim == 0 or x.is_contiguous():
+        return x.new_empty(shape)
+    memory = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))  # x's axes, outermost first
+    order = [d + (d >= dim) for d in memory]
+    order.insert(order.index(dim - 1) + 1, dim)
+    return x.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(len(shape))])
+
+
+def _grad_of(out: Tensor, x: Tensor, grad: Tensor, create_graph: bool = False) -> Tensor:
+    """Vector-Jacobian product by autograd; zero when ``out`` does not depend on ``x`` (constant functions)."""
+    if not out.requires_grad:
+        return torch.zeros_like(x)
+    return torch.autograd.grad(out, x, grad, create_graph=create_graph, allow_unused=True, materialize_grads=True)[0]
+
+
+class _Expansion(torch.autograd.Function):
+    """The fused expansion of :meth:`Basis.forward`: values written in place, analytic backward from x."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, basis: Basis, dim: int, activation: Callable[[Tensor], Tensor] | None) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.basis, ctx.dim, ctx.activation = basis, dim, activation
+        xc = _compute(x)
+        first = int(activation is not None)
+        out = _empty_expanded(xc, dim, basis.num_functions + first)
+        if activation is not None:
+            out.select(dim, 0).copy_(activation(xc))
+        basis._fill(xc, out.narrow(dim, first, basis.num_functions), dim)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
+        (x,) = ctx.saved_tensors
+        basis, dim, activation = ctx.basis, ctx.dim, ctx.activation
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, through the reference ops
+            xx = x if x.requires_grad else x.detach().requires_grad_()
+            return _grad_of(basis.reference(xx, dim, activation), xx, grad, create_graph=True), None, None, None
+        xc = _compute(x)
+        first = int(activation is not None)
+        values_grad = grad.narrow(dim, first, basis.num_functions)
+        gx = basis._grad(xc, values_grad, dim)
+        if gx is None:
+            with torch.enable_grad():
+                xx = xc.detach().requires_grad_()
+                gx = _grad_of(basis._values(xx, dim), xx, values_grad)
+        if activation is not None:
+            gx = gx + activation_grad(activation, xc, grad.select(dim, 0))
+        return gx.to(x.dtype), None, None, None
 
 
 class GridBasis(Basis):
@@ -224,13 +304,14 @@ class BSplineBasis(GridBasis):
             for q in range(k + 1)
         ]
         self.register_buffer("_pieces", torch.tensor(pieces, dtype=torch.float64), persistent=False)
+        self._piece_coef = [[pieces[q][p] for q in range(k + 1)] for p in range(k + 1)]  # lowest power first
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
         self.grid_size = intervals
         self.num_functions = intervals + self.spline_order
 
-    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
         k, h, n = self.spline_order, self.spacing, self.num_functions
         u = (x - (self.low - k * h)) / h  # position in knot intervals from the first knot
         cell = u.floor().detach()
@@ -240,17 +321,56 @@ class BSplineBasis(GridBasis):
             powers.append(powers[-1] * s)
         with torch.autocast(x.device.type, enabled=False):  # the basis is computed in float32 or better
             values = torch.stack(powers, -1) @ self._pieces.to(s.dtype)  # (..., k+1): N_k(s + p)
-        first = int(head is not None)  # slot of B_0: the base branch, when given, takes slot 0
-        slot = cell.clamp(-1, n + k).long().unsqueeze(-1) + (first - torch.arange(k + 1, device=x.device))  # B_{i-p}
-        valid = (slot >= first) & (slot < n + first)  # pieces of functions beyond either end of the grid
+        slot = cell.clamp(-1, n + k).long().unsqueeze(-1) - torch.arange(k + 1, device=x.device)  # B_{i-p}
+        valid = (slot >= 0) & (slot < n)  # pieces of functions beyond either end of the grid
         values = (values * valid).movedim(-1, dim)
-        slot = slot.clamp(first, n + first - 1).movedim(-1, dim)
+        slot = slot.clamp(0, n - 1).movedim(-1, dim)
         shape = list(x.shape)
-        shape.insert(dim, n + first)
-        out = x.new_zeros(shape)
-        if head is not None:
-            out.select(dim, 0).copy_(head)
-        return out.scatter_add_(dim, slot, values)
+        shape.insert(dim, n)
+        return x.new_zeros(shape).scatter_add(dim, slot, values)
+
+    # fused path: per piece p, x-sized buffers and one scatter (forward) or gather (backward) of the n slots
+    def _locate(self, x: Tensor, derivative: bool) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Powers 1..k (k-1 for the derivative) of the fraction s in [0, 1), knot interval (clamped to
+        [-1, n + k]) of every input as float and as int64."""
+        k, h = self.spline_order, self.spacing
+        u = torch.sub(x, self.low - k * h).div_(h)
+        cell = torch.floor(u).clamp_(-1, self.num_functions + k)
+        s = u.sub_(torch.floor(u))  # before the clamp: s stays in [0, 1) for any finite input
+        powers = [s]
+        for _ in range(k - 1 - int(derivative)):
+            powers.append(powers[-1] * s)
+        return powers, cell, cell.long()
+
+    def _piece(self, powers: list[Tensor], p: int, cell: Tensor, out: Tensor, mask: Tensor, derivative: bool):
+        """``out`` = N_k(s + p) (or its x-derivative) where B_{cell - p} exists (0 <= cell - p < n), else 0."""
+        coef = self._piece_coef[p]
+        if derivative:
+            coef = [q * c / self.spacing for q, c in enumerate(coef)][1:]
+        out.fill_(coef[0])
+        for power, c in zip(powers[: len(coef) - 1], coef[1:], strict=True):
+            out.add_(power, alpha=c)
+        half = (self.num_functions - 1) / 2  # |cell - p - half| <= half for valid (integer) cells, >= half + 1 not
+        out.mul_(torch.sub(cell, p + half, out=mask).abs_().neg_().add_(half + 1).clamp_(0, 1))
+
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        powers, cell, cell_index = self._locate(x, derivative=False)
+        work, mask, index = torch.empty_like(x), torch.empty_like(x), torch.empty_like(cell_index)
+        out.zero_()
+        for p in range(self.spline_order + 1):
+            self._piece(powers, p, cell, work, mask, derivative=False)
+            torch.sub(cell_index, p, out=index).clamp_(0, self.num_functions - 1)
+            out.scatter_add_(dim, index.unsqueeze(dim), work.unsqueeze(dim))
+
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        powers, cell, cell_index = self._locate(x, derivative=True)
+        work, mask, index = torch.empty_like(x), torch.empty_like(x), torch.empty_like(cell_index)
+        gx = torch.zeros_like(x)
+        for p in range(self.spline_order + 1):
+            self._piece(powers, p, cell, work, mask, derivative=True)
+            torch.sub(cell_index, p, out=index).clamp_(0, self.num_functions - 1)
+            gx.addcmul_(work, grad.gather(dim, index.unsqueeze(dim)).squeeze(dim))
+        return gx
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, {super().extra_repr()}"
@@ -277,11 +397,28 @@ class RBFBasis(GridBasis):
         super()._set_grid(low, high, intervals)
         self.num_centers = self.num_functions = intervals + 1
 
-    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
-        h = self.spacing
-        width = self.bandwidth if self.bandwidth is not None else h
-        z = (x / width).unsqueeze(dim) - (self.low + h * self._arange(x, dim)) / width
-        return _prepend(head, torch.exp(-torch.square(z)), dim)
+    @property
+    def width(self) -> float:
+        return self.bandwidth if self.bandwidth is not None else self.spacing
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        z = (x / self.width).unsqueeze(dim) - (self.low + self.spacing * self._arange(x, dim)) / self.width
+        return torch.exp(-torch.square(z))
+
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        centers = (self.low + self.spacing * self._arange(x, dim)) / self.width
+        torch.sub((x / self.width).unsqueeze(dim), centers, out=out)
+        out.square_().neg_().exp_()
+
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        # d/dx exp(-z^2) = -2 z exp(-z^2) / width, z = (x - c_k) / width
+        xs, gx = x / self.width, torch.zeros_like(x)
+        z, e = torch.empty_like(x), torch.empty_like(x)
+        for k in range(self.num_functions):
+            torch.sub(xs, (self.low + self.spacing * k) / self.width, out=z)
+            torch.mul(z, z, out=e).neg_().exp_()
+            gx.addcmul_(z.mul_(e), grad.select(dim, k))
+        return gx.mul_(-2 / self.width)
 
     def extra_repr(self) -> str:
         return f"num_centers={self.num_centers}, bandwidth={self.bandwidth}, {super().extra_repr()}"
@@ -309,7 +446,7 @@ class ReLUBasis(GridBasis):
         self.grid_size = intervals
         self.num_functions = intervals + self.order
 
-    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
         h = self.spacing
         width = (self.order + 1) * h
         start = self.low + (self._arange(x, dim) - self.order) * h
@@ -318,7 +455,30 @@ class ReLUBasis(GridBasis):
         out = bump
         for _ in range(self.power - 1):  # repeated products: faster than pow, and so is their backward
             out = out * bump
-        return _prepend(head, out, dim)
+        return out
+
+    # fused path: with d = x - s_i clamped to [0, w], the bump is 1 - v^2, v = 2 d / w - 1 in [-1, 1]
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        h = self.spacing
+        width = (self.order + 1) * h
+        torch.sub(x.unsqueeze(dim), self.low + (self._arange(x, dim) - self.order) * h, out=out)
+        out.clamp_(0, width).mul_(2 / width).sub_(1).square_().neg_().add_(1)
+        if self.power > 1:
+            out.pow_(self.power)
+
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        # d/dx (1 - v^2)^p = -4 p v (1 - v^2)^(p-1) / w inside the bump, 0 outside (and on its ends)
+        h, p = self.spacing, self.power
+        width = (self.order + 1) * h
+        v, bump, gx = torch.empty_like(x), torch.empty_like(x), torch.zeros_like(x)
+        for i in range(self.num_functions):
+            torch.sub(x, self.low + (i - self.order) * h, out=v).clamp_(0, width).mul_(2 / width).sub_(1)
+            if p == 1:  # (1 - v^2)^0 does not vanish outside the bump
+                torch.lt(v.abs(), 1, out=bump)
+            else:
+                torch.mul(v, v, out=bump).neg_().add_(1).pow_(p - 1)
+            gx.addcmul_(v.mul_(bump), grad.select(dim, i))
+        return gx.mul_(-4 * p / width)
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, order={self.order}, power={self.power}, {super().extra_repr()}"
@@ -345,6 +505,24 @@ class ChebyshevBasis(Basis):
             terms.append(2 * t * terms[-1] - terms[-2])
         return terms
 
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        t = torch.tanh(x)
+        out.select(dim, 0).fill_(1)
+        if self.degree >= 1:
+            out.select(dim, 1).copy_(t)
+        for k in range(2, self.degree + 1):
+            torch.mul(t, out.select(dim, k - 1), out=out.select(dim, k)).mul_(2).sub_(out.select(dim, k - 2))
+
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        # dT_k/dx = k U_{k-1}(t) (1 - t^2), U the Chebyshev polynomials of the second kind
+        t = torch.tanh(x)
+        acc = torch.zeros_like(x)
+        u_prev, u = torch.zeros_like(x), torch.ones_like(x)  # U_{-1}, U_0
+        for k in range(1, self.degree + 1):
+            acc.addcmul_(grad.select(dim, k), u, value=k)
+            u_prev, u = u, u_prev.neg_().addcmul_(t, u, value=2)
+        return acc.mul_(t.square_().neg_().add_(1))
+
     def extra_repr(self) -> str:
         return f"degree={self.degree}"
 
@@ -362,10 +540,27 @@ class FourierBasis(Basis):
         self.num_frequencies = _check_int("num_frequencies", num_frequencies, 1)
         self.num_functions = 2 * num_frequencies
 
-    def _expand(self, x: Tensor, dim: int, head: Tensor | None) -> Tensor:
-        freq = torch.arange(1, self.num_frequencies + 1, dtype=x.dtype, device=x.device)
-        kx = x.unsqueeze(dim) * _along(freq, x.dim() + 1, dim)
-        return torch.cat(([head.unsqueeze(dim)] if head is not None else []) + [torch.cos(kx), torch.sin(kx)], dim)
+    def _frequencies(self, x: Tensor, dim: int) -> Tensor:
+        return _along(torch.arange(1, self.num_frequencies + 1, dtype=x.dtype, device=x.device), x.dim() + 1, dim)
+
+    def _expand(self, x: Tensor, dim: int) -> Tensor:
+        kx = x.unsqueeze(dim) * self._frequencies(x, dim)
+        return torch.cat([torch.cos(kx), torch.sin(kx)], dim)
+
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        g = self.num_frequencies
+        for part, fn in ((out.narrow(dim, 0, g), torch.Tensor.cos_), (out.narrow(dim, g, g), torch.Tensor.sin_)):
+            fn(torch.mul(x.unsqueeze(dim), self._frequencies(x, dim), out=part))
+
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        # d/dx [a cos(kx) + b sin(kx)] = k (b cos(kx) - a sin(kx))
+        g = self.num_frequencies
+        kx, sin, gx = torch.empty_like(x), torch.empty_like(x), torch.zeros_like(x)
+        for k in range(1, g + 1):
+            torch.sin(torch.mul(x, k, out=kx), out=sin)
+            kx.cos_().mul_(grad.select(dim, g + k - 1)).sub_(sin.mul_(grad.select(dim, k - 1)))
+            gx.add_(kx, alpha=k)
+        return gx
 
     def extra_repr(self) -> str:
         return f"num_frequencies={self.num_frequencies}"
@@ -399,6 +594,29 @@ class GramBasis(Basis):
                 nxt = nxt - (self._alpha[n] / self._alpha[n - 1]) * terms[-2]
             terms.append(nxt)
         return terms
+
+    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        t = torch.tanh(x)
+        out.select(dim, 0).fill_(1)
+        for n in range(self.degree):
+            nxt = torch.mul(t, out.select(dim, n), out=out.select(dim, n + 1)).mul_(self._alpha[n])
+            if n > 0:
+                nxt.sub_(out.select(dim, n - 1), alpha=self._alpha[n] / self._alpha[n - 1])
+
+    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        # q_n = dp_n/dt by the differentiated recurrence q_{n+1} = alpha_n (p_n + t q_n) - r_n q_{n-1};
+        # dp_n/dx = q_n (1 - t^2)
+        t = torch.tanh(x)
+        acc = torch.zeros_like(x)
+        p_prev, p = torch.zeros_like(x), torch.ones_like(x)  # p_{-1} (unused), p_0
+        q_prev, q = torch.zeros_like(x), torch.zeros_like(x)  # q_{-1}, q_0
+        for n in range(self.degree):
+            a, r = self._alpha[n], (self._alpha[n] / self._alpha[n - 1] if n > 0 else 0.0)
+            q_prev.mul_(-r).add_(p, alpha=a).addcmul_(t, q, value=a)
+            p_prev.mul_(-r).addcmul_(t, p, value=a)
+            p_prev, p, q_prev, q = p, p_prev, q, q_prev
+            acc.addcmul_(grad.select(dim, n + 1), q)
+        return acc.mul_(t.square_().neg_().add_(1))
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}, num_points={self.num_points}"

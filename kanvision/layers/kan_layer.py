@@ -12,35 +12,13 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from kanvision.layers.activations import resolve_activation
 from kanvision.layers.bases import Basis, GridBasis, create_basis
 
 __all__ = ["KANLayer", "resolve_activation"]
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "silu": F.silu,
-    "gelu": F.gelu,
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "identity": _identity,
-}
-
-
-def resolve_activation(activation: str | Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor] | None:
-    """The base-branch function b(x): a name in ``_ACTIVATIONS``, a callable, or None for no branch."""
-    if activation is None or callable(activation):
-        return activation
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"unknown base_activation {activation!r}; valid: {sorted(_ACTIVATIONS)}, a callable or None")
-    return _ACTIVATIONS[activation]
 
 
 class KANLayer(nn.Module):
@@ -123,12 +101,8 @@ class KANLayer(nn.Module):
     def expand(self, x: Tensor) -> Tensor:
         """(.., C, ..) -> (.., C * m, ..): base branch and basis values of every input, DropKAN applied."""
         cdim = self._channel_dim % x.dim()
-        if torch.is_grad_enabled() and x.requires_grad:
-            # the op saves the expansion anyway; recomputing the basis' own intermediates (up to 6x the
-            # expansion for B-splines) in backward costs one elementwise pass and keeps memory at ~1x
-            feats = checkpoint(self.basis, x, cdim + 1, self.base_activation, use_reentrant=False)
-        else:
-            feats = self.basis(x, cdim + 1, self.base_activation)  # (.., C, m, ..)
+        # fused expansion: saves only x, so autograd holds ~1x the expansion (the op's input), not 6x
+        feats = self.basis(x, cdim + 1, self.base_activation)  # (.., C, m, ..)
         if self.training and self.drop_rate > 0:
             keep = torch.rand_like(x).ge_(self.drop_rate).to(feats.dtype).unsqueeze(cdim + 1)
             feats = feats * keep / (1.0 - self.drop_rate)

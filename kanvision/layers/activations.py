@@ -1,0 +1,64 @@
+"""Base-branch activations b(x) of KAN layers, by name, with their derivatives for the fused expansion."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["resolve_activation", "activation_grad"]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "identity": _identity,
+}
+
+
+def resolve_activation(activation: str | Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor] | None:
+    """The base-branch function b(x): a name in ``_ACTIVATIONS``, a callable, or None for no branch."""
+    if activation is None or callable(activation):
+        return activation
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown base_activation {activation!r}; valid: {sorted(_ACTIVATIONS)}, a callable or None")
+    return _ACTIVATIONS[activation]
+
+
+def _silu_grad(x: Tensor, grad: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return grad * s * (1 + x * (1 - s))
+
+
+def _gelu_grad(x: Tensor, grad: Tensor) -> Tensor:  # exact (erf) GELU, F.gelu's default
+    cdf = 0.5 * (1 + torch.erf(x * (0.5**0.5)))
+    pdf = torch.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+    return grad * (cdf + x * pdf)
+
+
+_GRADS: dict[Callable, Callable[[Tensor, Tensor], Tensor]] = {
+    F.silu: _silu_grad,
+    F.gelu: _gelu_grad,
+    F.relu: lambda x, grad: grad * (x > 0),
+    torch.tanh: lambda x, grad: grad * (1 - torch.tanh(x).square()),
+    _identity: lambda x, grad: grad.clone(),
+}
+
+
+def activation_grad(activation: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor) -> Tensor:
+    """grad * b'(x): closed form for the named activations, autograd on the x-sized tensor for a callable."""
+    closed = _GRADS.get(activation)
+    if closed is not None:
+        return closed(x, grad)
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_()
+        return torch.autograd.grad(activation(xx), xx, grad)[0]
