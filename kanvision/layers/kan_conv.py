@@ -32,10 +32,12 @@ class _KANConvNd(KANLayer):
     """A KAN convolution with nn.ConvNd's arguments and semantics (padding modes and 'same'/'valid').
 
     Parameters: ``out_channels * (in_channels / groups) * m * prod(kernel_size) (+ out_channels with bias)``,
-    m = basis.num_functions + 1 with a base branch. Padding is applied to the input before the
-    expansion, so the layer is a KAN on the (padded) input patches: a zero-padded pixel contributes
-    phi(0), exactly as an unfold of the input would. See :class:`~kanvision.layers.kan_layer.KANLayer`
-    for ``basis``, ``base_activation``, ``drop_rate`` and ``recompute_basis``.
+    m = basis.num_functions + 1 with a base branch. The layer is a KAN on the padded input patches: a
+    zero-padded pixel contributes phi(0), exactly as an unfold of the input would. For symmetric zero
+    padding the convolution pads the expansion itself (no padded copy of the input, no expansion of the
+    border) and adds phi(0)'s share of the border as a one-channel convolution of the border mask.
+    See :class:`~kanvision.layers.kan_layer.KANLayer` for ``basis``, ``base_activation``, ``drop_rate`` and
+    ``recompute_basis``.
     """
 
     _channel_dim = 1
@@ -93,6 +95,9 @@ class _KANConvNd(KANLayer):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self._pad = self._explicit_padding()
+        # zero padding with equal sides: the convolution pads, _border_term adds what the padded zeros contribute
+        symmetric = all(a == b for a, b in zip(self._pad[::2], self._pad[1::2], strict=True))
+        self._conv_padding = tuple(reversed(self._pad[::2])) if padding_mode == "zeros" and symmetric else None
 
     def _explicit_padding(self) -> tuple[int, ...]:
         """F.pad's list (last spatial dim first, (left, right) each)."""
@@ -111,21 +116,38 @@ class _KANConvNd(KANLayer):
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         return F.pad(x, self._pad, mode=mode)
 
-    def _prepare(self, x: Tensor) -> Tensor:
+    def _batched(self, x: Tensor) -> Tensor:
         nd = self._spatial_dims
         if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects a {nd + 2}-D (N, {self.in_channels}, ...) or {nd + 1}-D "
                 f"({self.in_channels}, ...) input, got shape {tuple(x.shape)}"
             )
-        return self._pad_input(x.unsqueeze(0) if x.dim() == nd + 1 else x)
+        return x.unsqueeze(0) if x.dim() == nd + 1 else x
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return self._pad_input(self._batched(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self._apply_layer(self._prepare(x))
+        batched = self._batched(x)
+        out = self._apply_layer(batched if self._conv_padding is not None else self._pad_input(batched))
         return out.squeeze(0) if x.dim() == self._spatial_dims + 1 else out
 
     def _op(self, feats: Tensor) -> Tensor:  # (N, C_in * m, *S)
-        return type(self)._conv(feats, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        padding = self._conv_padding or 0
+        out = type(self)._conv(feats, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
+        if self._conv_padding is not None and any(self._conv_padding):
+            out = out + self._border_term(feats)
+        return out
+
+    def _border_term(self, feats: Tensor) -> Tensor:
+        """What the zero-padded pixels add: phi_{o,c,tap}(0) summed over the padded taps, (1, C_out, *S_out)."""
+        m = self.num_terms
+        at_zero = self.basis(feats.new_zeros(1), -1, self.base_activation).flatten()  # (m,): b(0), B_k(0)
+        weight = self.weight.view(self.out_channels, -1, m, *self.kernel_size)
+        phi0 = torch.einsum("ocm...,m->o...", weight, at_zero.to(weight.dtype)).unsqueeze(1)  # (C_out, 1, *k)
+        border = F.pad(feats.new_zeros(1, 1, *feats.shape[2:]), self._pad, value=1.0)
+        return type(self)._conv(border.to(phi0.dtype), phi0, None, self.stride, 0, self.dilation)
 
     def extra_repr(self) -> str:
         return (

@@ -30,9 +30,9 @@ class KANLayer(nn.Module):
         base_activation: b(x) of the base branch (``"silu"`` as in pykan), or None for a pure basis.
         drop_rate: DropKAN probability (Altarabichi, arXiv 2407.13044), GEMM-compatible exact form: in
             training, each (sample, input) is dropped with this probability, i.e. phi_ji(x_i) is zeroed for
-            ALL outputs j at once (for convolutions: all kernel positions reading that pixel), basis and base
-            branch together, and kept values are scaled by 1 / (1 - p). Not the per-edge mask of the paper,
-            which cannot go through one GEMM.
+            ALL outputs j at once (for convolutions: all kernel positions reading that pixel; padding is never
+            dropped), basis and base branch together, and kept values are scaled by 1 / (1 - p). Not the
+            per-edge mask of the paper, which cannot go through one GEMM.
         recompute_basis: save only the input for backward and recompute the (m times larger) expansion
             and the GEMM/conv there (activation checkpointing): less memory, one more forward of the op.
     """

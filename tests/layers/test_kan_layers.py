@@ -424,10 +424,12 @@ def test_dropkan_on_conv_masks_pixels_for_all_outputs_and_positions():
     torch.manual_seed(7)
     y = layer(x)
     torch.manual_seed(7)
-    keep = torch.rand_like(F.pad(x, (1, 1, 1, 1))).ge(0.5).double()  # the mask the layer drew
+    keep = torch.rand_like(x).ge(0.5).double() / 0.5  # the mask the layer drew, over the input pixels
+    # padding pixels are not inputs: they are never dropped and always contribute phi(0)
+    keep = F.pad(keep, (1, 1, 1, 1), value=1.0)
     reference = layer.eval()
     with torch.no_grad():
         padded = F.pad(x, (1, 1, 1, 1))
-        feats = reference.basis(padded, 2, reference.base_activation) * keep.unsqueeze(2) / 0.5
+        feats = reference.basis(padded, 2, reference.base_activation) * keep.unsqueeze(2)
         expected = F.conv2d(feats.flatten(1, 2), reference.weight)
     torch.testing.assert_close(y, expected)
