@@ -353,7 +353,28 @@ class BSplineBasis(GridBasis):
         half = (self.num_functions - 1) / 2  # |cell - p - half| <= half for valid (integer) cells, >= half + 1 not
         out.mul_(torch.sub(cell, p + half, out=mask).abs_().neg_().add_(half + 1).clamp_(0, 1))
 
+    def _cardinal(self, x: Tensor, dim: int, derivative: bool) -> Tensor:
+        """N_k(u - j) (or its x-derivative) for every slot j: branch-free selects that torch.compile fuses
+        into one loop, where scatter/gather would not fuse."""
+        k, h = self.spline_order, self.spacing
+        t = ((x - (self.low - k * h)) / h).unsqueeze(dim) - self._arange(x, dim)
+        piece = torch.floor(t)
+        s = t - piece
+        out = torch.zeros_like(t)
+        for p in range(k + 1):
+            coef = self._piece_coef[p]
+            if derivative:
+                coef = [q * c / h for q, c in enumerate(coef)][1:]
+            value = torch.full_like(s, coef[-1])
+            for c in reversed(coef[:-1]):
+                value = value * s + c
+            out = torch.where(piece == p, value, out)
+        return out
+
     def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
+        if torch.compiler.is_compiling():
+            out.copy_(self._cardinal(x, dim, derivative=False))
+            return
         powers, cell, cell_index = self._locate(x, derivative=False)
         work, mask, index = torch.empty_like(x), torch.empty_like(x), torch.empty_like(cell_index)
         out.zero_()
@@ -363,6 +384,8 @@ class BSplineBasis(GridBasis):
             out.scatter_add_(dim, index.unsqueeze(dim), work.unsqueeze(dim))
 
     def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
+        if torch.compiler.is_compiling():
+            return (self._cardinal(x, dim, derivative=True) * grad).sum(dim)
         powers, cell, cell_index = self._locate(x, derivative=True)
         work, mask, index = torch.empty_like(x), torch.empty_like(x), torch.empty_like(cell_index)
         gx = torch.zeros_like(x)

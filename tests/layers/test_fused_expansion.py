@@ -116,3 +116,15 @@ def test_bfloat16_gradient_close_to_float32(name):
     (gf,) = torch.autograd.grad(basis(xf, -1, F.silu), xf, grad.bfloat16().float())
     assert gb.dtype == torch.bfloat16
     torch.testing.assert_close(gb.float(), gf, atol=5e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("kwargs", [{}, dict(grid_size=3, spline_order=1), dict(grid_size=4, spline_order=4)])
+def test_bspline_dense_form_used_under_compile_matches(kwargs):
+    basis = create_basis("bspline", **kwargs)
+    x = _inputs()
+    torch.testing.assert_close(basis._cardinal(x, 1, derivative=False), basis(x, 1), atol=1e-12, rtol=0)
+    ref = basis.reference(x, 1)
+    grad = torch.randn_like(ref)
+    expected = torch.autograd.grad(ref, x, grad)[0]
+    dense = (basis._cardinal(x.detach(), 1, derivative=True) * grad).sum(1)
+    torch.testing.assert_close(dense, expected, atol=1e-10, rtol=1e-10)
