@@ -5,7 +5,7 @@ nn.Conv2d(C -> C) and nn.Conv2d(C*m -> C), the convolution the layer cannot avoi
 the base branch). Memory is the bytes autograd saves for backward (any device) and, on CUDA, the peak
 allocated during the step. Prints a table and writes JSON.
 
-    python -m kanvision.bench.layers [--device cuda] [--compile] [--batch 16] [--channels 64] [--size 32]
+    python -m kanvision.bench.layers [--device cuda] [--compile] [--rounds 3] [--batch 16] [--channels 64] [--size 32]
 """
 
 from __future__ import annotations
@@ -59,31 +59,49 @@ def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> 
     return row
 
 
-def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: int, compile: bool = False) -> dict:
+def paired(
+    kan: nn.Module, x: torch.Tensor, wide: nn.Module, wide_x: torch.Tensor, reps: int, warmup: int, rounds: int
+) -> tuple[dict, dict, float]:
+    """Time the layer and its wide convolution alternately ``rounds`` times: (layer row, conv row, ratio).
+
+    Shared machines drift by tens of percent within minutes; the median of per-round ratios compares the
+    two under the same conditions.
+    """
+    kan_rows, wide_rows = [], []
+    for _ in range(rounds):
+        wide_rows.append(bench_module(wide, wide_x, reps, warmup))
+        kan_rows.append(bench_module(kan, x, reps, warmup))
+    ratio = statistics.median(k["ms"] / w["ms"] for k, w in zip(kan_rows, wide_rows, strict=True))
+
+    def median_row(rs: list[dict]) -> dict:
+        return {**rs[0], "ms": statistics.median(r["ms"] for r in rs)}
+
+    return median_row(kan_rows), median_row(wide_rows), ratio
+
+
+def run(
+    device: str, batch: int, channels: int, size: int, reps: int, warmup: int, compile: bool = False, rounds: int = 3
+) -> dict:
     dev = torch.device(device)
     x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dev)
     rows = [{"layer": f"Conv2d({channels}->{channels})", **bench_module(conv, x, reps, warmup)}]
-    wide_ms: dict[tuple[int, bool], float] = {}  # (m, compiled) -> the wide convolution's time
     for name in list_bases():
         for variant in ("eager", "recompute") + (("compiled",) if compile else ()):
             recompute, compiled = variant == "recompute", variant == "compiled"
             kan = KANConv2d(channels, channels, 3, padding=1, bias=False, basis=name, recompute_basis=recompute)
             kan.to(dev)
             m = kan.num_terms
-            if (m, compiled) not in wide_ms:  # compiled KAN layers are compared with the compiled wide conv
-                wide = nn.Conv2d(channels * m, channels, 3, padding=1, bias=False).to(dev)
-                wide_x = torch.randn(batch, channels * m, size, size, device=dev, requires_grad=True)
-                ref = bench_module(torch.compile(wide) if compiled else wide, wide_x, reps, warmup)
-                label = f"Conv2d({channels}*{m}->{channels})" + (" compiled" if compiled else "")
-                rows.append({"layer": label, "m": m, **ref})
-                wide_ms[m, compiled] = ref["ms"]
-            if compiled:
-                kan = torch.compile(kan)
-            row = {"layer": f"KANConv2d[{name}]" + (f" {variant}" if variant != "eager" else ""), "m": m}
-            row.update(bench_module(kan, x, reps, warmup))
+            wide = nn.Conv2d(channels * m, channels, 3, padding=1, bias=False).to(dev)
+            wide_x = torch.randn(batch, channels * m, size, size, device=dev, requires_grad=True)
+            if compiled:  # a compiled layer is compared with the compiled wide convolution
+                kan, wide = torch.compile(kan), torch.compile(wide)
+            row, ref, ratio = paired(kan, x, wide, wide_x, reps, warmup, rounds)
+            suffix = f" {variant}" if variant != "eager" else ""
+            rows.append({"layer": f"Conv2d({channels}*{m}->{channels})" + suffix, "m": m, **ref})
+            row = {"layer": f"KANConv2d[{name}]" + suffix, "m": m, **row}
             row["x_conv"] = row["ms"] / rows[0]["ms"]
-            row["x_wide_conv"] = row["ms"] / wide_ms[m, compiled]
+            row["x_wide_conv"] = ratio
             rows.append(row)
     return {
         "benchmark": "kanvision.bench.layers",
@@ -95,7 +113,10 @@ def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: in
         },
         "torch": torch.__version__,
         "shape": [batch, channels, size, size],
-        "timing": f"median of {reps} forward+backward steps after {warmup} warm-up steps",
+        "timing": (
+            f"median of {reps} forward+backward steps after {warmup} warm-up steps; layer and wide conv timed "
+            f"alternately {rounds} times, x_wide_conv = median of the per-round ratios"
+        ),
         "goal": "KANConv2d / Conv2d(C*m -> C) <= 1.3x for chebyshev, rbf, bspline",
         "rows": rows,
     }
@@ -124,12 +145,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating layer / wide-conv timings per row")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(KANConv2d)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
-    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)
+    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile, args.rounds)
     print_table(result)
     write_result(result, args.out, f"layers-{torch.device(args.device).type}-{result['date']}.json")
     return result

@@ -23,6 +23,8 @@ def test_layer_benchmark_writes_rows_for_every_basis(tmp_path, capsys):
             "1",
             "--warmup",
             "0",
+            "--rounds",
+            "2",
             "--out",
             str(out),
         ]
@@ -32,6 +34,7 @@ def test_layer_benchmark_writes_rows_for_every_basis(tmp_path, capsys):
     for basis in list_bases():
         assert f"KANConv2d[{basis}]" in names and f"KANConv2d[{basis}] recompute" in names
     assert {"date", "machine", "torch", "rows"} <= set(result)
+    assert all(r["x_wide_conv"] > 0 for r in result["rows"] if r["layer"].startswith("KANConv2d"))
     assert "KANConv2d[chebyshev]" in capsys.readouterr().out
 
 
