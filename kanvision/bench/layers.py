@@ -86,8 +86,9 @@ def run(
     x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dev)
     rows = [{"layer": f"Conv2d({channels}->{channels})", **bench_module(conv, x, reps, warmup)}]
-    for name in list_bases():
-        for variant in ("eager", "recompute") + (("compiled",) if compile else ()):
+    # all eager rows first: compiling changes the process (allocator, thread pools) for what runs after it
+    for variant in ("eager", "recompute") + (("compiled",) if compile else ()):
+        for name in list_bases():
             recompute, compiled = variant == "recompute", variant == "compiled"
             kan = KANConv2d(channels, channels, 3, padding=1, bias=False, basis=name, recompute_basis=recompute)
             kan.to(dev)

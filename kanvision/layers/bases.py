@@ -8,7 +8,9 @@ Every basis is elementwise (a sample's features never depend on other samples) a
 float32 when given half-precision input, returning the input's dtype.
 
 Adding a basis: subclass :class:`Basis`, implement ``_expand`` (vectorised) or ``_terms`` (a list, e.g.
-a recurrence), and decorate it with ``@register_basis("name")``. It then works in every layer.
+a recurrence), and decorate it with ``@register_basis("name")``. It then works in every layer, with autograd
+through those ops in backward. For speed, also implement ``_fill`` (values written in place) and ``_grad``
+(the analytic derivative from x-sized buffers), as the built-in bases do.
 """
 
 from __future__ import annotations
