@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resolve_activation", "activation_grad"]
+__all__ = ["resolve_activation", "activation_grad", "has_closed_form_grad"]
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -54,11 +54,14 @@ _GRADS: dict[Callable, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
+def has_closed_form_grad(activation: Callable[[Tensor], Tensor]) -> bool:
+    """True for the named activations; other callables (maybe with parameters) go through autograd."""
+    try:
+        return activation in _GRADS
+    except TypeError:  # unhashable callables
+        return False
+
+
 def activation_grad(activation: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor) -> Tensor:
-    """grad * b'(x): closed form for the named activations, autograd on the x-sized tensor for a callable."""
-    closed = _GRADS.get(activation)
-    if closed is not None:
-        return closed(x, grad)
-    with torch.enable_grad():
-        xx = x.detach().requires_grad_()
-        return torch.autograd.grad(activation(xx), xx, grad)[0]
+    """grad * b'(x) for an activation with :func:`has_closed_form_grad`."""
+    return _GRADS[activation](x, grad)

@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
-from kanvision.layers.activations import activation_grad
+from kanvision.layers.activations import activation_grad, has_closed_form_grad
 
 __all__ = [
     "Basis",
@@ -120,7 +121,20 @@ class Basis(nn.Module):
         memory, so a channels-last input gives a channels-last expansion.
         """
         dim = dim if dim >= 0 else x.dim() + 1 + dim
-        return _Expansion.apply(x, self, dim, base_activation)
+        if self._fusable(x, base_activation):
+            return _Expansion.apply(x, self, dim, base_activation)
+        return self.reference(x, dim, base_activation)
+
+    def _fusable(self, x: Tensor, activation: Callable[[Tensor], Tensor] | None) -> bool:
+        """Whether the fused Function applies: it differentiates x only (so no learnable basis or activation), has
+        no forward-mode rule, does not run under torch.func transforms, and is for eager mode."""
+        if activation is not None and not has_closed_form_grad(activation):
+            return False
+        if any(p.requires_grad for p in self.parameters()):
+            return False
+        if torch.compiler.is_compiling():  # inductor fuses the reference ops itself, forward and backward
+            return False
+        return not (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0)
 
     def reference(self, x: Tensor, dim: int = -1, base_activation: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """The values of ``forward`` through plain differentiable tensor ops (``forward``'s double backward)."""
@@ -167,7 +181,13 @@ def _empty_expanded(x: Tensor, dim: int, n: int) -> Tensor:
     memory = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))  # x's axes, outermost first
     order = [d + (d >= dim) for d in memory]
     order.insert(order.index(dim - 1) + 1, dim)
-    return x.new_empty([shape[d] for d in order]).permute([order.index(d) for d in range(len(shape))])
+    strides = [0] * len(shape)
+    step = 1
+    for d in reversed(order):
+        strides[d] = step
+        step *= shape[d]
+    # empty_strided, not a permuted view: autograd forbids in-place changes of views made inside a Function
+    return torch.empty_strided(shape, strides, dtype=x.dtype, device=x.device)
 
 
 def _grad_of(out: Tensor, x: Tensor, grad: Tensor, create_graph: bool = False) -> Tensor:
@@ -355,28 +375,33 @@ class BSplineBasis(GridBasis):
         half = (self.num_functions - 1) / 2  # |cell - p - half| <= half for valid (integer) cells, >= half + 1 not
         out.mul_(torch.sub(cell, p + half, out=mask).abs_().neg_().add_(half + 1).clamp_(0, 1))
 
-    def _cardinal(self, x: Tensor, dim: int, derivative: bool) -> Tensor:
+    def _cardinal(self, x: Tensor, dim: int, derivative: bool = False) -> Tensor:
         """N_k(u - j) (or its x-derivative) for every slot j: branch-free selects that torch.compile fuses
-        into one loop, where scatter/gather would not fuse."""
-        k, h = self.spline_order, self.spacing
-        t = ((x - (self.low - k * h)) / h).unsqueeze(dim) - self._arange(x, dim)
+        into one loop, where scatter/gather would not fuse. The grid comes from the ``grid`` buffer, not the
+        Python floats, so compiled code never turns it into symbolic floats."""
+        k = self.spline_order
+        grid = self.grid.to(x.dtype)
+        h = (grid[1] - grid[0]) / grid[2]
+        t = ((x - (grid[0] - k * h)) / h).unsqueeze(dim) - self._arange(x, dim)
         piece = torch.floor(t)
         s = t - piece
         out = torch.zeros_like(t)
         for p in range(k + 1):
             coef = self._piece_coef[p]
             if derivative:
-                coef = [q * c / h for q, c in enumerate(coef)][1:]
+                coef = [q * c for q, c in enumerate(coef)][1:]
             value = torch.full_like(s, coef[-1])
             for c in reversed(coef[:-1]):
                 value = value * s + c
             out = torch.where(piece == p, value, out)
-        return out
+        return out / h if derivative else out
+
+    def _values(self, x: Tensor, dim: int) -> Tensor:
+        if torch.compiler.is_compiling():  # the dense form with its own dense backward fuses; scatter would not
+            return _DenseBSpline.apply(x, self, dim)
+        return self._expand(x, dim)
 
     def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
-        if torch.compiler.is_compiling():
-            out.copy_(self._cardinal(x, dim, derivative=False))
-            return
         powers, cell, cell_index = self._locate(x, derivative=False)
         work, mask, index = torch.empty_like(x), torch.empty_like(x), torch.empty_like(cell_index)
         out.zero_()
@@ -386,8 +411,6 @@ class BSplineBasis(GridBasis):
             out.scatter_add_(dim, index.unsqueeze(dim), work.unsqueeze(dim))
 
     def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor:
-        if torch.compiler.is_compiling():
-            return (self._cardinal(x, dim, derivative=True) * grad).sum(dim)
         powers, cell, cell_index = self._locate(x, derivative=True)
         work, mask, index = torch.empty_like(x), torch.empty_like(x), torch.empty_like(cell_index)
         gx = torch.zeros_like(x)
@@ -399,6 +422,21 @@ class BSplineBasis(GridBasis):
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, {super().extra_repr()}"
+
+
+class _DenseBSpline(torch.autograd.Function):
+    """B-spline values under torch.compile: the dense form forward and backward (inductor fuses both)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, basis: BSplineBasis, dim: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.basis, ctx.dim = basis, dim
+        return basis._cardinal(x, dim)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        return (ctx.basis._cardinal(x, ctx.dim, derivative=True) * grad).sum(ctx.dim), None, None
 
 
 @register_basis("rbf")

@@ -110,11 +110,20 @@ class _KANConvNd(KANLayer):
             pads = [(p, p) for p in self.padding]
         return tuple(v for pair in reversed(pads) for v in pair)
 
-    def _pad_input(self, x: Tensor) -> Tensor:
+    def _padded(self, x: Tensor, value: float = 0.0) -> Tensor:
+        """``x`` with the layer's padding; ``value`` fills zero padding."""
         if not any(self._pad):
             return x
-        mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-        return F.pad(x, self._pad, mode=mode)
+        if self.padding_mode == "zeros":
+            return F.pad(x, self._pad, value=value)
+        return F.pad(x, self._pad, mode=self.padding_mode)
+
+    def _pad_input(self, x: Tensor) -> Tensor:
+        return x if self._conv_padding is not None else self._padded(x)
+
+    def _pad_keep(self, keep: Tensor) -> Tensor:
+        # a padded copy of a pixel shares its draw; zero padding is not an input and is never dropped
+        return keep if self._conv_padding is not None else self._padded(keep, value=1.0)
 
     def _batched(self, x: Tensor) -> Tensor:
         nd = self._spatial_dims
@@ -126,11 +135,11 @@ class _KANConvNd(KANLayer):
         return x.unsqueeze(0) if x.dim() == nd + 1 else x
 
     def _prepare(self, x: Tensor) -> Tensor:
-        return self._pad_input(self._batched(x))
+        """The padded input patches are drawn from (``update_grid``'s samples: the grid must cover them)."""
+        return self._padded(self._batched(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        batched = self._batched(x)
-        out = self._apply_layer(batched if self._conv_padding is not None else self._pad_input(batched))
+        out = self._apply_layer(self._batched(x))
         return out.squeeze(0) if x.dim() == self._spatial_dims + 1 else out
 
     def _op(self, feats: Tensor) -> Tensor:  # (N, C_in * m, *S)

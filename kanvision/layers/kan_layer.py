@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kanvision.layers.activations import resolve_activation
+from kanvision.layers.activations import _identity, resolve_activation  # noqa: F401 (old pickles)
 from kanvision.layers.bases import Basis, GridBasis, create_basis
 
 __all__ = ["KANLayer", "resolve_activation"]
@@ -99,14 +99,25 @@ class KANLayer(nn.Module):
         raise NotImplementedError
 
     def expand(self, x: Tensor) -> Tensor:
-        """(.., C, ..) -> (.., C * m, ..): base branch and basis values of every input, DropKAN applied."""
+        """(.., C, ..) -> (.., C * m, ..): base branch and basis values of every input, DropKAN applied.
+
+        ``x`` is the batched input; padding the op does not do itself is applied here (``_pad_input``).
+        """
         cdim = self._channel_dim % x.dim()
         # fused expansion: saves only x, so autograd holds ~1x the expansion (the op's input), not 6x
-        feats = self.basis(x, cdim + 1, self.base_activation)  # (.., C, m, ..)
+        feats = self.basis(self._pad_input(x), cdim + 1, self.base_activation)  # (.., C, m, ..)
         if self.training and self.drop_rate > 0:
-            keep = torch.rand_like(x).ge_(self.drop_rate).to(feats.dtype).unsqueeze(cdim + 1)
-            feats = feats * keep / (1.0 - self.drop_rate)
+            keep = torch.rand_like(x).ge_(self.drop_rate).to(feats.dtype).div_(1.0 - self.drop_rate)
+            feats = feats * self._pad_keep(keep).unsqueeze(cdim + 1)
         return feats.flatten(cdim, cdim + 1)
+
+    def _pad_input(self, x: Tensor) -> Tensor:
+        """The padding the op leaves to the expansion (convolutions with non-zero or uneven padding)."""
+        return x
+
+    def _pad_keep(self, keep: Tensor) -> Tensor:
+        """The DropKAN mask of the inputs, padded like ``_pad_input`` pads them."""
+        return keep
 
     def _expand_and_op(self, x: Tensor) -> Tensor:
         return self._op(self.expand(x))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kanvision.layers import Basis, KANConv2d, create_basis, list_bases, register_basis
+from kanvision.layers import Basis, KANConv2d, KANLinear, create_basis, list_bases, register_basis
 from kanvision.layers.bases import _REGISTRY
 
 # variants that exercise every branch of the closed forms: orders 1 and 4, ReLU powers 1 and 4, degree 0/1
@@ -122,9 +122,72 @@ def test_bfloat16_gradient_close_to_float32(name):
 def test_bspline_dense_form_used_under_compile_matches(kwargs):
     basis = create_basis("bspline", **kwargs)
     x = _inputs()
-    torch.testing.assert_close(basis._cardinal(x, 1, derivative=False), basis(x, 1), atol=1e-12, rtol=0)
-    ref = basis.reference(x, 1)
+    dense, ref = basis._cardinal(x, 1), basis.reference(x, 1)
+    torch.testing.assert_close(dense, ref, atol=1e-12, rtol=0)
     grad = torch.randn_like(ref)
     expected = torch.autograd.grad(ref, x, grad)[0]
-    dense = (basis._cardinal(x.detach(), 1, derivative=True) * grad).sum(1)
-    torch.testing.assert_close(dense, expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(torch.autograd.grad(dense, x, grad)[0], expected, atol=1e-10, rtol=1e-10)
+    derivative = (basis._cardinal(x.detach(), 1, derivative=True) * grad).sum(1)
+    torch.testing.assert_close(derivative, expected, atol=1e-10, rtol=1e-10)
+
+
+def _reference_linear(layer: KANLinear, x: torch.Tensor) -> torch.Tensor:
+    feats = layer.basis.reference(x, -1, layer.base_activation).flatten(-2)
+    return F.linear(feats, layer.weight, layer.bias)
+
+
+def test_a_parametric_base_activation_trains():
+    torch.manual_seed(0)
+    layer = KANLinear(3, 2, basis="bspline", base_activation=torch.nn.PReLU(init=0.1)).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    params = list(layer.parameters())
+    got = torch.autograd.grad(layer(x).square().sum(), params)
+    expected = torch.autograd.grad(_reference_linear(layer, x).square().sum(), params)
+    assert layer.base_activation.weight.requires_grad and got[-1].abs().item() > 0
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_a_learnable_basis_trains():
+    class Scaled(Basis):
+        num_functions = 2
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor([0.5, 2.0], dtype=torch.float64))
+
+        def _terms(self, x):
+            return [torch.tanh(self.scale[0] * x), torch.sin(self.scale[1] * x)]
+
+    torch.manual_seed(0)
+    layer = KANLinear(3, 2, basis=Scaled()).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    (got,) = torch.autograd.grad(layer(x).sum(), layer.basis.scale)
+    (expected,) = torch.autograd.grad(_reference_linear(layer, x).sum(), layer.basis.scale)
+    assert got.abs().min() > 0
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("name", list_bases())
+def test_torch_func_transforms_and_forward_mode(name):
+    torch.manual_seed(0)
+    layer = KANLinear(3, 2, basis=name).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    jac = torch.func.jacrev(layer)(x)
+    expected = torch.autograd.functional.jacobian(lambda t: _reference_linear(layer, t), x)
+    torch.testing.assert_close(jac, expected)
+    torch.testing.assert_close(torch.func.vmap(layer)(x.unsqueeze(1)).squeeze(1), layer(x))
+    tangent = torch.randn_like(x)
+    _, jvp = torch.func.jvp(layer, (x,), (tangent,))
+    torch.testing.assert_close(jvp, (expected.reshape(8, 12) @ tangent.reshape(12)).reshape(4, 2))
+
+
+def test_channels_last_expansion_can_be_modified_in_place():
+    basis = create_basis("rbf")
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+    out = basis(x, 2, F.silu)
+    out.mul_(2)
+    grad = torch.randn_like(out)
+    (got,) = torch.autograd.grad(out, x, grad)
+    (expected,) = torch.autograd.grad(basis.reference(x, 2, F.silu) * 2, x, grad)
+    torch.testing.assert_close(got, expected)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from kanvision.layers import KANConv1d, KANConv2d, KANConv3d, KANLinear, list_bases
+from kanvision.layers import KANConv1d, KANConv2d, KANConv3d, KANLinear, bases, list_bases
 from kanvision.layers.bases import ChebyshevBasis
 
 BASES = list_bases()
@@ -23,7 +23,7 @@ def edge_functions(layer, values):
 
 def naive_conv2d(layer, x):
     """Unfold the padded input, then sum phi_{o,c,p}(pixel) over (in channel, kernel position) of each window."""
-    xp = layer._pad_input(x)
+    xp = layer._prepare(x)
     patches = F.unfold(xp, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)  # (B, C*K, L)
     b, _, length = patches.shape
     c, k, g = layer.in_channels, layer._kernel_numel, layer.groups
@@ -93,7 +93,10 @@ def test_gradcheck_linear_and_conv(name):
     conv = KANConv2d(2, 3, 3, stride=2, padding=1, groups=1, basis=name).double()
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(conv, (x,))
-    assert torch.autograd.gradcheck(lambda w: F.conv2d(conv.expand(conv._pad_input(x.detach())), w), (conv.weight,))
+    # through the layer: the weight also enters the zero-padding border term
+    assert torch.autograd.gradcheck(
+        lambda w, b: functional_call(conv, {"weight": w, "bias": b}, (x.detach(),)), (conv.weight, conv.bias)
+    )
 
 
 @pytest.mark.parametrize("name", BASES)
@@ -214,12 +217,15 @@ def test_parameter_count_formula():
     assert sum(p.numel() for p in conv.parameters()) == 12 * (8 // 4) * 4 * 15
 
 
-def test_one_conv_call_per_forward(monkeypatch):
+@pytest.mark.parametrize("padding", [0, 1])
+def test_one_conv_call_over_the_expansion_per_forward(monkeypatch, padding):
     calls = []
     original = F.conv2d
-    monkeypatch.setattr(KANConv2d, "_conv", lambda *a, **k: calls.append(1) or original(*a, **k))
-    KANConv2d(3, 4, 3, groups=1, basis="rbf")(torch.randn(1, 3, 6, 6))
-    assert len(calls) == 1
+    monkeypatch.setattr(KANConv2d, "_conv", lambda x, *a, **k: calls.append(x.shape[1]) or original(x, *a, **k))
+    layer = KANConv2d(3, 4, 3, padding=padding, groups=1, basis="rbf")
+    layer(torch.randn(1, 3, 6, 6))
+    # zero padding adds phi(0)'s border share: a convolution of the 1-channel border mask, independent of x
+    assert calls == [3 * layer.num_terms] + ([1] if padding else [])
 
 
 @pytest.mark.parametrize(
@@ -316,7 +322,7 @@ def test_torch_compile_matches_eager(name):
     # under torch.compile some bases switch to a formulation inductor fuses (B-spline: dense selects)
     torch.manual_seed(0)
     layer = KANConv2d(4, 8, 3, padding=1, basis=name)
-    compiled = torch.compile(layer)
+    compiled = torch.compile(layer, fullgraph=True)  # no graph break: compiled code runs the reference ops
     x = (torch.randn(2, 4, 8, 8) * 2).requires_grad_()
     y, y_ref = compiled(x), layer(x)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
@@ -325,6 +331,47 @@ def test_torch_compile_matches_eager(name):
     expected = torch.autograd.grad(y_ref, (x, layer.weight), grad)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_bspline_takes_the_dense_form_under_compile(monkeypatch):
+    seen = []
+    values = bases.BSplineBasis._values
+    monkeypatch.setattr(
+        bases.BSplineBasis, "_values", lambda s, x, d: seen.append(torch.compiler.is_compiling()) or values(s, x, d)
+    )
+    layer = KANConv2d(2, 3, 3, basis="bspline")
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    torch._dynamo.reset()
+    torch.compile(layer, fullgraph=True)(x).sum().backward()
+    assert seen == [True]  # compiled code goes through the reference, whose B-spline is the dense Function
+    layer(x).sum().backward()
+    assert seen == [True]  # eager: the fused expansion, not the reference
+
+
+def test_dense_bspline_function_values_and_gradcheck():
+    basis = bases.BSplineBasis(grid_size=4, spline_order=3, grid_range=(-1.0, 2.0))
+    x = (torch.rand(2, 3, 5, dtype=torch.float64) * 5 - 2).requires_grad_()
+    torch.testing.assert_close(bases._DenseBSpline.apply(x, basis, 1), basis.reference(x, 1))
+    assert torch.autograd.gradcheck(lambda t: bases._DenseBSpline.apply(t, basis, 1), (x,))
+
+
+@pytest.mark.slow
+def test_compiled_model_with_layers_on_different_grids_matches_eager():
+    # different Python-float grids per layer make dynamo treat them as symbolic: the compiled path must cope
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        KANConv2d(2, 3, 3, padding=1, basis="bspline", basis_kwargs=dict(grid_range=(-2.0, 1.5))),
+        KANConv2d(3, 3, 3, padding=1, basis="bspline", basis_kwargs=dict(grid_range=(-1.0, 3.0))),
+        KANConv2d(3, 2, 3, padding=1, basis="rbf", basis_kwargs=dict(grid_range=(-3.0, 1.0))),
+        KANConv2d(2, 2, 3, padding=1, basis="rbf"),
+    )
+    x = torch.randn(2, 2, 6, 6)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+    model[0].update_grid(x * 3)  # a new grid: recompiles
+    torch.testing.assert_close(compiled(x * 3), model(x * 3), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -412,6 +459,21 @@ def test_basis_kwargs_typo_and_bad_drop_rate_are_value_errors():
         KANLinear(2, 2, basis="chebyshev", basis_kwargs=dict(degre=3))
     with pytest.raises(ValueError, match="drop_rate must be a number in \\[0, 1\\), got '0.1'"):
         KANLinear(2, 2, drop_rate="0.1")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular"])
+def test_dropkan_padded_copies_share_the_draw_of_their_pixel(mode):
+    torch.manual_seed(0)
+    layer = KANConv2d(1, 2, 3, padding=1, padding_mode=mode, basis="rbf", drop_rate=0.5, bias=False).double()
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+    torch.manual_seed(7)
+    y = layer.train()(x)
+    torch.manual_seed(7)
+    keep = F.pad(torch.rand_like(x).ge(0.5).double() / 0.5, (1, 1, 1, 1), mode=mode)
+    with torch.no_grad():
+        feats = layer.basis(F.pad(x, (1, 1, 1, 1), mode=mode), 2, layer.base_activation) * keep.unsqueeze(2)
+        expected = F.conv2d(feats.flatten(1, 2), layer.weight)
+    torch.testing.assert_close(y, expected)
 
 
 def test_layers_pickle_with_every_named_activation(tmp_path):
