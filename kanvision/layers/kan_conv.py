@@ -1,4 +1,7 @@
-"""KANConv1d/2d/3d: per-pixel basis expansion followed by ONE (grouped) convolution.
+"""KANConv1d/2d/3d: per-pixel basis expansion followed by ONE (grouped) convolution over it.
+
+(With zero padding a second, one-channel convolution of the constant border mask adds what the padded
+zeros contribute; it does not depend on the input.)
 
 A KAN convolution has one univariate function per (out channel, in channel, kernel position); that is
 exactly an ordinary convolution over the per-pixel basis expansion with C_in * m channels (torch-conv-kan,

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -45,3 +46,9 @@ def test_saved_tensor_bytes_counts_what_autograd_keeps():
     relu_twice = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
     x = torch.randn(5, 8, requires_grad=True)
     assert layers.saved_tensor_bytes(relu_twice, x) == (5 * 8 + 5 * 8) * 4  # linear input + tanh output
+
+
+def test_layer_benchmark_rejects_zero_rounds(capsys):
+    with pytest.raises(SystemExit):
+        layers.main(["--device", "cpu", "--rounds", "0"])
+    assert "--rounds must be >= 1, got 0" in capsys.readouterr().err
