@@ -5,7 +5,7 @@ nn.Conv2d(C -> C) and nn.Conv2d(C*m -> C), the convolution the layer cannot avoi
 the base branch). Memory is the bytes autograd saves for backward (any device) and, on CUDA, the peak
 allocated during the step. Prints a table and writes JSON.
 
-    python -m kanvision.bench.layers [--device cuda] [--compile] [--rounds 3] [--batch 16] [--channels 64] [--size 32]
+    python -m kanvision.bench.layers [--device cuda] [--compile] [--reps 30] [--batch 16] [--channels 64] [--size 32]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import platform
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,49 +40,64 @@ def saved_tensor_bytes(module: nn.Module, x: torch.Tensor) -> int:
     return sum(v for (ptr, _), v in seen.items() if ptr not in params)
 
 
-def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> dict:
-    device = x.device
-
+def _step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         module.zero_grad(set_to_none=True)
+        x.grad = None
         module(x).sum().backward()
 
-    times = time_callable(step, device, warmup=warmup, reps=reps)
+    return step
+
+
+def _saved_mib(module: nn.Module, x: torch.Tensor) -> float | None:
     # autograd hooks do not see inside a compiled graph, so its saved bytes are not measured
-    compiled = isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
-    row = {"ms": statistics.median(times), "saved_MiB": None if compiled else saved_tensor_bytes(module, x) / 2**20}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        row["peak_MiB"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    if isinstance(module, torch._dynamo.eval_frame.OptimizedModule):
+        return None
+    return saved_tensor_bytes(module, x) / 2**20
+
+
+def _peak_mib(step: Callable[[], None], device: torch.device) -> float:
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> dict:
+    step = _step(module, x)
+    times = time_callable(step, x.device, warmup=warmup, reps=reps)
+    row = {"ms": statistics.median(times), "saved_MiB": _saved_mib(module, x)}
+    if x.device.type == "cuda":
+        row["peak_MiB"] = _peak_mib(step, x.device)
     return row
 
 
 def paired(
-    kan: nn.Module, x: torch.Tensor, wide: nn.Module, wide_x: torch.Tensor, reps: int, warmup: int, rounds: int
+    kan: nn.Module, x: torch.Tensor, wide: nn.Module, wide_x: torch.Tensor, reps: int, warmup: int
 ) -> tuple[dict, dict, float]:
-    """Time the layer and its wide convolution alternately ``rounds`` times: (layer row, conv row, ratio).
+    """Time the layer and its wide convolution in alternating single steps: (layer row, conv row, ratio).
 
-    Shared machines drift by tens of percent within minutes; the median of per-round ratios compares the
-    two under the same conditions.
+    Shared machines drift by tens of percent within seconds; alternating step by step compares the two under
+    the same conditions. The ratio is that of the medians.
     """
-    kan_rows, wide_rows = [], []
-    for _ in range(rounds):
-        wide_rows.append(bench_module(wide, wide_x, reps, warmup))
-        kan_rows.append(bench_module(kan, x, reps, warmup))
-    ratio = statistics.median(k["ms"] / w["ms"] for k, w in zip(kan_rows, wide_rows, strict=True))
+    steps = (_step(kan, x), _step(wide, wide_x))
+    for step in steps:
+        time_callable(step, x.device, warmup=warmup, reps=0)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(reps):
+        for step, acc in zip(steps, times, strict=True):
+            acc.extend(time_callable(step, x.device, warmup=0, reps=1))
+    rows = []
+    for module, inp, step, acc in zip((kan, wide), (x, wide_x), steps, times, strict=True):
+        row = {"ms": statistics.median(acc), "saved_MiB": _saved_mib(module, inp)}
+        if x.device.type == "cuda":
+            row["peak_MiB"] = _peak_mib(step, x.device)
+        rows.append(row)
+    return rows[0], rows[1], rows[0]["ms"] / rows[1]["ms"]
 
-    def median_row(rs: list[dict]) -> dict:
-        return {**rs[0], "ms": statistics.median(r["ms"] for r in rs)}
 
-    return median_row(kan_rows), median_row(wide_rows), ratio
-
-
-def run(
-    device: str, batch: int, channels: int, size: int, reps: int, warmup: int, compile: bool = False, rounds: int = 3
-) -> dict:
+def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: int, compile: bool = False) -> dict:
     dev = torch.device(device)
     x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
     conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dev)
@@ -97,7 +113,7 @@ def run(
             wide_x = torch.randn(batch, channels * m, size, size, device=dev, requires_grad=True)
             if compiled:  # a compiled layer is compared with the compiled wide convolution
                 kan, wide = torch.compile(kan), torch.compile(wide)
-            row, ref, ratio = paired(kan, x, wide, wide_x, reps, warmup, rounds)
+            row, ref, ratio = paired(kan, x, wide, wide_x, reps, warmup)
             suffix = f" {variant}" if variant != "eager" else ""
             rows.append({"layer": f"Conv2d({channels}*{m}->{channels})" + suffix, "m": m, **ref})
             row = {"layer": f"KANConv2d[{name}]" + suffix, "m": m, **row}
@@ -115,8 +131,8 @@ def run(
         "torch": torch.__version__,
         "shape": [batch, channels, size, size],
         "timing": (
-            f"median of {reps} forward+backward steps after {warmup} warm-up steps; layer and wide conv timed "
-            f"alternately {rounds} times, x_wide_conv = median of the per-round ratios"
+            f"median of {reps} forward+backward steps after {warmup} warm-up steps; each KAN layer alternates step "
+            "by step with its wide conv, x_wide_conv = ratio of the two medians"
         ),
         "goal": "KANConv2d / Conv2d(C*m -> C) <= 1.3x for chebyshev, rbf, bspline",
         "rows": rows,
@@ -144,18 +160,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating layer / wide-conv timings per row")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(KANConv2d)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    for name in ("reps", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.reps < 1:
+        parser.error(f"--reps must be >= 1, got {args.reps}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
-    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile, args.rounds)
+    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)
     print_table(result)
     write_result(result, args.out, f"layers-{torch.device(args.device).type}-{result['date']}.json")
     return result

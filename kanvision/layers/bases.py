@@ -121,20 +121,24 @@ class Basis(nn.Module):
         memory, so a channels-last input gives a channels-last expansion.
         """
         dim = dim if dim >= 0 else x.dim() + 1 + dim
-        if self._fusable(x, base_activation):
-            return _Expansion.apply(x, self, dim, base_activation)
+        if self._x_gradient_only(base_activation):
+            if torch.compiler.is_compiling():
+                if self._traceable_grad:  # inductor fuses the reference ops; the analytic backward beats autograd's
+                    return _TracedExpansion.apply(x, self, dim, base_activation)
+            elif not (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0):
+                return _Expansion.apply(x, self, dim, base_activation)
         return self.reference(x, dim, base_activation)
 
-    def _fusable(self, x: Tensor, activation: Callable[[Tensor], Tensor] | None) -> bool:
-        """Whether the fused Function applies: it differentiates x only (so no learnable basis or activation), has
-        no forward-mode rule, does not run under torch.func transforms, and is for eager mode."""
+    # True where ``_grad`` only uses ops dynamo traces inside an autograd.Function (no strided ``out=``, no floats
+    # that may turn symbolic): then compiled code gets the analytic backward too
+    _traceable_grad: bool = False
+
+    def _x_gradient_only(self, activation: Callable[[Tensor], Tensor] | None) -> bool:
+        """Whether x is the only thing to differentiate: the custom Functions give x's gradient only (not a
+        learnable basis' or activation's), and have no forward-mode rule or torch.func support."""
         if activation is not None and not has_closed_form_grad(activation):
             return False
-        if any(p.requires_grad for p in self.parameters()):
-            return False
-        if torch.compiler.is_compiling():  # inductor fuses the reference ops itself, forward and backward
-            return False
-        return not (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0)
+        return not any(p.requires_grad for p in self.parameters())
 
     def reference(self, x: Tensor, dim: int = -1, base_activation: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """The values of ``forward`` through plain differentiable tensor ops (``forward``'s double backward)."""
@@ -219,17 +223,37 @@ class _Expansion(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, through the reference ops
             xx = x if x.requires_grad else x.detach().requires_grad_()
             return _grad_of(basis.reference(xx, dim, activation), xx, grad, create_graph=True), None, None, None
-        xc = _compute(x)
-        first = int(activation is not None)
-        values_grad = grad.narrow(dim, first, basis.num_functions)
-        gx = basis._grad(xc, values_grad, dim)
-        if gx is None:
-            with torch.enable_grad():
-                xx = xc.detach().requires_grad_()
-                gx = _grad_of(basis._values(xx, dim), xx, values_grad)
-        if activation is not None:
-            gx = gx + activation_grad(activation, xc, grad.select(dim, 0))
-        return gx.to(x.dtype), None, None, None
+        return _analytic_grad(basis, x, grad, dim, activation), None, None, None
+
+
+class _TracedExpansion(torch.autograd.Function):
+    """Under torch.compile: the reference values (inductor fuses them) with the analytic backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, basis: Basis, dim: int, activation: Callable[[Tensor], Tensor] | None) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.basis, ctx.dim, ctx.activation = basis, dim, activation
+        return basis.reference(x, dim, activation)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (x,) = ctx.saved_tensors
+        return _analytic_grad(ctx.basis, x, grad, ctx.dim, ctx.activation), None, None, None
+
+
+def _analytic_grad(basis: Basis, x: Tensor, grad: Tensor, dim: int, activation: Callable | None) -> Tensor:
+    """x's gradient from the expansion's: the basis' ``_grad`` (autograd of ``_values`` without one) + b'(x)."""
+    xc = _compute(x)
+    first = int(activation is not None)
+    values_grad = grad.narrow(dim, first, basis.num_functions)
+    gx = basis._grad(xc, values_grad, dim)
+    if gx is None:
+        with torch.enable_grad():
+            xx = xc.detach().requires_grad_()
+            gx = _grad_of(basis._values(xx, dim), xx, values_grad)
+    if activation is not None:
+        gx = gx + activation_grad(activation, xc, grad.select(dim, 0))
+    return gx.to(x.dtype)
 
 
 class GridBasis(Basis):
@@ -555,6 +579,8 @@ class ChebyshevBasis(Basis):
     T_n = 2 t T_{n-1} - T_{n-2}, whose gradient is finite everywhere, unlike cos(n acos t)
     (infinite once tanh rounds to +-1). n = D + 1 functions.
     """
+
+    _traceable_grad = True
 
     def __init__(self, degree: int = 3):
         super().__init__()

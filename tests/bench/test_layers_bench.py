@@ -24,8 +24,6 @@ def test_layer_benchmark_writes_rows_for_every_basis(tmp_path, capsys):
             "1",
             "--warmup",
             "0",
-            "--rounds",
-            "2",
             "--out",
             str(out),
         ]
@@ -48,7 +46,7 @@ def test_saved_tensor_bytes_counts_what_autograd_keeps():
     assert layers.saved_tensor_bytes(relu_twice, x) == (5 * 8 + 5 * 8) * 4  # linear input + tanh output
 
 
-def test_layer_benchmark_rejects_zero_rounds(capsys):
+def test_layer_benchmark_rejects_zero_reps(capsys):
     with pytest.raises(SystemExit):
-        layers.main(["--device", "cpu", "--rounds", "0"])
-    assert "--rounds must be >= 1, got 0" in capsys.readouterr().err
+        layers.main(["--device", "cpu", "--reps", "0"])
+    assert "--reps must be >= 1, got 0" in capsys.readouterr().err

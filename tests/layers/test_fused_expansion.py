@@ -191,3 +191,13 @@ def test_channels_last_expansion_can_be_modified_in_place():
     (got,) = torch.autograd.grad(out, x, grad)
     (expected,) = torch.autograd.grad(basis.reference(x, 2, F.silu) * 2, x, grad)
     torch.testing.assert_close(got, expected)
+
+
+def test_traced_expansion_used_under_compile_is_the_reference_with_the_analytic_backward():
+    from kanvision.layers.bases import _TracedExpansion
+
+    basis = create_basis("chebyshev", degree=4)
+    assert basis._traceable_grad
+    x = _inputs((2, 3, 4))
+    torch.testing.assert_close(_TracedExpansion.apply(x, basis, 2, F.silu), basis.reference(x, 2, F.silu))
+    assert torch.autograd.gradcheck(lambda t: _TracedExpansion.apply(t, basis, 2, F.silu), (x,))
