@@ -313,12 +313,45 @@ class GridBasis(Basis):
             self._set_grid(low, high, round(intervals))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    # True where ``_dense`` gives the values and derivative in a form torch.compile fuses (see ``_DenseGrid``)
+    _dense_form: bool = False
+
+    def _values(self, x: Tensor, dim: int) -> Tensor:
+        if self._dense_form and torch.compiler.is_compiling():
+            return _DenseGrid.apply(x, self, dim)
+        return super()._values(x, dim)
+
+    def _dense(self, x: Tensor, dim: int, derivative: bool = False) -> Tensor:
+        """The basis values (or their x-derivatives) on a new axis ``dim``, grid from ``_grid_tensors``."""
+        raise NotImplementedError
+
+    def _grid_tensors(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(low, spacing) as 0-d tensors from the ``grid`` buffer: compiled code would turn the Python floats into
+        symbolic floats, which an autograd.Function body cannot hold."""
+        grid = self.grid.to(x.dtype)
+        return grid[0], (grid[1] - grid[0]) / grid[2]
+
     def _arange(self, x: Tensor, dim: int) -> Tensor:
         """0..n-1 along axis ``dim`` of the expanded tensor."""
         return _along(torch.arange(self.num_functions, dtype=x.dtype, device=x.device), x.dim() + 1, dim)
 
     def extra_repr(self) -> str:
         return f"grid_range=({self.low:g}, {self.high:g})"
+
+
+class _DenseGrid(torch.autograd.Function):
+    """Under torch.compile: a grid basis' dense values and dense derivative (inductor fuses both passes)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, basis: GridBasis, dim: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.basis, ctx.dim = basis, dim
+        return basis._dense(x, dim)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        return (ctx.basis._dense(x, ctx.dim, derivative=True) * grad).sum(ctx.dim), None, None
 
 
 @register_basis("bspline")
@@ -399,14 +432,14 @@ class BSplineBasis(GridBasis):
         half = (self.num_functions - 1) / 2  # |cell - p - half| <= half for valid (integer) cells, >= half + 1 not
         out.mul_(torch.sub(cell, p + half, out=mask).abs_().neg_().add_(half + 1).clamp_(0, 1))
 
-    def _cardinal(self, x: Tensor, dim: int, derivative: bool = False) -> Tensor:
-        """N_k(u - j) (or its x-derivative) for every slot j: branch-free selects that torch.compile fuses
-        into one loop, where scatter/gather would not fuse. The grid comes from the ``grid`` buffer, not the
-        Python floats, so compiled code never turns it into symbolic floats."""
+    _dense_form = True
+
+    def _dense(self, x: Tensor, dim: int, derivative: bool = False) -> Tensor:
+        """N_k(u - j) (or its x-derivative) for every slot j as branch-free selects, which torch.compile fuses
+        into one loop (scatter/gather would not fuse)."""
         k = self.spline_order
-        grid = self.grid.to(x.dtype)
-        h = (grid[1] - grid[0]) / grid[2]
-        t = ((x - (grid[0] - k * h)) / h).unsqueeze(dim) - self._arange(x, dim)
+        low, h = self._grid_tensors(x)
+        t = ((x - (low - k * h)) / h).unsqueeze(dim) - self._arange(x, dim)
         piece = torch.floor(t)
         s = t - piece
         out = torch.zeros_like(t)
@@ -419,11 +452,6 @@ class BSplineBasis(GridBasis):
                 value = value * s + c
             out = torch.where(piece == p, value, out)
         return out / h if derivative else out
-
-    def _values(self, x: Tensor, dim: int) -> Tensor:
-        if torch.compiler.is_compiling():  # the dense form with its own dense backward fuses; scatter would not
-            return _DenseBSpline.apply(x, self, dim)
-        return self._expand(x, dim)
 
     def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
         powers, cell, cell_index = self._locate(x, derivative=False)
@@ -446,21 +474,6 @@ class BSplineBasis(GridBasis):
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, {super().extra_repr()}"
-
-
-class _DenseBSpline(torch.autograd.Function):
-    """B-spline values under torch.compile: the dense form forward and backward (inductor fuses both)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, basis: BSplineBasis, dim: int) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.basis, ctx.dim = basis, dim
-        return basis._cardinal(x, dim)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (x,) = ctx.saved_tensors
-        return (ctx.basis._cardinal(x, ctx.dim, derivative=True) * grad).sum(ctx.dim), None, None
 
 
 @register_basis("rbf")

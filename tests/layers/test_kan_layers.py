@@ -349,11 +349,11 @@ def test_bspline_takes_the_dense_form_under_compile(monkeypatch):
     assert seen == [True]  # eager: the fused expansion, not the reference
 
 
-def test_dense_bspline_function_values_and_gradcheck():
+def test_dense_grid_function_values_and_gradcheck():
     basis = bases.BSplineBasis(grid_size=4, spline_order=3, grid_range=(-1.0, 2.0))
     x = (torch.rand(2, 3, 5, dtype=torch.float64) * 5 - 2).requires_grad_()
-    torch.testing.assert_close(bases._DenseBSpline.apply(x, basis, 1), basis.reference(x, 1))
-    assert torch.autograd.gradcheck(lambda t: bases._DenseBSpline.apply(t, basis, 1), (x,))
+    torch.testing.assert_close(bases._DenseGrid.apply(x, basis, 1), basis.reference(x, 1))
+    assert torch.autograd.gradcheck(lambda t: bases._DenseGrid.apply(t, basis, 1), (x,))
 
 
 @pytest.mark.slow
