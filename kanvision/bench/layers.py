@@ -56,12 +56,16 @@ def _saved_mib(module: nn.Module, x: torch.Tensor) -> float | None:
     return saved_tensor_bytes(module, x) / 2**20
 
 
-def _peak_mib(step: Callable[[], None], device: torch.device) -> float:
-    torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
+def _peak_mib(module: nn.Module, x: torch.Tensor, step: Callable[[], None]) -> float:
+    """Peak CUDA memory of one step above what stays allocated (gradients of the last step freed first)."""
+    module.zero_grad(set_to_none=True)
+    x.grad = None
+    torch.cuda.synchronize(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    base = torch.cuda.memory_allocated(x.device)
     step()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    torch.cuda.synchronize(x.device)
+    return (torch.cuda.max_memory_allocated(x.device) - base) / 2**20
 
 
 def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> dict:
@@ -69,7 +73,7 @@ def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> 
     times = time_callable(step, x.device, warmup=warmup, reps=reps)
     row = {"ms": statistics.median(times), "saved_MiB": _saved_mib(module, x)}
     if x.device.type == "cuda":
-        row["peak_MiB"] = _peak_mib(step, x.device)
+        row["peak_MiB"] = _peak_mib(module, x, step)
     return row
 
 
@@ -78,21 +82,21 @@ def paired(
 ) -> tuple[dict, dict, float]:
     """Time the layer and its wide convolution in alternating single steps: (layer row, conv row, ratio).
 
-    Shared machines drift by tens of percent within seconds; alternating step by step compares the two under
-    the same conditions. The ratio is that of the medians.
+    Shared machines drift by tens of percent within seconds; alternating step by step (in ABBA order, so
+    neither always runs first) compares the two under the same conditions. The ratio is that of the medians.
     """
     steps = (_step(kan, x), _step(wide, wide_x))
     for step in steps:
         time_callable(step, x.device, warmup=warmup, reps=0)
     times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(reps):
-        for step, acc in zip(steps, times, strict=True):
-            acc.extend(time_callable(step, x.device, warmup=0, reps=1))
+    for i in range(reps):
+        for j in (0, 1) if i % 2 == 0 else (1, 0):
+            times[j].extend(time_callable(steps[j], x.device, warmup=0, reps=1))
     rows = []
     for module, inp, step, acc in zip((kan, wide), (x, wide_x), steps, times, strict=True):
         row = {"ms": statistics.median(acc), "saved_MiB": _saved_mib(module, inp)}
         if x.device.type == "cuda":
-            row["peak_MiB"] = _peak_mib(step, x.device)
+            row["peak_MiB"] = _peak_mib(module, inp, step)
         rows.append(row)
     return rows[0], rows[1], rows[0]["ms"] / rows[1]["ms"]
 
@@ -165,8 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(KANConv2d)")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    if args.reps < 1:
-        parser.error(f"--reps must be >= 1, got {args.reps}")
+    if args.reps < 1 or args.warmup < 0:
+        parser.error(f"--reps must be >= 1 and --warmup >= 0, got --reps {args.reps} --warmup {args.warmup}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
     result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)

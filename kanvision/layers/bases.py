@@ -328,8 +328,8 @@ class GridBasis(Basis):
     def _grid_tensors(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(low, spacing) as 0-d tensors from the ``grid`` buffer: compiled code would turn the Python floats into
         symbolic floats, which an autograd.Function body cannot hold."""
-        grid = self.grid.to(x.dtype)
-        return grid[0], (grid[1] - grid[0]) / grid[2]
+        low, high, intervals = self.grid  # float64: the spacing is computed before rounding to x's dtype
+        return low.to(x.dtype), ((high - low) / intervals).to(x.dtype)
 
     def _arange(self, x: Tensor, dim: int) -> Tensor:
         """0..n-1 along axis ``dim`` of the expanded tensor."""

@@ -49,4 +49,4 @@ def test_saved_tensor_bytes_counts_what_autograd_keeps():
 def test_layer_benchmark_rejects_zero_reps(capsys):
     with pytest.raises(SystemExit):
         layers.main(["--device", "cpu", "--reps", "0"])
-    assert "--reps must be >= 1, got 0" in capsys.readouterr().err
+    assert "--reps must be >= 1 and --warmup >= 0, got --reps 0 --warmup 3" in capsys.readouterr().err
