@@ -501,3 +501,28 @@ def test_dropkan_on_conv_masks_pixels_for_all_outputs_and_positions():
         feats = reference.basis(padded, 2, reference.base_activation) * keep.unsqueeze(2)
         expected = F.conv2d(feats.flatten(1, 2), reference.weight)
     torch.testing.assert_close(y, expected)
+
+
+@pytest.mark.slow
+def test_compiled_chebyshev_backward_is_the_analytic_one(monkeypatch):
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    def backward_graph(traceable: bool) -> str:
+        monkeypatch.setattr(ChebyshevBasis, "_traceable_grad", traceable)
+        graphs = []
+
+        def keep(gm, _):
+            graphs.append(str(gm.code))
+            return make_boxed_func(gm.forward)
+
+        torch._dynamo.reset()
+        layer = KANConv2d(2, 3, 3, padding=1, basis="chebyshev")
+        x = torch.randn(1, 2, 5, 5, requires_grad=True)
+        compiled = torch.compile(layer, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep), fullgraph=True)
+        compiled(x).sum().backward()
+        return graphs[-1]
+
+    # autograd of the reference ops differentiates tanh; the analytic backward (U_k recurrence) does not
+    assert "tanh_backward" in backward_graph(traceable=False)
+    assert "tanh_backward" not in backward_graph(traceable=True)
