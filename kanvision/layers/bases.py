@@ -125,7 +125,11 @@ class Basis(nn.Module):
             if torch.compiler.is_compiling():
                 if self._traceable_grad:  # inductor fuses the reference ops; the analytic backward beats autograd's
                     return _TracedExpansion.apply(x, self, dim, base_activation)
-            elif not (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0):
+            elif not (
+                torch._C._are_functorch_transforms_active()
+                or forward_ad._current_level >= 0
+                or torch.jit.is_tracing()  # traced graphs (e.g. ONNX export) get the plain ops
+            ):
                 return _Expansion.apply(x, self, dim, base_activation)
         return self.reference(x, dim, base_activation)
 

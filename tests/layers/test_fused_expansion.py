@@ -1,5 +1,7 @@
 """The fused expansion (values written in place, analytic backward) against plain autograd of the reference ops."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -209,3 +211,15 @@ def test_traced_expansion_used_under_compile_is_the_reference_with_the_analytic_
     x = _inputs((2, 3, 4))
     torch.testing.assert_close(_TracedExpansion.apply(x, basis, 2, F.silu), basis.reference(x, 2, F.silu))
     assert torch.autograd.gradcheck(lambda t: _TracedExpansion.apply(t, basis, 2, F.silu), (x,))
+
+
+@pytest.mark.parametrize("name", ["bspline", "chebyshev", "rbf"])
+def test_export_and_trace_match_eager(name):
+    torch.manual_seed(0)
+    layer = KANConv2d(2, 3, 3, padding=1, basis=name).eval()
+    x = torch.randn(1, 2, 6, 6) * 2
+    torch.testing.assert_close(torch.export.export(layer, (x,)).module()(x), layer(x))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.trace is deprecated, and warns about the shape checks
+        traced = torch.jit.trace(layer, (x,))
+    torch.testing.assert_close(traced(x * 1.5), layer(x * 1.5))
