@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resolve_activation", "activation_grad", "has_closed_form_grad"]
+__all__ = ["resolve_activation", "activation_grad", "activation_grad_function", "has_closed_form_grad"]
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -64,4 +64,9 @@ def has_closed_form_grad(activation: Callable[[Tensor], Tensor]) -> bool:
 
 def activation_grad(activation: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor) -> Tensor:
     """grad * b'(x) for an activation with :func:`has_closed_form_grad`."""
-    return _GRADS[activation](x, grad)
+    return activation_grad_function(activation)(x, grad)
+
+
+def activation_grad_function(activation: Callable[[Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """The function ``(x, grad) -> grad * b'(x)`` of an activation with :func:`has_closed_form_grad`."""
+    return _GRADS[activation]

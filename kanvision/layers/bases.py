@@ -10,7 +10,9 @@ float32 when given half-precision input, returning the input's dtype.
 Adding a basis: subclass :class:`Basis`, implement ``_expand`` (vectorised) or ``_terms`` (a list, e.g.
 a recurrence), and decorate it with ``@register_basis("name")``. It then works in every layer, with autograd
 through those ops in backward. For speed, also implement ``_fill`` (values written in place) and ``_grad``
-(the analytic derivative from x-sized buffers), as the built-in bases do.
+(the analytic derivative from x-sized buffers), as the built-in bases do; a basis of translates
+B_j(x) = phi((x - t_0) / h - j) can also give ``_translates``, and then runs inductor-generated kernels on CPU
+(the B-spline does, see :mod:`kanvision.kernels.grid_expansion`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-from kanvision.layers.activations import activation_grad, has_closed_form_grad
+from kanvision.kernels import grid_expansion
+from kanvision.layers.activations import activation_grad, activation_grad_function, has_closed_form_grad
 
 __all__ = [
     "Basis",
@@ -174,28 +177,91 @@ class Basis(nn.Module):
         """sum_k grad_k B_k'(x) (``grad`` has n slots at ``dim``), or None to differentiate ``_values`` instead."""
         return None
 
+    def _translates(self, x: Tensor) -> tuple | None:
+        """``(first, h, n, params, phi)`` where B_j(x) = phi((x - first) / h - j, params, derivative=False) for
+        j < n (``first``, ``h``: 0-d tensors of x's dtype; ``params`` hashable): then eager CPU runs the compiled
+        kernels of :mod:`kanvision.kernels.grid_expansion`. None (default): the basis is not of that form."""
+        return None
+
 
 def _compute(x: Tensor) -> Tensor:
     """Half precision computes in float32 (the basis functions need the mantissa)."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _empty_expanded(x: Tensor, dim: int, n: int) -> Tensor:
-    """Uninitialised x-like tensor with a new axis of n slots at ``dim``, stored right inside axis dim - 1."""
-    shape = list(x.shape)
-    shape.insert(dim, n)
+def _expanded_order(x: Tensor, dim: int) -> list[int]:
+    """Axes of x with a new axis at ``dim``, outermost first in memory: the new axis sits right inside axis dim - 1."""
     if dim == 0 or x.is_contiguous():
-        return x.new_empty(shape)
+        return list(range(x.dim() + 1))
     memory = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))  # x's axes, outermost first
     order = [d + (d >= dim) for d in memory]
     order.insert(order.index(dim - 1) + 1, dim)
+    return order
+
+
+def _dense_strides(shape: list[int], order: list[int]) -> list[int]:
+    """Strides of a dense tensor of ``shape`` whose axes lie in memory as ``order`` (outermost first)."""
     strides = [0] * len(shape)
     step = 1
     for d in reversed(order):
         strides[d] = step
         step *= shape[d]
+    return strides
+
+
+def _empty_expanded(x: Tensor, dim: int, n: int) -> Tensor:
+    """Uninitialised x-like tensor with a new axis of n slots at ``dim``, stored right inside axis dim - 1."""
+    shape = list(x.shape)
+    shape.insert(dim, n)
     # empty_strided, not a permuted view: autograd forbids in-place changes of views made inside a Function
-    return torch.empty_strided(shape, strides, dtype=x.dtype, device=x.device)
+    return torch.empty_strided(shape, _dense_strides(shape, _expanded_order(x, dim)), dtype=x.dtype, device=x.device)
+
+
+def _canonical(x: Tensor, dim: int) -> tuple[Tensor, list[int], list[int]]:
+    """x as the kernels' contiguous ``(P, 1, Q)``: P the axes outside the new axis ``dim`` in memory, Q those inside.
+
+    Returns it with the expanded tensor's axis order (``_expanded_order``) and x's axes in memory order.
+    """
+    order = _expanded_order(x, dim)
+    memory = [d - (d > dim) for d in order if d != dim]
+    inner = order.index(dim)
+    outer_size = math.prod(x.shape[d] for d in memory[:inner])
+    return _unviewed(x.detach().permute(memory).reshape(outer_size, 1, -1).contiguous()), order, memory
+
+
+def _unviewed(t: Tensor) -> Tensor:
+    """``t`` as a fresh tensor on the same storage, not a view: compiled code would guard on (and recompile for) the
+    sizes of a view's base, and autograd forbids in-place changes of views made inside a Function."""
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def _kernel_expansion(basis: Basis, x: Tensor, dim: int, activation: Callable | None) -> Tensor | None:
+    """The expansion by the compiled CPU kernels, laid out as ``_empty_expanded``; None where they do not apply."""
+    spec = basis._translates(x) if grid_expansion.usable(x) else None
+    if spec is None:
+        return None
+    x3, order, _ = _canonical(x, dim)
+    out = grid_expansion.expand(x3, *spec, activation)
+    if out is None:
+        return None
+    shape = list(x.shape)
+    shape.insert(dim, out.shape[1])
+    return _unviewed(out.contiguous().as_strided(shape, _dense_strides(shape, order)))
+
+
+def _kernel_gradient(basis: Basis, x: Tensor, grad: Tensor, dim: int, activation: Callable | None) -> Tensor | None:
+    """x's gradient by the compiled CPU kernels, base branch included; None where they do not apply."""
+    spec = basis._translates(x) if grid_expansion.usable(x) else None
+    if spec is None:
+        return None
+    x3, order, memory = _canonical(x, dim)
+    grad3 = grad.permute(order).reshape(x3.shape[0], grad.shape[dim], x3.shape[2])
+    grad3 = _unviewed(grad3.to(x.dtype).contiguous())  # e.g. the expanded (stride 0) gradient of a sum
+    derivative = None if activation is None else activation_grad_function(activation)
+    gx = grid_expansion.expand_grad(x3, grad3, *spec, derivative)
+    if gx is None:
+        return None
+    return gx.view([x.shape[d] for d in memory]).permute([memory.index(d) for d in range(x.dim())])
 
 
 def _grad_of(out: Tensor, x: Tensor, grad: Tensor, create_graph: bool = False) -> Tensor:
@@ -213,11 +279,13 @@ class _Expansion(torch.autograd.Function):
         ctx.save_for_backward(x)
         ctx.basis, ctx.dim, ctx.activation = basis, dim, activation
         xc = _compute(x)
-        first = int(activation is not None)
-        out = _empty_expanded(xc, dim, basis.num_functions + first)
-        if activation is not None:
-            out.select(dim, 0).copy_(activation(xc))
-        basis._fill(xc, out.narrow(dim, first, basis.num_functions), dim)
+        out = _kernel_expansion(basis, xc, dim, activation)
+        if out is None:
+            first = int(activation is not None)
+            out = _empty_expanded(xc, dim, basis.num_functions + first)
+            if activation is not None:
+                out.select(dim, 0).copy_(activation(xc))
+            basis._fill(xc, out.narrow(dim, first, basis.num_functions), dim)
         return out.to(x.dtype)
 
     @staticmethod
@@ -248,6 +316,9 @@ class _TracedExpansion(torch.autograd.Function):
 def _analytic_grad(basis: Basis, x: Tensor, grad: Tensor, dim: int, activation: Callable | None) -> Tensor:
     """x's gradient from the expansion's: the basis' ``_grad`` (autograd of ``_values`` without one) + b'(x)."""
     xc = _compute(x)
+    gx = _kernel_gradient(basis, xc, grad, dim, activation)
+    if gx is not None:
+        return gx.to(x.dtype)
     first = int(activation is not None)
     values_grad = grad.narrow(dim, first, basis.num_functions)
     gx = basis._grad(xc, values_grad, dim)
@@ -358,6 +429,22 @@ class _DenseGrid(torch.autograd.Function):
         return (ctx.basis._dense(x, ctx.dim, derivative=True) * grad).sum(ctx.dim), None, None
 
 
+def _cardinal_bspline(t: Tensor, pieces: tuple[tuple[float, ...], ...], derivative: bool) -> Tensor:
+    """N_k(t) (or dN_k/dt) of the cardinal B-spline as branch-free selects over its k + 1 polynomial pieces
+    (``pieces[p]``: coefficients of N_k(s + p) on s in [0, 1), lowest power first); 0 outside [0, k + 1)."""
+    piece = torch.floor(t)
+    s = t - piece
+    out = torch.zeros_like(t)
+    for p, coef in enumerate(pieces):
+        if derivative:
+            coef = [q * c for q, c in enumerate(coef)][1:]
+        value = torch.full_like(s, coef[-1])
+        for c in reversed(coef[:-1]):
+            value = value * s + c
+        out = torch.where(piece == p, value, out)
+    return out
+
+
 @register_basis("bspline")
 class BSplineBasis(GridBasis):
     """B-splines of order k on G uniform intervals of ``grid_range`` (pykan, Liu et al. arXiv 2404.19756).
@@ -387,7 +474,7 @@ class BSplineBasis(GridBasis):
             for q in range(k + 1)
         ]
         self.register_buffer("_pieces", torch.tensor(pieces, dtype=torch.float64), persistent=False)
-        self._piece_coef = [[pieces[q][p] for q in range(k + 1)] for p in range(k + 1)]  # lowest power first
+        self._piece_coef = tuple(tuple(pieces[q][p] for q in range(k + 1)) for p in range(k + 1))  # lowest power first
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
@@ -444,18 +531,13 @@ class BSplineBasis(GridBasis):
         k = self.spline_order
         low, h = self._grid_tensors(x)
         t = ((x - (low - k * h)) / h).unsqueeze(dim) - self._arange(x, dim)
-        piece = torch.floor(t)
-        s = t - piece
-        out = torch.zeros_like(t)
-        for p in range(k + 1):
-            coef = self._piece_coef[p]
-            if derivative:
-                coef = [q * c for q, c in enumerate(coef)][1:]
-            value = torch.full_like(s, coef[-1])
-            for c in reversed(coef[:-1]):
-                value = value * s + c
-            out = torch.where(piece == p, value, out)
+        out = _cardinal_bspline(t, self._piece_coef, derivative)
         return out / h if derivative else out
+
+    def _translates(self, x: Tensor) -> tuple:
+        low, h = self._grid_tensors(x)
+        pieces = tuple(map(tuple, self._piece_coef))  # hashable, also for modules pickled when it was a list
+        return low - self.spline_order * h, h, self.num_functions, pieces, _cardinal_bspline
 
     def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
         powers, cell, cell_index = self._locate(x, derivative=False)

@@ -1,0 +1,194 @@
+"""The compiled CPU kernels of grid bases (``kanvision.kernels.grid_expansion``) against autograd of the reference."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.utils import counters
+
+from kanvision.kernels import grid_expansion
+from kanvision.layers import KANConv2d, create_basis
+from kanvision.layers.bases import _empty_expanded
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """(kernel, whether it returned a result) for every kernel call; fresh kernel state for the test."""
+    record = []
+    run = grid_expansion._run
+
+    def spy(fn, key, *args):
+        out = run(fn, key, *args)
+        record.append((fn.__name__, out is not None))
+        return out
+
+    monkeypatch.setattr(grid_expansion, "_run", spy)
+    monkeypatch.setattr(grid_expansion, "_broken", False)
+    monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
+    return record
+
+
+def _x(shape, dtype=torch.float64, layout=None):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=g, dtype=dtype) * 3 - 1.5  # across the grid [-1, 1] and beyond its knots
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = x.t()
+    return x.requires_grad_()
+
+
+LAYOUTS = {  # the canonical (P, 1, Q) view of each: P > 1 and Q > 1, Q = 1, P = 1
+    "conv": ((4, 16, 24, 24), None, 2),
+    "channels_last": ((4, 16, 24, 24), "channels_last", 2),
+    "linear": ((512, 96), None, -1),
+    "transposed": ((96, 512), "transposed", -1),
+    "outermost": ((64, 1024), None, 0),
+}
+
+
+# the layouts of new kernel variants beyond the two common ones compile for seconds each: slow
+@pytest.mark.parametrize(
+    "layout", [pytest.param(k, marks=pytest.mark.slow) if k in ("transposed", "outermost") else k for k in LAYOUTS]
+)
+def test_kernels_match_autograd_of_the_reference_in_float64(calls, layout):
+    shape, memory, dim = LAYOUTS[layout]
+    basis = create_basis("bspline", grid_size=4, spline_order=3)
+    x = _x(shape, layout=memory)
+    y, ref = basis(x, dim, F.silu), basis.reference(x, dim, F.silu)
+    assert y.stride() == _empty_expanded(x, dim if dim >= 0 else x.dim() + 1 + dim, 8).stride()
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    grad = torch.randn_like(ref)
+    (gx,) = torch.autograd.grad(y, x, grad)
+    (gref,) = torch.autograd.grad(ref, x, grad)
+    assert gx.stride() == x.stride()
+    torch.testing.assert_close(gx, gref, atol=1e-11, rtol=1e-11)
+    assert calls == [("_forward", True), ("_backward", True)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", [None, F.gelu])
+def test_kernels_with_other_base_branches_and_orders(calls, activation):
+    basis = create_basis("bspline", grid_size=7, spline_order=1, grid_range=(-0.5, 2.0))
+    x = _x((8, 16, 16, 16))
+    y, ref = basis(x, 2, activation), basis.reference(x, 2, activation)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    grad = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    assert calls == [("_forward", True), ("_backward", True)]
+
+
+def test_kernel_output_is_not_a_view_and_can_be_changed_in_place(calls):
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24))
+    y = basis(x, 2, F.silu)
+    assert y._base is None
+    y.mul_(2)  # autograd forbids this on a view made inside a custom Function
+    grad = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, grad)
+    (gref,) = torch.autograd.grad(basis.reference(x, 2, F.silu), x, 2 * grad)
+    torch.testing.assert_close(gx, gref)
+    assert ("_forward", True) in calls
+
+
+def test_conv_layer_on_the_kernels_matches_the_eager_ops(calls, monkeypatch):
+    conv = KANConv2d(16, 8, 3, padding=1, stride=2, basis="bspline")
+    x = _x((2, 16, 32, 32), dtype=torch.float32)
+    results = []
+    for kernels in ("1", "0"):
+        monkeypatch.setenv("KANVISION_CPU_KERNELS", kernels)
+        out = conv(x)
+        results.append((out, *torch.autograd.grad(out.square().sum(), (x, conv.weight))))
+    assert calls == [("_forward", True), ("_backward", True)]  # the second pass never called them
+    for fused, eager in zip(*results, strict=True):
+        torch.testing.assert_close(fused, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_half_precision_input_computes_in_float32(calls):
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24), dtype=torch.float32)
+    xb = x.detach().bfloat16().requires_grad_()
+    y = basis(xb, 2, F.silu)
+    assert y.dtype == torch.bfloat16
+    ref = basis.reference(xb.float(), 2, F.silu)
+    torch.testing.assert_close(y.float(), ref, atol=1e-6, rtol=2**-8)  # bf16 rounding of the float32 values
+    y.float().sum().backward()
+    assert xb.grad.dtype == torch.bfloat16 and torch.isfinite(xb.grad.float()).all()
+    assert calls == [("_forward", True), ("_backward", True)]
+
+
+def test_new_sizes_and_grids_reuse_the_compiled_kernels(calls):
+    first = create_basis("bspline", grid_size=5)
+    x = _x((4, 16, 24, 24), dtype=torch.float32)
+    first(x, 2, F.silu).sum().backward()  # compiles this variant (or finds it compiled)
+    graphs = counters["stats"]["unique_graphs"]
+    # P = Q (duck sizing would specialise on it), sizes equal to n, another grid and size n, other batch sizes
+    for shape, basis in [
+        ((32, 32, 32, 32), first),
+        ((1, 8, 8, 512), first),
+        ((3, 5, 7, 1000), first.resized(-3.0, 2.0, 9)),
+        ((4, 16, 24, 24), create_basis("bspline", grid_size=12, grid_range=(0.0, 4.0))),
+    ]:
+        x = _x(shape, dtype=torch.float32)
+        y = basis(x, 2, F.silu)
+        torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-5, rtol=0)  # float32 rounding
+        y.sum().backward()
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert all(ok for _, ok in calls) and len(calls) == 10
+
+
+def test_a_failed_compile_falls_back_to_the_eager_ops_with_a_warning(calls, monkeypatch):
+    def broken(fn):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(grid_expansion, "_compiled", broken)
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24))
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        y = basis(x, 2, F.silu)
+    torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
+    assert not grid_expansion.usable(x.detach())
+    y.sum().backward()  # the eager backward, no second attempt
+    assert calls == [("_forward", False)]
+
+
+def test_past_the_variant_limit_the_eager_ops_run(calls, monkeypatch):
+    monkeypatch.setattr(grid_expansion, "MAX_VARIANTS", 0)
+    monkeypatch.setattr(grid_expansion, "_variants", {"_forward": set(), "_backward": set()})
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24))
+    torch.testing.assert_close(basis(x, 2, None), basis.reference(x, 2, None), atol=1e-12, rtol=0)
+    assert calls == [("_forward", False)]
+
+
+def test_which_inputs_take_the_kernels(monkeypatch):
+    monkeypatch.setattr(grid_expansion, "_broken", False)
+    monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
+    big = torch.empty(grid_expansion.MIN_NUMEL)
+    assert grid_expansion.usable(big) and grid_expansion.usable(big.double())
+    assert not grid_expansion.usable(big[1:])  # small: the eager ops are fast and need no compile
+    assert not grid_expansion.usable(big.bfloat16())  # callers pass the float32 compute copy
+    assert not grid_expansion.usable(torch.empty(grid_expansion.MIN_NUMEL, device="meta"))
+    monkeypatch.setenv("KANVISION_CPU_KERNELS", "0")
+    assert not grid_expansion.usable(big)
+
+
+def test_other_bases_and_small_inputs_keep_the_eager_ops(calls):
+    x = _x((4, 16, 24, 24))
+    create_basis("chebyshev")(x, 2, F.silu).sum().backward()  # not a basis of translates
+    create_basis("bspline")(_x((2, 3, 4, 5)), 2, F.silu).sum().backward()
+    assert calls == []
+
+
+def test_inference_mode_and_no_grad_give_the_training_values(calls):
+    conv = KANConv2d(16, 8, 3, padding=1, basis="bspline")
+    x = _x((4, 16, 32, 32), dtype=torch.float32).detach()
+    with torch.inference_mode():  # Lightning evaluates under inference mode
+        inference = conv(x)
+    with torch.no_grad():
+        plain = conv(x)
+    torch.testing.assert_close(inference, plain, atol=0, rtol=0)
+    torch.testing.assert_close(plain, conv(x), atol=0, rtol=0)
+    assert calls == [("_forward", True)] * 3
