@@ -9,8 +9,8 @@ page faults, so eager code spent about as long on the expansion as the convoluti
 The kernels see canonical tensors only: ``x`` as ``(P, 1, Q)`` and the expansion as ``(P, m, Q)``, both contiguous
 (the caller maps any layout to that), so the compiled code depends on nothing but the dtype, the basis constants, the
 base activation and whether P or Q is 1: one compile per such variant per process (inductor caches on disk), with
-dynamic sizes. Compiling needs inductor's C++ toolchain; where it fails, or after ``MAX_VARIANTS`` variants, or
-when ``KANVISION_CPU_KERNELS=0`` is set, :func:`usable` says no and callers keep their eager path.
+dynamic sizes. Compiling needs inductor's C++ toolchain. Callers keep their eager path where :func:`usable` says no
+(e.g. ``KANVISION_CPU_KERNELS=0``), past ``MAX_VARIANTS`` variants, and where compiling fails (with a warning).
 """
 
 from __future__ import annotations
@@ -18,36 +18,57 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch._dynamo.exc import BackendCompilerFailed
 from torch.fx.experimental import _config as fx_config
 
-__all__ = ["MAX_VARIANTS", "MIN_NUMEL", "expand", "expand_grad", "usable"]
+__all__ = ["MAX_VARIANTS", "MIN_NUMEL", "expand", "expand_grad", "is_wrapped", "reset", "usable"]
 
 log = logging.getLogger(__name__)
 
 # Below this many inputs the eager ops are already fast, and small inputs (unit tests, gradcheck) need no compile.
 MIN_NUMEL = 1 << 15
-# Dynamo keeps at most 8 compiled variants per function (``recompile_limit``); past them it would run the Python.
+# Dynamo keeps at most ``recompile_limit`` (8) compiled variants per function; with fullgraph=True one more is an error.
 MAX_VARIANTS = 8
 
 _variants: dict[str, set[tuple]] = {"_forward": set(), "_backward": set()}
-_broken = False
+_failed: set[tuple] = set()  # variants that raised: not tried again
+_broken = False  # the compiler itself failed (e.g. no C++ toolchain): no kernels in this process
+_lock = threading.Lock()  # the duck-shape switch is process-global: one compiled call at a time
 
 
 def usable(x: Tensor) -> bool:
-    """Whether ``x`` (the basis input, already in its compute dtype) should take the compiled kernels."""
+    """Whether ``x`` (the basis input, already in its compute dtype) should take the compiled kernels.
+
+    Not inside compiled code (the outer graph would guard on these checks), not under a dispatch or function mode
+    (FLOP counters, ``make_fx``, ``with torch.device(...)``), not for tensor subclasses or functorch wrappers, and
+    not when dynamo is disabled or its stance is not the default (the kernels would run as slower plain Python).
+    """
     return (
-        not _broken
+        not torch.compiler.is_compiling()
+        and not _broken
+        and type(x) is Tensor
+        and x.layout == torch.strided
         and x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.float64)
         and x.numel() >= MIN_NUMEL
+        and not is_wrapped(x)
+        and torch._C._len_torch_dispatch_stack() == 0
+        and torch._C._len_torch_function_stack() == 0
         and os.environ.get("KANVISION_CPU_KERNELS", "1") != "0"
-        and not torch._dynamo.config.disable  # the kernels would run as plain (slower) Python
+        and not torch._dynamo.config.disable
+        and torch._dynamo.eval_frame._stance.stance == "default"
     )
+
+
+def is_wrapped(t: Tensor) -> bool:
+    """Whether ``t`` is a functorch wrapper (vmap, grad transforms) or a batched gradient (``is_grads_batched``)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
 
 
 def _forward(x: Tensor, first: Tensor, h: Tensor, n: int, params: tuple, phi: Callable, activation: Callable | None):
@@ -66,30 +87,47 @@ def _backward(
 
 @functools.cache
 def _compiled(fn: Callable) -> Callable:
-    return torch.compile(fn, dynamic=True, fullgraph=True)
+    # dynamic_threads: the OpenMP thread count follows torch.set_num_threads, not the count at compile time
+    return torch.compile(fn, dynamic=True, fullgraph=True, options={"cpp.dynamic_threads": True})
+
+
+def reset() -> None:
+    """Forget the compiled variants and failures, as in a fresh process (inductor's disk cache stays)."""
+    global _broken
+    for fn in (_forward, _backward):
+        torch._C._dynamo.eval_frame.reset_code(fn.__code__)
+        _variants[fn.__name__].clear()
+    _failed.clear()
+    _broken = False
+
+
+def _key(x: Tensor, params: tuple, phi: Callable, activation: Callable | None) -> tuple:
+    """What the compiled code specialises on: sizes are dynamic except for 0/1, plus dynamo's global-state guards."""
+    sizes = (x.shape[0] == 1, x.shape[2] == 1)
+    modes = (x.is_inference(), torch.is_inference_mode_enabled(), torch.get_default_dtype())
+    return (x.dtype, params, phi, activation, *sizes, *modes, torch.are_deterministic_algorithms_enabled())
 
 
 def _run(fn: Callable, key: tuple, *args) -> Tensor | None:
     """``fn`` compiled, or None (the caller's eager path) when this variant cannot be compiled."""
     global _broken
     variants = _variants[fn.__name__]
+    if (fn.__name__, key) in _failed:
+        return None
     if key not in variants:
-        if len(variants) >= MAX_VARIANTS:
+        if len(variants) >= min(MAX_VARIANTS, torch._dynamo.config.recompile_limit):
             return None
         variants.add(key)
     try:
-        with torch.no_grad(), torch.autocast("cpu", enabled=False), fx_config.patch(use_duck_shape=False):
+        with _lock, torch.no_grad(), torch.autocast("cpu", enabled=False), fx_config.patch(use_duck_shape=False):
             return _compiled(fn)(*args)
-    except Exception as error:  # no C++ toolchain, unsupported Python: the eager path is correct, only slower
-        _broken = True
-        warnings.warn(f"kanvision: compiled CPU basis kernels disabled, using eager ops ({error!r})", stacklevel=3)
+    except Exception as error:  # the eager path is correct, only slower
+        if isinstance(error, BackendCompilerFailed):  # e.g. no C++ toolchain: every variant would fail
+            _broken = True
+        _failed.add((fn.__name__, key))
+        log.debug("compiled %s failed", fn.__name__, exc_info=True)
+        warnings.warn(f"kanvision: compiled CPU basis kernel not used, eager ops instead ({error!r})", stacklevel=2)
         return None
-
-
-def _key(x: Tensor, params: tuple, phi: Callable, activation: Callable | None) -> tuple:
-    """What the compiled code specialises on (sizes are dynamic except for 0/1)."""
-    sizes = (x.shape[0] == 1, x.shape[2] == 1)
-    return (x.dtype, params, phi, activation, *sizes, x.is_inference(), torch.is_inference_mode_enabled())
 
 
 def expand(

@@ -178,9 +178,11 @@ class Basis(nn.Module):
         return None
 
     def _translates(self, x: Tensor) -> tuple | None:
-        """``(first, h, n, params, phi)`` where B_j(x) = phi((x - first) / h - j, params, derivative=False) for
-        j < n (``first``, ``h``: 0-d tensors of x's dtype; ``params`` hashable): then eager CPU runs the compiled
-        kernels of :mod:`kanvision.kernels.grid_expansion`. None (default): the basis is not of that form."""
+        """``(first, h, n, params, phi)`` where B_j(x) = phi((x - first) / h - j, params, False) for j < n and
+        ``phi(t, params, True)`` is dphi/dt: then eager CPU runs the compiled kernels of
+        :mod:`kanvision.kernels.grid_expansion`. ``first``, ``h``: 0-d tensors of x's dtype; ``phi`` a module-level
+        function and ``params`` a tuple of its constants (both are part of the compiled variant's key, so they must
+        not change from call to call). None (default): the basis is not of that form."""
         return None
 
 
@@ -261,7 +263,7 @@ def _kernel_gradient(basis: Basis, x: Tensor, grad: Tensor, dim: int, activation
     gx = grid_expansion.expand_grad(x3, grad3, *spec, derivative)
     if gx is None:
         return None
-    return gx.view([x.shape[d] for d in memory]).permute([memory.index(d) for d in range(x.dim())])
+    return gx.reshape([x.shape[d] for d in memory]).permute([memory.index(d) for d in range(x.dim())])
 
 
 def _grad_of(out: Tensor, x: Tensor, grad: Tensor, create_graph: bool = False) -> Tensor:
@@ -292,9 +294,13 @@ class _Expansion(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         (x,) = ctx.saved_tensors
         basis, dim, activation = ctx.basis, ctx.dim, ctx.activation
-        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, through the reference ops
+        # create_graph=True needs a differentiable gradient, batched gradients (vmap) ops that support batching:
+        # both get autograd of the reference ops
+        if torch.is_grad_enabled() or grid_expansion.is_wrapped(grad):
             xx = x if x.requires_grad else x.detach().requires_grad_()
-            return _grad_of(basis.reference(xx, dim, activation), xx, grad, create_graph=True), None, None, None
+            with torch.enable_grad():
+                gx = _grad_of(basis.reference(xx, dim, activation), xx, grad, create_graph=torch.is_grad_enabled())
+            return gx, None, None, None
         return _analytic_grad(basis, x, grad, dim, activation), None, None, None
 
 
@@ -442,7 +448,7 @@ def _cardinal_bspline(t: Tensor, pieces: tuple[tuple[float, ...], ...], derivati
         for c in reversed(coef[:-1]):
             value = value * s + c
         out = torch.where(piece == p, value, out)
-    return out
+    return torch.where(torch.isfinite(t), out, t - t)  # NaN for a NaN or infinite input, as the eager path gives
 
 
 @register_basis("bspline")

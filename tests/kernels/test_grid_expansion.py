@@ -1,18 +1,30 @@
 """The compiled CPU kernels of grid bases (``kanvision.kernels.grid_expansion``) against autograd of the reference."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch._dynamo.utils import counters
+from torch.utils.flop_counter import FlopCounterMode
 
 from kanvision.kernels import grid_expansion
 from kanvision.layers import KANConv2d, create_basis
 from kanvision.layers.bases import _empty_expanded
 
 
+def _reset_if_spent():
+    """Fresh kernel state when earlier tests left failures or too few free variants (a test needs at most 2)."""
+    spent = max(len(v) for v in grid_expansion._variants.values()) > grid_expansion.MAX_VARIANTS - 2
+    if spent or grid_expansion._failed or grid_expansion._broken:
+        grid_expansion.reset()  # recompiling costs seconds, so not before every test
+
+
 @pytest.fixture
 def calls(monkeypatch):
-    """(kernel, whether it returned a result) for every kernel call; fresh kernel state for the test."""
+    """(kernel, whether it returned a result) for every kernel call."""
     record = []
     run = grid_expansion._run
 
@@ -21,10 +33,11 @@ def calls(monkeypatch):
         record.append((fn.__name__, out is not None))
         return out
 
+    _reset_if_spent()
     monkeypatch.setattr(grid_expansion, "_run", spy)
-    monkeypatch.setattr(grid_expansion, "_broken", False)
     monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
-    return record
+    yield record
+    _reset_if_spent()
 
 
 def _x(shape, dtype=torch.float64, layout=None):
@@ -111,8 +124,12 @@ def test_half_precision_input_computes_in_float32(calls):
     assert y.dtype == torch.bfloat16
     ref = basis.reference(xb.float(), 2, F.silu)
     torch.testing.assert_close(y.float(), ref, atol=1e-6, rtol=2**-8)  # bf16 rounding of the float32 values
-    y.float().sum().backward()
-    assert xb.grad.dtype == torch.bfloat16 and torch.isfinite(xb.grad.float()).all()
+    grad = torch.randn_like(ref)
+    y.backward(grad.bfloat16())
+    xr = xb.detach().float().requires_grad_()
+    basis.reference(xr, 2, F.silu).backward(grad.bfloat16().float())
+    assert xb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(xb.grad.float(), xr.grad, atol=1e-5, rtol=2**-8)
     assert calls == [("_forward", True), ("_backward", True)]
 
 
@@ -136,31 +153,58 @@ def test_new_sizes_and_grids_reuse_the_compiled_kernels(calls):
     assert all(ok for _, ok in calls) and len(calls) == 10
 
 
-def test_a_failed_compile_falls_back_to_the_eager_ops_with_a_warning(calls, monkeypatch):
+def test_a_variant_that_fails_to_compile_runs_the_eager_ops_with_a_warning(calls, monkeypatch):
     def broken(fn):
         def fail(*args):
-            raise RuntimeError("no C++ compiler")
+            raise RuntimeError("cannot trace this")
 
         return fail
 
     monkeypatch.setattr(grid_expansion, "_compiled", broken)
     basis = create_basis("bspline")
     x = _x((4, 16, 24, 24))
-    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+    with pytest.warns(UserWarning, match="cannot trace this"):
         y = basis(x, 2, F.silu)
     torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
-    assert not grid_expansion.usable(x.detach())
-    y.sum().backward()  # the eager backward, no second attempt
-    assert calls == [("_forward", False)]
+    assert grid_expansion.usable(x.detach())  # other variants are still tried
+    with pytest.warns(UserWarning, match="cannot trace this"):
+        y.sum().backward()
+    basis(x, 2, F.silu).sum().backward()  # no second attempt (and no warning) for the failed variants
+    assert calls == [("_forward", False), ("_backward", False)] * 2
+
+
+def test_without_a_cpp_compiler_the_kernels_switch_off(tmp_path):
+    """A real failed compile: no C++ compiler, and inductor's cache empty so that it must compile."""
+    script = """
+import warnings, torch, torch.nn.functional as F
+torch._inductor.config.cpp.cxx = ("no-such-cxx",)
+from kanvision.kernels import grid_expansion
+from kanvision.layers import create_basis
+basis = create_basis("bspline")
+x = torch.randn(4, 16, 24, 24, requires_grad=True)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    y = basis(x, 2, F.silu)
+    y.sum().backward()
+assert any("compiler" in str(w.message) for w in caught), [str(w.message) for w in caught]
+assert grid_expansion._broken and not grid_expansion.usable(x.detach())
+torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-6, rtol=0)
+print("fallback ok")
+"""
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), KANVISION_CPU_KERNELS="1")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "fallback ok" in done.stdout, done.stderr[-3000:]
 
 
 def test_past_the_variant_limit_the_eager_ops_run(calls, monkeypatch):
     monkeypatch.setattr(grid_expansion, "MAX_VARIANTS", 0)
-    monkeypatch.setattr(grid_expansion, "_variants", {"_forward": set(), "_backward": set()})
     basis = create_basis("bspline")
     x = _x((4, 16, 24, 24))
-    torch.testing.assert_close(basis(x, 2, None), basis.reference(x, 2, None), atol=1e-12, rtol=0)
-    assert calls == [("_forward", False)]
+    y, ref = basis(x, 2, None), basis.reference(x, 2, None)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    grad = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    assert calls == [("_forward", False), ("_backward", False)]
 
 
 def test_which_inputs_take_the_kernels(monkeypatch):
@@ -171,8 +215,25 @@ def test_which_inputs_take_the_kernels(monkeypatch):
     assert not grid_expansion.usable(big[1:])  # small: the eager ops are fast and need no compile
     assert not grid_expansion.usable(big.bfloat16())  # callers pass the float32 compute copy
     assert not grid_expansion.usable(torch.empty(grid_expansion.MIN_NUMEL, device="meta"))
+    with torch.device("cpu"):  # a function mode: compiled code would guard on it
+        assert not grid_expansion.usable(big)
+    with FlopCounterMode(display=False):  # a dispatch mode: fullgraph compile refuses to run under it
+        assert not grid_expansion.usable(big)
     monkeypatch.setenv("KANVISION_CPU_KERNELS", "0")
     assert not grid_expansion.usable(big)
+
+
+def test_flop_counting_and_batched_gradients_take_the_eager_ops(calls):
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24))
+    with FlopCounterMode(display=False):
+        y = basis(x, 2, F.silu)
+    torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
+    grads = torch.randn(2, *y.shape, dtype=y.dtype)
+    (batched,) = torch.autograd.grad(y, x, grads, is_grads_batched=True)
+    for g, gb in zip(grads, batched, strict=True):
+        torch.testing.assert_close(gb, torch.autograd.grad(basis.reference(x, 2, F.silu), x, g)[0])
+    assert calls == []
 
 
 def test_other_bases_and_small_inputs_keep_the_eager_ops(calls):
@@ -182,7 +243,7 @@ def test_other_bases_and_small_inputs_keep_the_eager_ops(calls):
     assert calls == []
 
 
-def test_inference_mode_and_no_grad_give_the_training_values(calls):
+def test_inference_mode_and_no_grad_give_the_training_values(calls, monkeypatch):
     conv = KANConv2d(16, 8, 3, padding=1, basis="bspline")
     x = _x((4, 16, 32, 32), dtype=torch.float32).detach()
     with torch.inference_mode():  # Lightning evaluates under inference mode
@@ -192,3 +253,51 @@ def test_inference_mode_and_no_grad_give_the_training_values(calls):
     torch.testing.assert_close(inference, plain, atol=0, rtol=0)
     torch.testing.assert_close(plain, conv(x), atol=0, rtol=0)
     assert calls == [("_forward", True)] * 3
+    monkeypatch.setenv("KANVISION_CPU_KERNELS", "0")
+    torch.testing.assert_close(conv(x), plain, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _x((4, 16, 24, 48))[..., ::2],  # not dense
+        lambda: _x((3, 4, 16, 24, 24))[1],  # a storage offset
+        lambda: _x((4, 16, 24, 24)).permute(0, 2, 1, 3),  # permuted
+        lambda: _x((4, 4096, 3)),  # small Q
+    ],
+    ids=["strided", "offset", "permuted", "small_q"],
+)
+def test_unusual_layouts_match_the_reference(calls, make):
+    basis = create_basis("bspline")
+    x = make()
+    y, ref = basis(x, 2, F.silu), basis.reference(x, 2, F.silu)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    assert y._base is None and y.stride() == _empty_expanded(x, 2, 9).stride()
+    grad = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    assert calls == [("_forward", True), ("_backward", True)]
+
+
+def test_non_finite_inputs_give_nan(calls):
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24)).detach()
+    x[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=x.dtype)
+    y = basis(x.requires_grad_(), 2, None)
+    assert y[0, 0, :, 0, :3].isnan().all() and y[0, 0, :, 0, 3:].isfinite().all()
+    assert calls == [("_forward", True)]
+
+
+@pytest.mark.slow
+def test_an_outer_compile_neither_calls_nor_guards_on_the_kernels(calls):
+    basis = create_basis("chebyshev")
+    compiled = torch.compile(lambda t: basis(t, 1, F.silu), dynamic=True)
+    for shape in [(64, 1024), (4, 8)]:  # above and below MIN_NUMEL: one graph for both
+        compiled(_x(shape, dtype=torch.float32)).sum().backward()
+    graphs = counters["stats"]["unique_graphs"]
+    compiled(_x((64, 2048), dtype=torch.float32)).sum().backward()
+    assert counters["stats"]["unique_graphs"] == graphs
+    spline = create_basis("bspline")
+    x = _x((64, 1024), dtype=torch.float32)
+    y = torch.compile(lambda t: spline(t, 1, F.silu))(x)
+    torch.testing.assert_close(y, spline.reference(x, 1, F.silu), atol=1e-5, rtol=0)
+    assert calls == []
