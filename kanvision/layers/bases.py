@@ -10,9 +10,8 @@ float32 when given half-precision input, returning the input's dtype.
 Adding a basis: subclass :class:`Basis`, implement ``_expand`` (vectorised) or ``_terms`` (a list, e.g.
 a recurrence), and decorate it with ``@register_basis("name")``. It then works in every layer, with autograd
 through those ops in backward. For speed, also implement ``_fill`` (values written in place) and ``_grad``
-(the analytic derivative from x-sized buffers), as the built-in bases do; a basis of translates
-B_j(x) = phi((x - t_0) / h - j) can also give ``_translates``, and then runs inductor-generated kernels on CPU
-(the B-spline does, see :mod:`kanvision.kernels.grid_expansion`).
+(the analytic derivative from x-sized buffers), as the built-in bases do; with ``_kernel`` (a traceable form of
+all n values) it runs inductor-generated kernels on CPU instead (see :mod:`kanvision.kernels.basis_expansion`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-from kanvision.kernels import grid_expansion
+from kanvision.kernels import basis_expansion
 from kanvision.layers.activations import activation_grad, activation_grad_function, has_closed_form_grad
 
 __all__ = [
@@ -177,12 +176,15 @@ class Basis(nn.Module):
         """sum_k grad_k B_k'(x) (``grad`` has n slots at ``dim``), or None to differentiate ``_values`` instead."""
         return None
 
-    def _translates(self, x: Tensor) -> tuple | None:
-        """``(first, h, n, params, phi)`` where B_j(x) = phi((x - first) / h - j, params, False) for j < n and
-        ``phi(t, params, True)`` is dphi/dt: then eager CPU runs the compiled kernels of
-        :mod:`kanvision.kernels.grid_expansion`. ``first``, ``h``: 0-d tensors of x's dtype; ``phi`` a module-level
-        function and ``params`` a tuple of its constants (both are part of the compiled variant's key, so they must
-        not change from call to call). None (default): the basis is not of that form."""
+    def _kernel(self, x: Tensor) -> tuple | None:
+        """``(phi, tensors, params)`` for the compiled CPU kernels of :mod:`kanvision.kernels.basis_expansion`, or
+        None (default: the eager ``_fill``/``_grad``).
+
+        ``phi(x, tensors, n, params, derivative)`` maps x as ``(P, 1, Q)`` to the n values (or their x-derivatives)
+        as ``(P, n, Q)`` with traceable ops. ``phi`` is a module-level function and ``params`` a tuple of its
+        constants; both key the compiled variant, so they must not change from call to call (put values that do,
+        such as the grid, in ``tensors``: 0-d tensors of x's dtype).
+        """
         return None
 
 
@@ -228,41 +230,60 @@ def _canonical(x: Tensor, dim: int) -> tuple[Tensor, list[int], list[int]]:
     memory = [d - (d > dim) for d in order if d != dim]
     inner = order.index(dim)
     outer_size = math.prod(x.shape[d] for d in memory[:inner])
-    return _unviewed(x.detach().permute(memory).reshape(outer_size, 1, -1).contiguous()), order, memory
+    return _unviewed(x.detach().permute(memory).reshape(outer_size, 1, -1), canonical=True), order, memory
 
 
-def _unviewed(t: Tensor) -> Tensor:
+def _unviewed(t: Tensor, canonical: bool = False) -> Tensor:
     """``t`` as a fresh tensor on the same storage, not a view: compiled code would guard on (and recompile for) the
-    sizes of a view's base, and autograd forbids in-place changes of views made inside a Function."""
+    sizes of a view's base, and autograd forbids in-place changes of views made inside a Function. ``canonical``:
+    contiguous with the standard strides, also on size-1 axes (which ``contiguous()`` leaves as they are)."""
+    if canonical:
+        t = t.contiguous()
+        strides = [1] * t.dim()
+        for d in range(t.dim() - 2, -1, -1):
+            strides[d] = strides[d + 1] * t.shape[d + 1]
+        return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, strides)
     return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
 
 
 def _kernel_expansion(basis: Basis, x: Tensor, dim: int, activation: Callable | None) -> Tensor | None:
     """The expansion by the compiled CPU kernels, laid out as ``_empty_expanded``; None where they do not apply."""
-    spec = basis._translates(x) if grid_expansion.usable(x) else None
+    spec = basis._kernel(x) if basis_expansion.usable(x) else None
     if spec is None:
         return None
     x3, order, _ = _canonical(x, dim)
-    out = grid_expansion.expand(x3, *spec, activation)
+    n = basis.num_functions
+    out = basis_expansion.expand(x3, spec[0], spec[1], n, spec[2], activation)
     if out is None:
         return None
+    m = n + int(activation is not None)
+    if out.shape != (x3.shape[0], m, x3.shape[2]):
+        raise ValueError(
+            f"{type(basis).__name__}._kernel's phi gave {tuple(out.shape)} for x {tuple(x3.shape)}; "
+            f"expected {(x3.shape[0], m, x3.shape[2])} (n = {n} slots + the base branch)"
+        )
     shape = list(x.shape)
-    shape.insert(dim, out.shape[1])
+    shape.insert(dim, m)
     return _unviewed(out.contiguous().as_strided(shape, _dense_strides(shape, order)))
 
 
 def _kernel_gradient(basis: Basis, x: Tensor, grad: Tensor, dim: int, activation: Callable | None) -> Tensor | None:
     """x's gradient by the compiled CPU kernels, base branch included; None where they do not apply."""
-    spec = basis._translates(x) if grid_expansion.usable(x) else None
+    spec = basis._kernel(x) if basis_expansion.usable(x) else None
     if spec is None:
         return None
     x3, order, memory = _canonical(x, dim)
     grad3 = grad.permute(order).reshape(x3.shape[0], grad.shape[dim], x3.shape[2])
-    grad3 = _unviewed(grad3.to(x.dtype).contiguous())  # e.g. the expanded (stride 0) gradient of a sum
+    grad3 = _unviewed(grad3.to(x.dtype), canonical=True)  # e.g. the expanded (stride 0) gradient of a sum
     derivative = None if activation is None else activation_grad_function(activation)
-    gx = grid_expansion.expand_grad(x3, grad3, *spec, derivative)
+    gx = basis_expansion.expand_grad(x3, grad3, spec[0], spec[1], basis.num_functions, spec[2], derivative)
     if gx is None:
         return None
+    if gx.shape != x3.shape:
+        raise ValueError(
+            f"{type(basis).__name__}._kernel's derivative gave x's gradient the shape "
+            f"{tuple(gx.shape)}, expected {tuple(x3.shape)}"
+        )
     return gx.reshape([x.shape[d] for d in memory]).permute([memory.index(d) for d in range(x.dim())])
 
 
@@ -296,10 +317,11 @@ class _Expansion(torch.autograd.Function):
         basis, dim, activation = ctx.basis, ctx.dim, ctx.activation
         # create_graph=True needs a differentiable gradient, batched gradients (vmap) ops that support batching:
         # both get autograd of the reference ops
-        if torch.is_grad_enabled() or grid_expansion.is_wrapped(grad):
+        if torch.is_grad_enabled() or basis_expansion.is_wrapped(grad):
             xx = x if x.requires_grad else x.detach().requires_grad_()
+            create_graph = torch.is_grad_enabled()
             with torch.enable_grad():
-                gx = _grad_of(basis.reference(xx, dim, activation), xx, grad, create_graph=torch.is_grad_enabled())
+                gx = _grad_of(basis.reference(xx, dim, activation), xx, grad, create_graph=create_graph)
             return gx, None, None, None
         return _analytic_grad(basis, x, grad, dim, activation), None, None, None
 
@@ -448,7 +470,15 @@ def _cardinal_bspline(t: Tensor, pieces: tuple[tuple[float, ...], ...], derivati
         for c in reversed(coef[:-1]):
             value = value * s + c
         out = torch.where(piece == p, value, out)
-    return torch.where(torch.isfinite(t), out, t - t)  # NaN for a NaN or infinite input, as the eager path gives
+    return out + t * 0  # NaN in every slot for a NaN or infinite input (the eager path gives NaN in some)
+
+
+def _bspline_slots(x: Tensor, grid: tuple[Tensor, Tensor], n: int, pieces: tuple, derivative: bool) -> Tensor:
+    """B_j(x) = N_k((x - t_0) / h - j), j < n, on ``(P, 1, Q) -> (P, n, Q)`` (or d/dx); ``grid`` = (t_0, h)."""
+    first, h = grid
+    t = (x - first) / h - torch.arange(n, dtype=x.dtype, device=x.device).view(1, n, 1)
+    out = _cardinal_bspline(t, pieces, derivative)
+    return out / h if derivative else out
 
 
 @register_basis("bspline")
@@ -540,10 +570,12 @@ class BSplineBasis(GridBasis):
         out = _cardinal_bspline(t, self._piece_coef, derivative)
         return out / h if derivative else out
 
-    def _translates(self, x: Tensor) -> tuple:
+    def _kernel(self, x: Tensor) -> tuple | None:
+        if type(self)._fill is not BSplineBasis._fill or type(self)._expand is not BSplineBasis._expand:
+            return None  # a subclass that changes the values keeps its own eager path
         low, h = self._grid_tensors(x)
         pieces = tuple(map(tuple, self._piece_coef))  # hashable, also for modules pickled when it was a list
-        return low - self.spline_order * h, h, self.num_functions, pieces, _cardinal_bspline
+        return _bspline_slots, (low - self.spline_order * h, h), pieces
 
     def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
         powers, cell, cell_index = self._locate(x, derivative=False)

@@ -1,4 +1,4 @@
-"""The compiled CPU kernels of grid bases (``kanvision.kernels.grid_expansion``) against autograd of the reference."""
+"""The compiled CPU kernels of grid bases (``kanvision.kernels.basis_expansion``) against autograd of the reference."""
 
 import os
 import subprocess
@@ -10,23 +10,23 @@ import torch.nn.functional as F
 from torch._dynamo.utils import counters
 from torch.utils.flop_counter import FlopCounterMode
 
-from kanvision.kernels import grid_expansion
-from kanvision.layers import KANConv2d, create_basis
+from kanvision.kernels import basis_expansion
+from kanvision.layers import Basis, KANConv2d, create_basis
 from kanvision.layers.bases import _empty_expanded
 
 
 def _reset_if_spent():
     """Fresh kernel state when earlier tests left failures or too few free variants (a test needs at most 2)."""
-    spent = max(len(v) for v in grid_expansion._variants.values()) > grid_expansion.MAX_VARIANTS - 2
-    if spent or grid_expansion._failed or grid_expansion._broken:
-        grid_expansion.reset()  # recompiling costs seconds, so not before every test
+    spent = max(*map(len, basis_expansion._variants.values()), *_entries()) > basis_expansion.MAX_VARIANTS - 2
+    if spent or basis_expansion._failed or basis_expansion._broken:
+        basis_expansion.reset()  # recompiling costs seconds, so not before every test
 
 
 @pytest.fixture
 def calls(monkeypatch):
     """(kernel, whether it returned a result) for every kernel call."""
     record = []
-    run = grid_expansion._run
+    run = basis_expansion._run
 
     def spy(fn, key, *args):
         out = run(fn, key, *args)
@@ -34,7 +34,7 @@ def calls(monkeypatch):
         return out
 
     _reset_if_spent()
-    monkeypatch.setattr(grid_expansion, "_run", spy)
+    monkeypatch.setattr(basis_expansion, "_run", spy)
     monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
     yield record
     _reset_if_spent()
@@ -160,13 +160,13 @@ def test_a_variant_that_fails_to_compile_runs_the_eager_ops_with_a_warning(calls
 
         return fail
 
-    monkeypatch.setattr(grid_expansion, "_compiled", broken)
+    monkeypatch.setattr(basis_expansion, "_compiled", broken)
     basis = create_basis("bspline")
     x = _x((4, 16, 24, 24))
     with pytest.warns(UserWarning, match="cannot trace this"):
         y = basis(x, 2, F.silu)
     torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
-    assert grid_expansion.usable(x.detach())  # other variants are still tried
+    assert basis_expansion.usable(x.detach())  # other variants are still tried
     with pytest.warns(UserWarning, match="cannot trace this"):
         y.sum().backward()
     basis(x, 2, F.silu).sum().backward()  # no second attempt (and no warning) for the failed variants
@@ -178,7 +178,7 @@ def test_without_a_cpp_compiler_the_kernels_switch_off(tmp_path):
     script = """
 import warnings, torch, torch.nn.functional as F
 torch._inductor.config.cpp.cxx = ("no-such-cxx",)
-from kanvision.kernels import grid_expansion
+from kanvision.kernels import basis_expansion
 from kanvision.layers import create_basis
 basis = create_basis("bspline")
 x = torch.randn(4, 16, 24, 24, requires_grad=True)
@@ -187,7 +187,7 @@ with warnings.catch_warnings(record=True) as caught:
     y = basis(x, 2, F.silu)
     y.sum().backward()
 assert any("compiler" in str(w.message) for w in caught), [str(w.message) for w in caught]
-assert grid_expansion._broken and not grid_expansion.usable(x.detach())
+assert basis_expansion._broken and not basis_expansion.usable(x.detach())
 torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-6, rtol=0)
 print("fallback ok")
 """
@@ -197,7 +197,7 @@ print("fallback ok")
 
 
 def test_past_the_variant_limit_the_eager_ops_run(calls, monkeypatch):
-    monkeypatch.setattr(grid_expansion, "MAX_VARIANTS", 0)
+    monkeypatch.setattr(basis_expansion, "MAX_VARIANTS", 0)
     basis = create_basis("bspline")
     x = _x((4, 16, 24, 24))
     y, ref = basis(x, 2, None), basis.reference(x, 2, None)
@@ -208,19 +208,19 @@ def test_past_the_variant_limit_the_eager_ops_run(calls, monkeypatch):
 
 
 def test_which_inputs_take_the_kernels(monkeypatch):
-    monkeypatch.setattr(grid_expansion, "_broken", False)
+    monkeypatch.setattr(basis_expansion, "_broken", False)
     monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
-    big = torch.empty(grid_expansion.MIN_NUMEL)
-    assert grid_expansion.usable(big) and grid_expansion.usable(big.double())
-    assert not grid_expansion.usable(big[1:])  # small: the eager ops are fast and need no compile
-    assert not grid_expansion.usable(big.bfloat16())  # callers pass the float32 compute copy
-    assert not grid_expansion.usable(torch.empty(grid_expansion.MIN_NUMEL, device="meta"))
+    big = torch.empty(basis_expansion.MIN_NUMEL)
+    assert basis_expansion.usable(big) and basis_expansion.usable(big.double())
+    assert not basis_expansion.usable(big[1:])  # small: the eager ops are fast and need no compile
+    assert not basis_expansion.usable(big.bfloat16())  # callers pass the float32 compute copy
+    assert not basis_expansion.usable(torch.empty(basis_expansion.MIN_NUMEL, device="meta"))
     with torch.device("cpu"):  # a function mode: compiled code would guard on it
-        assert not grid_expansion.usable(big)
+        assert not basis_expansion.usable(big)
     with FlopCounterMode(display=False):  # a dispatch mode: fullgraph compile refuses to run under it
-        assert not grid_expansion.usable(big)
+        assert not basis_expansion.usable(big)
     monkeypatch.setenv("KANVISION_CPU_KERNELS", "0")
-    assert not grid_expansion.usable(big)
+    assert not basis_expansion.usable(big)
 
 
 def test_flop_counting_and_batched_gradients_take_the_eager_ops(calls):
@@ -231,6 +231,7 @@ def test_flop_counting_and_batched_gradients_take_the_eager_ops(calls):
     torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
     grads = torch.randn(2, *y.shape, dtype=y.dtype)
     (batched,) = torch.autograd.grad(y, x, grads, is_grads_batched=True)
+    assert not batched.requires_grad  # no graph kept without create_graph
     for g, gb in zip(grads, batched, strict=True):
         torch.testing.assert_close(gb, torch.autograd.grad(basis.reference(x, 2, F.silu), x, g)[0])
     assert calls == []
@@ -238,7 +239,7 @@ def test_flop_counting_and_batched_gradients_take_the_eager_ops(calls):
 
 def test_other_bases_and_small_inputs_keep_the_eager_ops(calls):
     x = _x((4, 16, 24, 24))
-    create_basis("chebyshev")(x, 2, F.silu).sum().backward()  # not a basis of translates
+    create_basis("chebyshev")(x, 2, F.silu).sum().backward()  # no _kernel: its eager path is as fast
     create_basis("bspline")(_x((2, 3, 4, 5)), 2, F.silu).sum().backward()
     assert calls == []
 
@@ -301,3 +302,79 @@ def test_an_outer_compile_neither_calls_nor_guards_on_the_kernels(calls):
     y = torch.compile(lambda t: spline(t, 1, F.silu))(x)
     torch.testing.assert_close(y, spline.reference(x, 1, F.silu), atol=1e-5, rtol=0)
     assert calls == []
+
+
+def _entries():
+    return [basis_expansion.compiled_entries(f) for f in (basis_expansion._forward, basis_expansion._backward)]
+
+
+def _power_slots(x, tensors, n, params, derivative):
+    """(s x)^j, j < n, or their x-derivatives j s (s x)^(j-1) (0 for j = 0, also at x = 0)."""
+    (scale,) = tensors
+    j = torch.arange(n, dtype=x.dtype, device=x.device).view(1, n, 1)
+    sx = scale * x
+    if derivative:
+        return torch.where(j > 0, j * scale * sx ** (j - 1).clamp(min=0), 0.0)
+    return sx**j
+
+
+class _PowerBasis(Basis):
+    """(s x)^0..(s x)^(n-1) through the kernel interface only (``_terms`` is the reference)."""
+
+    def __init__(self, n=4, scale=0.5, slots=None):
+        super().__init__()
+        self.scale, self.num_functions, self.slots = scale, n, slots
+
+    def _terms(self, x):
+        return [(self.scale * x) ** j for j in range(self.num_functions)]
+
+    def _kernel(self, x):
+        return _power_slots, (torch.tensor(self.scale, dtype=x.dtype),), ()
+
+
+def test_a_new_basis_gets_the_kernels_through_its_kernel_method(calls):
+    x = _x((4, 16, 24, 24))
+    for n in (4, 6, 3):  # n is a dynamic size: the same compiled kernels
+        basis = _PowerBasis(n)
+        y, ref = basis(x, 2, F.silu), basis.reference(x, 2, F.silu)
+        torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+        grad = torch.randn_like(ref)
+        torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+        if n == 4:
+            entries = _entries()
+    assert _entries() == entries
+    assert calls == [("_forward", True), ("_backward", True)] * 3
+
+
+def _wrong_slots(x, tensors, n, params, derivative):
+    return torch.cat([x] * (n + 1), 1)
+
+
+class _WrongBasis(_PowerBasis):
+    def _kernel(self, x):
+        return _wrong_slots, (), ()
+
+
+def test_a_kernel_with_the_wrong_number_of_slots_is_an_error(calls):
+    with pytest.raises(ValueError, match=r"phi gave \(64, 6, 576\).*expected \(64, 5, 576\)"):
+        _WrongBasis(4)(_x((4, 16, 24, 24)), 2, F.silu)
+
+
+def test_size_one_strides_and_thread_counts_are_accounted_for(calls):
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24), dtype=torch.float32)
+    basis(x, 2, F.silu).sum().backward()
+    before = basis_expansion.compiled_entries(basis_expansion._forward)
+    odd = torch.randn(1, 40000).t().requires_grad_()  # size-1 axis with a stride contiguous() keeps
+    y = basis(odd, 1, F.silu)
+    torch.testing.assert_close(y, basis.reference(odd, 1, F.silu), atol=1e-5, rtol=0)
+    assert basis_expansion.compiled_entries(basis_expansion._forward) == before + 1  # Q = 1: one new variant
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # dynamo recompiles for a new thread count: the bookkeeping must count it
+        basis(x, 2, F.silu).sum().backward()
+    finally:
+        torch.set_num_threads(threads)
+    for fn in (basis_expansion._forward, basis_expansion._backward):
+        assert basis_expansion.compiled_entries(fn) == len(basis_expansion._variants[fn.__name__])
+    assert all(ok for _, ok in calls)
