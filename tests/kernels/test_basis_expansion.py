@@ -50,6 +50,15 @@ def _x(shape, dtype=torch.float64, layout=None):
     return x.requires_grad_()
 
 
+def _check(basis, x, dim, activation):
+    """Kernel values and x-gradient against autograd of the reference ops, float64 tolerances."""
+    y, ref = basis(x, dim, activation), basis.reference(x, dim, activation)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    grad = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    return y
+
+
 LAYOUTS = {  # the canonical (P, 1, Q) view of each: P > 1 and Q > 1, Q = 1, P = 1
     "conv": ((4, 16, 24, 24), None, 2),
     "channels_last": ((4, 16, 24, 24), "channels_last", 2),
@@ -83,10 +92,7 @@ def test_kernels_match_autograd_of_the_reference_in_float64(calls, layout):
 def test_kernels_with_other_base_branches_and_orders(calls, activation):
     basis = create_basis("bspline", grid_size=7, spline_order=1, grid_range=(-0.5, 2.0))
     x = _x((8, 16, 16, 16))
-    y, ref = basis(x, 2, activation), basis.reference(x, 2, activation)
-    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
-    grad = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    _check(basis, x, 2, activation)
     assert calls == [("_forward", True), ("_backward", True)]
 
 
@@ -200,10 +206,7 @@ def test_past_the_variant_limit_the_eager_ops_run(calls, monkeypatch):
     monkeypatch.setattr(basis_expansion, "MAX_VARIANTS", 0)
     basis = create_basis("bspline")
     x = _x((4, 16, 24, 24))
-    y, ref = basis(x, 2, None), basis.reference(x, 2, None)
-    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
-    grad = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+    _check(basis, x, 2, None)
     assert calls == [("_forward", False), ("_backward", False)]
 
 
@@ -271,11 +274,8 @@ def test_inference_mode_and_no_grad_give_the_training_values(calls, monkeypatch)
 def test_unusual_layouts_match_the_reference(calls, make):
     basis = create_basis("bspline")
     x = make()
-    y, ref = basis(x, 2, F.silu), basis.reference(x, 2, F.silu)
-    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    y = _check(basis, x, 2, F.silu)
     assert y._base is None and y.stride() == _empty_expanded(x, 2, 9).stride()
-    grad = torch.randn_like(ref)
-    torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
     assert calls == [("_forward", True), ("_backward", True)]
 
 
@@ -336,10 +336,7 @@ def test_a_new_basis_gets_the_kernels_through_its_kernel_method(calls):
     x = _x((4, 16, 24, 24))
     for n in (4, 6, 3):  # n is a dynamic size: the same compiled kernels
         basis = _PowerBasis(n)
-        y, ref = basis(x, 2, F.silu), basis.reference(x, 2, F.silu)
-        torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
-        grad = torch.randn_like(ref)
-        torch.testing.assert_close(torch.autograd.grad(y, x, grad)[0], torch.autograd.grad(ref, x, grad)[0])
+        _check(basis, x, 2, F.silu)
         if n == 4:
             entries = _entries()
     assert _entries() == entries
