@@ -27,7 +27,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch._inductor.exc import CppCompileError, InvalidCxxCompiler
 from torch.fx.experimental import _config as fx_config
 
 __all__ = ["MAX_VARIANTS", "MIN_NUMEL", "compiled_entries", "expand", "expand_grad", "is_wrapped", "reset", "usable"]
@@ -142,6 +141,8 @@ def _run(fn: Callable, static: tuple, x: Tensor, *args) -> Tensor | None:
             with _compile_config():
                 return _compiled(fn)(x, *args)
         except Exception as error:  # the eager path is correct, only slower
+            from torch._inductor.exc import CppCompileError, InvalidCxxCompiler  # imported by the compile anyway
+
             if isinstance(getattr(error, "inner_exception", None), (InvalidCxxCompiler, CppCompileError)):
                 _broken = True  # no working C++ toolchain: every variant would fail
             _failed.add(key)
