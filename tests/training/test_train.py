@@ -183,16 +183,21 @@ class PoisonInputs(Callback):
             batch[0].fill_(float("nan"))
 
 
-def test_nan_guard_stops_at_the_step_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
-    cfg = make_cfg(
+def _poisoned_cfg(make_cfg, callback: str):
+    """kan_cnn_tiny for 3 epochs, a checkpoint every step, and the named poisoning callback of this module."""
+    return make_cfg(
         *TINY,
         "model=kan_cnn_tiny",
         "data.img_size=8",
         "trainer.max_epochs=3",
         "test=false",
         "callbacks.last_checkpoint.every_n_train_steps=1",
-        "+callbacks.poison._target_=tests.training.test_train.PoisonInputs",
+        f"+callbacks.poison._target_=tests.training.test_train.{callback}",
     )
+
+
+def test_nan_guard_stops_at_the_step_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
+    cfg = _poisoned_cfg(make_cfg, "PoisonInputs")
     with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\) at step 3 .*last\.ckpt"):
         train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -214,15 +219,7 @@ class PoisonBatchNormStatistics(Callback):
 
 
 def test_nan_guard_never_writes_a_checkpoint_with_non_finite_buffers(make_cfg, tmp_path):
-    cfg = make_cfg(
-        *TINY,
-        "model=kan_cnn_tiny",
-        "data.img_size=8",
-        "trainer.max_epochs=3",
-        "test=false",
-        "callbacks.last_checkpoint.every_n_train_steps=1",
-        "+callbacks.poison._target_=tests.training.test_train.PoisonBatchNormStatistics",
-    )
+    cfg = _poisoned_cfg(make_cfg, "PoisonBatchNormStatistics")
     with pytest.raises(
         NonFiniteLossError, match=r"non-finite weights or buffers at step \d+: \['model\.features.*running_var"
     ):
