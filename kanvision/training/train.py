@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kanvision.training.callbacks import ThroughputMeter, latest_checkpoint
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
+from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
 from kanvision.training.utils import (
     instantiate,
     instantiate_callbacks,
@@ -33,6 +34,7 @@ from kanvision.training.utils import (
     to_container,
     write_metrics,
 )
+from kanvision.training.validate import validate_config
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,10 @@ def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
                 f"ckpt_path=last but {path} does not exist; resume in the previous run's directory "
                 "(hydra.run.dir=<run dir>) or give ckpt_path=<file>"
             )
-        return str(path)
+        return str(check_checkpoint_file(path))
     if not Path(ckpt_path).is_file():
         raise ValueError(f"ckpt_path={ckpt_path} does not exist; give a .ckpt file or 'last'")
-    return str(ckpt_path)
+    return str(check_checkpoint_file(ckpt_path))
 
 
 def _requeue_checkpoint(output_dir: Path) -> str | None:
@@ -81,6 +83,7 @@ def _resume_wandb(cfg: DictConfig, ckpt_path: str) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) the model of ``cfg``; return the metrics also written to ``<output_dir>/metrics.json``."""
     cfg = copy.deepcopy(cfg)
+    validate_config(cfg)
     if cfg.get("print_config"):
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
     if cfg.get("seed") is not None:
@@ -112,7 +115,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     meter = ThroughputMeter()
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + [meter]
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = list(cfg.trainer.get("plugins") or []) + [AtomicCheckpointIO()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    if cfg.get("train", True):
+        _check_checkpoint_dirs(trainer)
     hparams = {k: to_container(v) for k, v in cfg.items() if k != "hydra"} | {"num_params": _num_params(model.model)}
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)
@@ -134,6 +140,7 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
         start = time.perf_counter()
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics["train/wall_s"] = time.perf_counter() - start
+        _verify_last_checkpoint(trainer)
         metrics.update(tensor_metrics_to_floats(trainer.callback_metrics))
     if cfg.get("test", False):
         test_ckpt = cfg.get("test_ckpt_path")
@@ -153,6 +160,39 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
         world_size=trainer.world_size,
     )
     return metrics
+
+
+def _checkpoint_dir(trainer: L.Trainer, callback) -> Path:
+    return Path(callback.dirpath or Path(trainer.default_root_dir) / "checkpoints")
+
+
+def _check_checkpoint_dirs(trainer: L.Trainer) -> None:
+    """Fail before training when a checkpoint directory cannot be written (Lightning would only log it)."""
+    if trainer.fast_dev_run:  # Lightning writes no checkpoint in a fast_dev_run
+        return
+    for callback in trainer.checkpoint_callbacks:
+        check_writable(_checkpoint_dir(trainer, callback))
+
+
+def _verify_last_checkpoint(trainer: L.Trainer) -> None:
+    """After fit: the newest checkpoint (``last.ckpt`` where configured) exists, is complete and loads."""
+    if trainer.fast_dev_run or trainer.interrupted or not trainer.checkpoint_callbacks or not trainer.is_global_zero:
+        return
+    dirs = sorted({str(_checkpoint_dir(trainer, cb)) for cb in trainer.checkpoint_callbacks})
+    expected = [
+        _checkpoint_dir(trainer, cb) / f"last{cb.FILE_EXTENSION}"
+        for cb in trainer.checkpoint_callbacks
+        if cb.filename == "last" or cb.save_last
+    ]
+    paths = [p for p in expected if p.is_file()] or ([latest_checkpoint(trainer)] if latest_checkpoint(trainer) else [])
+    if expected and not all(p.is_file() for p in expected):
+        raise CheckpointError(f"training ended but {[str(p) for p in expected]} was not written (looked in {dirs})")
+    if not paths:
+        raise CheckpointError(f"training ended without writing any checkpoint into {dirs}")
+    for path in paths:
+        check_checkpoint_file(path)
+        checkpoint_metadata(read_checkpoint(path))
+    log.info("Verified checkpoint %s", ", ".join(str(p) for p in paths))
 
 
 def _close_loggers(trainer: L.Trainer) -> None:

@@ -204,8 +204,13 @@ def tiny_overrides(cfg: DictConfig, data_roots: dict[str, Path], vit_weights: di
         cfg.trainer.devices = 1
         cfg.data.num_workers = 0
         cfg.data.pin_memory = False
+        cfg.data.drop_last = False  # the generated splits hold fewer images than the recipes' batches
         if "root" in cfg.data.keys():  # `in` is False for a missing (???) value
             cfg.data.root = str(data_roots[cfg.data._target_.rsplit(".", 1)[-1]])
+        if cfg.data._target_.endswith("ImageFolderDataModule") and cfg.data.get("num_classes"):
+            # the generated tree has 2 classes; the network keeps the experiment's head (published counts)
+            cfg.model.num_classes = cfg.data.num_classes
+            cfg.data.num_classes = None
         if cfg.model.kwargs.get("pretrained"):
             cfg.model.kwargs.pretrained_cfg_overlay.file = str(vit_weights[cfg.model.name.split("_")[1]])
     return cfg

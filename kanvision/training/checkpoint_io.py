@@ -1,0 +1,75 @@
+"""Checkpoint writing that never loses a run silently.
+
+- :class:`AtomicCheckpointIO` writes every ``.ckpt`` to a temporary file next to it and renames it into place, so a
+  failed write (disk full, quota, a killed process) leaves the previous checkpoint, never a truncated one.
+- :func:`check_writable` probes each checkpoint directory before training (Lightning logs a failed save and goes
+  on, so an unwritable directory would end a long run "successfully" without any checkpoint).
+- :func:`check_checkpoint_file` tells a usable checkpoint from a zero-byte or truncated one before torch reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "check_writable", "check_checkpoint_file"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the path."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose saves are all-or-nothing (temporary file + ``os.replace``)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        except BaseException as exc:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise CheckpointError(f"could not write checkpoint {path}: {exc}; nothing was written") from exc
+            raise
+
+
+def check_writable(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` if needed and write a probe file into it; raise :class:`CheckpointError` if that fails."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write_probe_"):
+            pass
+    except OSError as exc:
+        raise CheckpointError(
+            f"checkpoint directory {directory} is not writable ({exc.strerror or exc}); set "
+            "paths.output_dir or callbacks.<name>.dirpath to a writable directory before training"
+        ) from exc
+    return directory
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """Raise :class:`CheckpointError` unless ``path`` is a non-empty PyTorch (zip) checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    size = path.stat().st_size
+    if size == 0 or not zipfile.is_zipfile(path):
+        what = "is empty (0 bytes)" if size == 0 else f"is not a PyTorch checkpoint ({size} bytes, not a zip archive)"
+        raise CheckpointError(
+            f"checkpoint {path} {what}: it was probably cut short by a crash or a full disk; delete it and resume "
+            "from another checkpoint (ckpt_path=<file>) or start without ckpt_path"
+        )
+    return path

@@ -1,0 +1,253 @@
+"""Bad input, hostile files and failing disks: each fails early with an error naming the value, and nothing is lost."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL
+import pytest
+import torch
+from PIL import Image
+
+from kanvision.training import checkpoint_io
+from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError
+from kanvision.training.data import (
+    CIFAR10DataModule,
+    DataRootError,
+    ImageFolderDataModule,
+    SyntheticDataModule,
+    pillow_safe,
+    posterize,
+)
+from kanvision.training.train import train
+from kanvision.training.validate import ConfigError
+
+TINY = ["data=synthetic", "data.num_train=32", "data.num_val=16", "data.num_test=16", "data.batch_size=16"]
+RUN = [*TINY, "model=kan_cnn_tiny", "data.img_size=8", "trainer.max_epochs=1", "trainer.limit_train_batches=1"]
+
+
+# ------------------------------------------------------------------------------------------ augmentation
+def test_timm_posterize_fails_at_zero_bits_and_kanvision_gives_black():
+    """The upstream failure (timm asks Pillow for 0 bits), and the replacement's result: Pillow < 13's black."""
+    from timm.data import auto_augment
+
+    image = Image.fromarray(np.random.default_rng(0).integers(1, 256, (32, 32, 3), dtype=np.uint8))
+    op = auto_augment.AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)  # level 10 -> keep 0 bits
+    assert op.level_fn(10, op.hparams) == (0,)
+    try:
+        op(image)
+        upstream_ok = True
+    except ValueError:
+        upstream_ok = False
+    pillow_safe(op)
+    out = np.asarray(op(image))
+    assert out.shape == (32, 32, 3) and not out.any()
+    # bits 1..8 still go through Pillow: the top bits of every value are kept
+    pixels = np.asarray(image)
+    for bits in (1, 4, 8):
+        kept = np.asarray(posterize(image, bits))
+        np.testing.assert_array_equal(kept, pixels & ((0xFF << (8 - bits)) & 0xFF))
+    # Pillow 13 refuses 0 bits (the crash this replaces); older Pillow returned the black image asserted above
+    assert upstream_ok == (int(PIL.__version__.split(".")[0]) < 13)
+
+
+def augment_ops(node) -> list:
+    """Every timm AugmentOp inside a transform (Compose, RandAugment, AutoAugment policies, AugMix)."""
+    found = []
+    if isinstance(node, (list, tuple)):
+        for child in node:
+            found += augment_ops(child)
+    if hasattr(node, "aug_fn"):
+        found.append(node)
+    for attr in ("transforms", "ops", "policy"):
+        if getattr(node, attr, None) is not None:
+            found += augment_ops(getattr(node, attr))
+    return found
+
+
+def test_pillow_safe_replaces_every_posterize_in_timm_transforms():
+    from timm.data import auto_augment, create_transform
+
+    for aa in ("rand-m9-mstd0.5-inc1", "rand-m9-mstd0.5", "original", "augmix-m5-w4-d2"):
+        ops = augment_ops(pillow_safe(create_transform(32, is_training=True, auto_augment=aa)))
+        assert ops, aa
+        assert all(op.aug_fn is not auto_augment.posterize for op in ops), aa
+        assert any(op.aug_fn is posterize for op in ops) or aa.startswith("augmix"), aa
+
+
+# ------------------------------------------------------------------------------------------ data security
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _cifar10(root: Path, meta_obj) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(entry, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta_obj, protocol=2))
+    return root
+
+
+def test_malicious_cifar_meta_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    root = _cifar10(tmp_path / "data", {"label_names": [f"c{i}" for i in range(10)], "x": _Exploit(marker)})
+    with pytest.raises(DataRootError, match=r"batches\.meta refers to .*was not loaded"):
+        CIFAR10DataModule(root=str(root), img_size=32).check_data()
+    assert not marker.exists()
+
+
+def test_real_format_cifar_with_numpy_and_bytes_loads(tmp_path):
+    """The release's own types (numpy arrays, bytes filenames at protocol 2, str) pass the restricted unpickler."""
+    meta = {"label_names": [f"c{i}" for i in range(10)], "num_cases_per_batch": 4, "filenames": [b"a.png"]}
+    root = _cifar10(tmp_path / "data", meta)
+    data = CIFAR10DataModule(root=str(root), img_size=32)
+    data.check_data()
+    assert data.num_train_samples == 20
+
+
+# ------------------------------------------------------------------------------------------ config values
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.batch_size=1.5", "data.batch_size"),
+        ("data.batch_size=abc", "data.batch_size"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("trainer.max_steps=0", "trainer.max_steps"),
+        ("model.optimizer.lr=abc", "model.optimizer.lr"),
+        ("model.optimizer.lr=-0.1", "model.optimizer.lr"),
+    ],
+)
+def test_bad_config_values_fail_before_anything_is_built(make_cfg, tmp_path, override, key):
+    cfg = make_cfg(*RUN, override)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train(cfg)
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_bad_value_through_the_cli_names_the_key(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "kanvision.train", *RUN, "data.batch_size=abc", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "data.batch_size='abc'" in result.stderr and "positive integer" in result.stderr
+
+
+def test_batch_larger_than_the_training_split_with_drop_last(make_cfg):
+    cfg = make_cfg(*RUN, "data.batch_size=64", "+data.drop_last=true")
+    with pytest.raises(ValueError, match=r"data\.batch_size=64 is larger than the training split \(32 samples\)"):
+        train(cfg)
+
+
+def test_mean_std_of_the_wrong_length():
+    with pytest.raises(ValueError, match=r"data\.mean has 2 values"):
+        SyntheticDataModule(in_chans=3, mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r"data\.std has 4 values"):
+        SyntheticDataModule(in_chans=3, std=(0.2, 0.2, 0.2, 0.2))
+
+
+def _image_tree(root: Path, classes: dict[str, int]) -> Path:
+    for split in ("train", "val"):
+        for name, count in classes.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (12, 12), (i * 40, 0, 0)).save(folder / f"{i}.jpg")
+    return root
+
+
+def test_imagefolder_class_folders_without_images(tmp_path):
+    root = _image_tree(tmp_path, {"cat": 0, "dog": 0})
+    (root / "train" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataRootError, match=r"2 of 2 class folders hold no images"):
+        ImageFolderDataModule(root=str(root)).check_data()
+
+
+def test_imagenet_config_on_a_tree_with_other_class_count(make_cfg, tmp_path):
+    root = _image_tree(tmp_path / "tree", {"cat": 2, "dog": 2, "eel": 2})
+    cfg = make_cfg("data=imagenet", f"data.root={root}", "model=kan_cnn_tiny", "data.batch_size=2")
+    with pytest.raises(DataRootError, match=r"has 3 classes, but data\.num_classes=1000.*data\.num_classes=3"):
+        train(cfg)
+    data = ImageFolderDataModule(root=str(root), num_classes=None)
+    data.check_data()
+    assert data.num_classes == 3 and data.num_train_samples == 6
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def test_unwritable_checkpoint_directory_fails_before_training(make_cfg, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cfg = make_cfg(*RUN, f"callbacks.last_checkpoint.dirpath={blocker}/ckpts", output_dir=tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"a_file/ckpts is not writable"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_checkpoint_directory_fails_before_training(make_cfg, tmp_path):
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    cfg = make_cfg(*RUN, f"callbacks.last_checkpoint.dirpath={read_only}", output_dir=tmp_path / "run")
+    try:
+        with pytest.raises(CheckpointError, match="not writable"):
+            train(cfg)
+    finally:
+        read_only.chmod(0o755)
+
+
+def _failing_save(obj, path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"PK\x03\x04 half a checkpoint")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_failed_write_leaves_no_truncated_checkpoint(tmp_path, monkeypatch):
+    target = tmp_path / "ckpts" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"a": torch.ones(3)}, target)
+    before = target.read_bytes()
+    monkeypatch.setattr(checkpoint_io.torch, "save", _failing_save)
+    with pytest.raises(CheckpointError, match="No space left"):
+        AtomicCheckpointIO().save_checkpoint({"a": torch.zeros(3)}, target)
+    assert target.read_bytes() == before  # the previous checkpoint survives, whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary left behind
+
+
+def test_training_with_a_full_disk_fails_loudly(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_io.torch, "save", _failing_save)
+    cfg = make_cfg(*RUN, output_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="No space left"):
+        train(cfg)
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+    assert not list((tmp_path / "checkpoints").glob(".*"))
+
+
+def test_run_verifies_last_checkpoint(make_cfg, tmp_path):
+    train(make_cfg(*RUN, output_dir=tmp_path))
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a zip archive"])
+def test_resume_from_a_broken_last_checkpoint(make_cfg, tmp_path, content):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(content)
+    cfg = make_cfg(*RUN, "ckpt_path=last", output_dir=tmp_path)
+    what = "is empty" if not content else "is not a PyTorch checkpoint"
+    with pytest.raises(CheckpointError, match=f"last.ckpt {what}"):
+        train(cfg)
