@@ -1,4 +1,4 @@
-"""Training callbacks: the non-finite-loss guard and a training-throughput meter."""
+"""Training callbacks: the non-finite-loss guard and the live throughput, memory and FLOPs monitor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "latest_checkpoint"]
+__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "forward_flops", "latest_checkpoint"]
 
 
 def latest_checkpoint(trainer: L.Trainer) -> str | None:
@@ -70,15 +70,49 @@ class NonFiniteLossGuard(Callback):
             )
 
 
+def forward_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on ``example``, counted by ``torch.utils.flop_counter`` (matmuls, convolutions and
+    every op with a registered formula, such as kanvision's fused group-rational op)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory so far: CUDA ``max_memory_allocated`` on a GPU, else the process's peak resident set size."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
 class ThroughputMeter(Callback):
-    """Training images per second over all processes, from the wall time of training batches (forward, backward,
-    optimizer step; data loading and validation excluded), skipping the first ``skip_steps`` batches (compilation,
-    allocator warm-up)."""
+    """Live training speed and memory, logged to every logger and the progress bar, plus a run summary.
+
+    Per training batch (at the trainer's ``log_every_n_steps``): ``train/img_per_s`` (images over all processes per
+    second of the batch's forward, backward and optimizer step; data loading and validation excluded),
+    ``train/step_time_s`` and ``train/peak_mem_gib`` (CUDA ``max_memory_allocated``, or the CPU process's peak
+    RSS). Once at the start of fit: ``model/gflops_per_image``, the network's forward FLOPs on one image of the
+    training size (:func:`forward_flops`). The first ``skip_steps`` batches (compilation, allocator warm-up) are
+    left out of the run's mean throughput (:meth:`summary`).
+    """
 
     def __init__(self, skip_steps: int = 2) -> None:
         self.skip_steps = skip_steps
         self.images = 0
         self.seconds = 0.0
+        self.gflops: float | None = None
+        self.peak_bytes = 0
         self._seen = 0
         self._start = 0.0
 
@@ -86,6 +120,12 @@ class ThroughputMeter(Callback):
     def _sync(pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        example = getattr(pl_module, "example_input_array", None)
+        network = getattr(pl_module, "model", pl_module)
+        if torch.is_tensor(example):
+            self.gflops = forward_flops(network, example[:1].to(pl_module.device)) / 1e9
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -98,13 +138,30 @@ class ThroughputMeter(Callback):
     ) -> None:
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._start
+        images = len(batch[0]) * trainer.world_size
         self._seen += 1
         if self._seen > self.skip_steps:
-            self.images += len(batch[0]) * trainer.world_size
+            self.images += images
             self.seconds += elapsed
+        self.peak_bytes = max(self.peak_bytes, _peak_memory_bytes(pl_module.device))
+        values = {
+            "train/img_per_s": images / max(elapsed, 1e-9),
+            "train/step_time_s": elapsed,
+            "train/peak_mem_gib": self.peak_bytes / 2**30,
+        }
+        if self.gflops is not None:
+            values["model/gflops_per_image"] = self.gflops
+        pl_module.log_dict(values, on_step=True, on_epoch=False, batch_size=len(batch[0]))
+        pl_module.log("img_s", values["train/img_per_s"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def summary(self) -> dict[str, float]:
-        """``train/img_per_s`` and ``train/measured_s`` (empty when too few batches were timed)."""
-        if self.seconds <= 0:
-            return {}
-        return {"train/img_per_s": self.images / self.seconds, "train/measured_s": self.seconds}
+        """Run totals for ``metrics.json``: ``train/img_per_s`` and ``train/measured_s`` (when enough batches were
+        timed), ``peak_mem_bytes`` and ``gflops`` (forward GFLOPs per image)."""
+        out: dict[str, float] = {}
+        if self.seconds > 0:
+            out |= {"train/img_per_s": self.images / self.seconds, "train/measured_s": self.seconds}
+        if self.peak_bytes:
+            out["peak_mem_bytes"] = self.peak_bytes
+        if self.gflops is not None:
+            out["gflops"] = self.gflops
+        return out

@@ -9,6 +9,7 @@ evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 from collections.abc import Mapping
@@ -315,19 +316,23 @@ class ImageClassifier(L.LightningModule):
         weight_decay = float(options.pop("weight_decay", 0.0))
         # Decided by name against the unwrapped network (see __init__): FSDP flattens sharded parameters to 1-D,
         # which would silently exempt every weight from decay under timm's 1-D rule.
-        decay, no_decay = [], []
+        params: dict[str, list] = {"decay": [], "no_decay": [], "rational": []}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (no_decay if _plain_name(name) in self._no_decay_names else decay).append(param)
-        groups = [
-            g
-            for g in ({"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay})
-            if g["params"]
-        ]
+                plain = _plain_name(name)
+                if any(fnmatch.fnmatch(plain, pattern) for pattern in RATIONAL_PARAM_PATTERNS):
+                    params["rational"].append(param)
+                else:
+                    params["no_decay" if plain in self._no_decay_names else "decay"].append(param)
+        rational_decay = weight_decay if self.hparams.optimizer.get("decay_rational", True) else 0.0
+        decays = {"decay": weight_decay, "no_decay": 0.0, "rational": rational_decay}
+        # named groups: the learning-rate monitor logs them as lr/decay, lr/no_decay, lr/rational
+        groups = [{"name": k, "params": v, "weight_decay": decays[k]} for k, v in params.items() if v]
         optimizer = create_optimizer_v2(groups, weight_decay=weight_decay, **options)
         sched = self.hparams.scheduler
         if sched["name"] == "constant":
-            return {"optimizer": optimizer}
+            constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": constant, "interval": "step", "name": "lr"}}
         total_steps, warmup_steps = self._schedule_steps()
         scheduler = CosineLRScheduler(
             optimizer,
@@ -338,7 +343,10 @@ class ImageClassifier(L.LightningModule):
             warmup_prefix=True,
             t_in_epochs=False,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
+        }
 
     def _schedule_steps(self) -> tuple[int, int]:
         """(total optimizer steps, warm-up steps) of the run."""
