@@ -4,7 +4,7 @@ Every checkpoint written by ``kanvision-train`` embeds the model name, its ``tim
 the data config it was trained with (a lesson from torch-conv-kan, whose published ImageNet weights evaluated at
 0% under a mismatched config). Loading never unpickles code: ``torch.load(weights_only=True)`` or safetensors.
 
-    python -m kanvision.training.checkpoint run/checkpoints/last.ckpt model.safetensors [--ema]
+    kanvision-export run/checkpoints/last.ckpt model.safetensors [--ema]
 """
 
 from __future__ import annotations
@@ -142,7 +142,9 @@ def save_safetensors(model: nn.Module, meta: dict[str, Any], out_path: str | os.
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export a kanvision checkpoint's network to safetensors.")
+    parser = argparse.ArgumentParser(
+        prog="kanvision-export", description="Export a kanvision checkpoint's network to safetensors."
+    )
     parser.add_argument("checkpoint", help="a .ckpt written by kanvision-train")
     parser.add_argument("output", nargs="?", help="output .safetensors path (default: next to the checkpoint)")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights")

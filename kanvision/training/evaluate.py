@@ -1,10 +1,12 @@
 """``kanvision-eval``: top-1, top-5 and loss of a kanvision checkpoint on a data split.
 
-    kanvision-eval ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt data=digits
+    kanvision-eval ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt
+    kanvision-eval ckpt_path=... data.root=/new/place/of/the/data split=test
     kanvision-eval ckpt_path=... data=imagenet data.root=/data/imagenet split=val trainer=gpu
 
-The network is rebuilt from the checkpoint alone (model name and kwargs are stored in it); its input size and
-normalisation are the ones it was trained with unless ``data.img_size``/``data.mean``/``data.std`` are set.
+The network AND the data are rebuilt from the checkpoint (model name, kwargs and the run's ``data`` config are
+stored in it); ``data.*`` values override the stored ones and ``data=<group>`` replaces them. Input size and
+normalisation are the ones the network was trained with unless ``data.img_size``/``data.mean``/``data.std`` are set.
 Prints the metrics and writes them to ``metrics.json`` in the run's output directory.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint
 from kanvision.training.module import ImageClassifier
@@ -27,6 +29,21 @@ from kanvision.training.utils import instantiate, instantiate_loggers, write_met
 log = logging.getLogger(__name__)
 
 __all__ = ["evaluate", "main"]
+
+
+def data_config(data: DictConfig, meta: dict[str, Any], ckpt_path: str) -> DictConfig:
+    """``data`` itself, or (for the ``from_checkpoint`` group) the checkpoint's stored data config with the values
+    set in ``data`` applied on top."""
+    if not data.get("from_checkpoint"):
+        return data
+    stored = meta.get("data")
+    if not stored:
+        raise ValueError(
+            f"checkpoint {ckpt_path} stores no data config (written by an older kanvision-train); "
+            "choose the data with data=<group> (e.g. data=cifar10 data.root=...)"
+        )
+    overrides = {k: v for k, v in data.items() if k != "from_checkpoint" and v is not None}
+    return OmegaConf.merge(OmegaConf.create(stored), overrides)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -41,9 +58,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.check_data()
     meta = checkpoint_metadata(read_checkpoint(ckpt_path))
+    datamodule = instantiate(data_config(cfg.data, meta, ckpt_path))
+    datamodule.check_data()
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, compile=False)
     if datamodule.num_classes != model.hparams.num_classes or datamodule.in_chans != model.hparams.in_chans:
         raise ValueError(

@@ -188,6 +188,7 @@ class ImageClassifier(L.LightningModule):
         if mixup_args and mixup_args.get("prob", 1.0) > 0 and (mixup_on or mixup_args.get("cutmix_minmax")):
             self.mixup = Mixup(**mixup_args, label_smoothing=label_smoothing, num_classes=int(num_classes))
         self.data_config: dict[str, Any] = {}
+        self.data_module_config: dict[str, Any] | None = None  # the run's `data` config, for kanvision-eval
         stages = ("train", "val", "test") + (("val_ema", "test_ema") if self.model_ema is not None else ())
         # keys carry a suffix: a ModuleDict key "train" would shadow nn.Module.train
         self.metrics = nn.ModuleDict({f"{s}_metrics": _accuracy_metrics(int(num_classes), f"{s}/") for s in stages})
@@ -210,6 +211,7 @@ class ImageClassifier(L.LightningModule):
             "model_name": self.hparams.name,
             "model_kwargs": self.model_kwargs,
             "data_config": dict(self.data_config),
+            "data": self.data_module_config,
             "has_ema": self.model_ema is not None,
             "wandb_run_id": wandb_id,
             "kanvision_version": kanvision.__version__,
@@ -394,6 +396,7 @@ class ImageClassifier(L.LightningModule):
         meta = checkpoint.get("kanvision") or {}
         if meta.get("data_config"):
             self.data_config = dict(meta["data_config"])
+        self.data_module_config = meta.get("data")
         state = checkpoint.get("state_dict", {})
         if any("_orig_mod." in k for k in state):
             checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}

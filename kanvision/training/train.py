@@ -108,6 +108,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     model.data_config = datamodule.configure_for_model(model.model_data_config())
     model.check_input_size(model.data_config)
+    model.data_module_config = to_container(cfg.data)
     # one image of the training size: Lightning's model summary counts FLOPs on it, and so does the monitor
     model.example_input_array = torch.zeros(1, datamodule.in_chans, *model.data_config["img_size"])
     log.info(

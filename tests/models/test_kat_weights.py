@@ -3,6 +3,7 @@
 converted files; resampling, head dropping, clear errors; and the ViT reproduction of the paper's "from ViT" init."""
 
 import argparse
+import json
 import logging
 
 import numpy as np
@@ -12,8 +13,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from timm.layers import resample_abs_pos_embed
 
-import kanvision  # noqa: F401
-from kanvision.models.convert import main as convert_main
+import kanvision
+from kanvision.training.convert import main as convert_main
 
 SMALL = dict(img_size=32, patch_size=8, depth=2)
 
@@ -230,8 +231,8 @@ def test_convert_cli_roundtrip(tmp_path, capsys):
     from safetensors import safe_open
 
     with safe_open(str(destination), "pt") as handle:
-        metadata = handle.metadata()
-    assert metadata["architecture"] == "kat_tiny_patch16_224" and '"gelu"' in metadata["model_args"]
+        metadata = json.loads(handle.metadata()["kanvision"])
+    assert metadata["model_name"] == "kat_tiny_patch16_224" and metadata["model_kwargs"]["rational_init"][1] == "gelu"
     for key, value in vit_state.items():
         if key.startswith(("patch_embed", "blocks.0.")):
             torch.testing.assert_close(converted[key], value)
@@ -239,6 +240,11 @@ def test_convert_cli_roundtrip(tmp_path, capsys):
     reloaded = kat_from(destination, rational_init=("identity", "gelu"))  # kanvision's own file loads back
     for key, value in converted.items():
         torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=0, atol=0)
+    # the same file rebuilds alone through kanvision.load_checkpoint, with identical logits
+    rebuilt = kanvision.load_checkpoint(destination)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), reloaded.eval()(x), rtol=0, atol=0)
     with pytest.raises(SystemExit):
         convert_main([str(tmp_path / "missing.pth"), str(destination)])
 

@@ -1,8 +1,10 @@
 """``kanvision-convert``: load a foreign checkpoint into a kanvision model and write it as safetensors.
 
 Any file that ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=SRC))`` accepts works: for
-KAT, timm ViT state dicts, Google AugReg ``.npz``, official KAT checkpoints and kanvision's own files. The output
-stores the architecture and model arguments in the safetensors metadata, so the file says what it is.
+KAT, timm ViT state dicts, Google AugReg ``.npz``, official KAT checkpoints and kanvision's own files. The output is
+the same format as ``kanvision-export``: the model name, its arguments and data config in the safetensors metadata,
+so ``kanvision.load_checkpoint(DST)`` rebuilds it alone, and ``timm.create_model(name,
+pretrained_cfg_overlay=dict(file=DST))`` loads it too.
 
 Example::
 
@@ -21,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import timm
-from safetensors.torch import save_file
+from timm.data import resolve_model_data_config
 
 import kanvision  # noqa: F401  (registers the models with timm)
+from kanvision.training.checkpoint import save_safetensors
 
 __all__ = ["convert", "main"]
 
@@ -38,17 +41,20 @@ def convert(source: str | Path, destination: str | Path, model_name: str, **mode
     if model_name not in timm.list_models():
         raise ValueError(f"unknown model {model_name!r}; kanvision models: {timm.list_models('kat_*')}")
     model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(source)), **model_args)
-    state_dict = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    metadata = {
-        "format": "pt",
-        "architecture": model_name,
-        "model_args": json.dumps(model_args, sort_keys=True),
-        "source": source.name,
-        "kanvision_version": kanvision.__version__,
+    data = resolve_model_data_config(model)
+    meta = {
+        "model_name": model_name,
+        "model_kwargs": dict(model_args),
+        "data_config": {
+            "img_size": list(data["input_size"][-2:]),
+            "mean": list(data["mean"]),
+            "std": list(data["std"]),
+            "interpolation": data["interpolation"],
+            "crop_pct": data["crop_pct"],
+        },
     }
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict, str(destination), metadata=metadata)
-    return metadata
+    save_safetensors(model, meta, destination)
+    return {"architecture": model_name, "model_args": json.dumps(model_args, sort_keys=True), "source": source.name}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
