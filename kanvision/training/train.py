@@ -38,7 +38,7 @@ from kanvision.training.validate import validate_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train", "resolve_ckpt_path", "main"]
+__all__ = ["train", "resolve_ckpt_path", "follow_data_img_size", "main"]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
@@ -101,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume_from:
         _resume_wandb(cfg, resume_from)
 
+    follow_data_img_size(cfg)
     model = instantiate(
         cfg.model,
         num_classes=cfg.model.get("num_classes") or datamodule.num_classes,
@@ -135,6 +136,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("export_safetensors") and cfg.get("train", True):
             _export(model, trainer, output_dir)
     return metrics
+
+
+def follow_data_img_size(cfg: DictConfig) -> None:
+    """A fixed-input-size network (ViT/KAT patch grid, flattening CNNs) is built for ``data.img_size`` when that is
+    set and ``model.kwargs.img_size`` is not: one setting changes both."""
+    import timm
+
+    size = OmegaConf.select(cfg, "data.img_size", default=None)
+    name = OmegaConf.select(cfg, "model.name", default=None)
+    if size is None or not name or OmegaConf.select(cfg, "model.kwargs.img_size", default=None) is not None:
+        return
+    pretrained_cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+        with open_dict(cfg):
+            cfg.model.kwargs.img_size = OmegaConf.to_object(size) if OmegaConf.is_config(size) else size
+        log.info("model.kwargs.img_size follows data.img_size=%s", size)
 
 
 def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str, Any]:

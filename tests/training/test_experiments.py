@@ -29,6 +29,7 @@ from torch.utils.data import default_collate
 
 import kanvision
 from kanvision.layers.rational import GroupRational
+from kanvision.training.train import follow_data_img_size
 from kanvision.training.utils import instantiate, instantiate_callbacks
 
 CONFIG_DIR = Path(kanvision.__file__).parent / "configs"
@@ -111,6 +112,13 @@ RECIPES["kan_kkan_mnist"] = RECIPES["kan_kanc_mlp_mnist"] = _BODNER_MNIST
 for _name in ("kan_kagn_simple8_cifar10", "kan_kagn_simple8_cifar100", "kan_kacn_simple8_cifar10"):
     RECIPES[_name] = _CONV_KAN_CIFAR
 RECIPES["kan_vgg11_bottleneck_imagenet"] = _CONV_KAN_IMAGENET
+# kanvision's own KAT-T recipe at 32 px (kat_tiny_cifar10.yaml documents it), shared by its ViT-Ti baseline
+_KAT_CIFAR = _KAT | dict(
+    batch_size=128, epochs=200, warmup_epochs=10, min_lr=1e-5, ema=None, img_size=32, crop_pct=1.0,
+    auto_augment="rand-m9-mstd0.5-inc1", drop_path=0.1,
+)  # fmt: skip
+for _name in ("kat_tiny_cifar10", "kat_tiny_cifar100", "vit_tiny_cifar10", "vit_tiny_cifar100"):
+    RECIPES[_name] = _KAT_CIFAR
 
 
 def _printed_count(text: str) -> tuple[float, float]:
@@ -213,6 +221,7 @@ def tiny_overrides(cfg: DictConfig, data_roots: dict[str, Path], vit_weights: di
             cfg.data.num_classes = None
         if cfg.model.kwargs.get("pretrained"):
             cfg.model.kwargs.pretrained_cfg_overlay.file = str(vit_weights[cfg.model.name.split("_")[1]])
+    follow_data_img_size(cfg)  # as train(cfg) does before building the network
     return cfg
 
 
@@ -311,6 +320,21 @@ def test_experiment_instantiates(name, data_roots, vit_weights, tmp_path):
         _check_recipe(RECIPES[name], cfg, module, datamodule, trainer)
 
 
+def test_every_baseline_is_an_experiment_on_the_same_data(tmp_path):
+    """``baseline:`` names the timm model a KAN experiment is compared against: an experiment of that model exists
+    for the same dataset (kanvision-compare pairs the two runs)."""
+    runs = {}
+    for name in EXPERIMENTS:
+        cfg = compose_experiment(name, tmp_path)
+        runs[name] = (cfg.model.name, cfg.data._target_, cfg.get("baseline"))
+    pairs = [(name, baseline) for name, (_, _, baseline) in runs.items() if baseline]
+    assert len(pairs) >= 10
+    for name, baseline in pairs:
+        assert timm.is_model(baseline), (name, baseline)
+        data = runs[name][1]
+        assert any(model == baseline and d == data for model, d, _ in runs.values()), (name, baseline)
+
+
 def test_from_vit_loads_the_vit_weights(data_roots, vit_weights, tmp_path):
     """KAT-T from ViT-T weights: every ViT tensor lands in the KAT, the rationals keep their (act1, act2) init."""
     # weight_init=skip: no (slow) random init before loading; any tensor not loaded would show up below
@@ -340,9 +364,11 @@ def test_kat_baselines_share_the_kat_recipe(tmp_path):
     for size in ("tiny", "small", "base"):
         kat = OmegaConf.to_container(compose_experiment(f"kat_{size}_imagenet", tmp_path), resolve=False)
         vit = OmegaConf.to_container(compose_experiment(f"vit_{size}_imagenet", tmp_path), resolve=False)
+        assert kat["baseline"] == vit["model"]["name"] and vit["baseline"] is None
         for cfg in (kat, vit):
             cfg["model"].pop("name")
             cfg.pop("tags")
+            cfg.pop("baseline")
         assert kat == vit
 
 

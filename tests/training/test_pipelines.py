@@ -21,7 +21,7 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
-from kanvision.training.train import train
+from kanvision.training.train import follow_data_img_size, train
 from kanvision.training.utils import instantiate
 from tests.training.test_experiments import EXPERIMENTS, compose_experiment
 
@@ -119,6 +119,7 @@ def _experiment(name: str, output_dir: Path, roots, vit_files, overrides=()):
             cfg.data.num_classes = None  # the generated tree has its own class count (checked to match)
         if cfg.model.kwargs.get("pretrained"):
             cfg.model.kwargs.pretrained_cfg_overlay.file = str(vit_files[cfg.model.name.split("_")[1]])
+    follow_data_img_size(cfg)
     return cfg
 
 

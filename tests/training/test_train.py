@@ -289,3 +289,17 @@ def test_checkpoint_without_kanvision_metadata_names_the_file(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)
     with pytest.raises(ValueError, match=rf"checkpoint {plain} has no 'kanvision' entry"):
         checkpoint_metadata(plain)
+
+
+def test_fixed_size_model_follows_data_img_size(make_cfg, tmp_path):
+    """KAT at 32 px with data.img_size alone: the patch grid is built for the data (2 x 2 patches of 16)."""
+    limits = ("trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false")
+    cfg = make_cfg(*TINY, "model=kat_tiny", "data.img_size=32", "+model.kwargs.depth=1", *limits)
+    metrics = train(cfg)
+    assert metrics["global_step"] == 1
+    network = kanvision.load_checkpoint(tmp_path / "model.safetensors")
+    assert tuple(network.patch_embed.img_size) == (32, 32) and network.patch_embed.num_patches == 4
+    # an explicit model.kwargs.img_size still wins (and then must match the data)
+    cfg = make_cfg(*TINY, "model=kat_tiny", "data.img_size=32", "+model.kwargs.depth=1", "+model.kwargs.img_size=64")
+    with pytest.raises(ValueError, match=r"img_size=\[32, 32\] but kat_tiny_patch16_224 was built for \[64, 64\]"):
+        train(cfg)
