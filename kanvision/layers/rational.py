@@ -63,19 +63,31 @@ def group_rational_pytorch(x: Tensor, weight_numerator: Tensor, weight_denominat
         raise ValueError(f"weight_denominator must be (groups={groups}, n), got {tuple(weight_denominator.shape)}")
     if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
         raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"group rational needs a floating-point input, got {x.dtype}")
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
     xg = x.to(compute_dtype).unflatten(-1, (groups, num_channels // groups))  # (..., g, C/g)
     a = weight_numerator.to(compute_dtype).unsqueeze(-1)  # (1 or g, m+1, 1): a[:, k] broadcasts over (..., g, C/g)
     b = weight_denominator.to(compute_dtype).abs().unsqueeze(-1)  # (g, n, 1)
-    numerator = a[:, -1]
-    for k in range(a.shape[1] - 2, -1, -1):  # Horner
-        numerator = numerator * xg + a[:, k]
+    c = torch.cat([torch.ones_like(b[:, :1]), b], dim=1)  # Q(|x|) = sum_i c_i |x|^i with c_0 = 1
+    m, n = a.shape[1] - 1, c.shape[1] - 1
+    # For |x| > 1 both polynomials are evaluated in 1/x (their coefficients reversed), i.e. divided by their leading
+    # power: x^m / |x|^n * P~(1/x) / Q~(1/|x|). x^5 alone overflows float32 from |x| ~ 4e7; this form stays finite
+    # wherever F is. The inner where keeps 1/x finite in the unused branch (its gradient would be NaN otherwise).
     ax = xg.abs()
-    denominator = b[:, -1]
-    for i in range(b.shape[1] - 2, -1, -1):
-        denominator = denominator * ax + b[:, i]
-    denominator = 1.0 + denominator * ax
-    return (numerator / denominator).flatten(-2).to(x.dtype)
+    big = ax > 1
+    t = torch.where(big, 1.0 / torch.where(big, xg, torch.ones_like(xg)), xg)  # 1/x or x
+    s = t.abs()  # 1/|x| or |x|
+    numerator = torch.where(big, a[:, 0], a[:, m])
+    for k in range(1, m + 1):  # Horner
+        numerator = numerator * t + torch.where(big, a[:, k], a[:, m - k])
+    denominator = torch.where(big, c[:, 0], c[:, n])
+    for k in range(1, n + 1):
+        denominator = denominator * s + torch.where(big, c[:, k], c[:, n - k])
+    # x^m / |x|^n = sign(x)^m |x|^(m-n); Q~ > 0 in exact arithmetic, kept away from 0 where it underflows
+    scale = torch.where(big, torch.sign(xg) ** m * ax ** (m - n), torch.ones_like(xg))
+    denominator = denominator.clamp_min(torch.finfo(compute_dtype).tiny)
+    return (scale * numerator / denominator).flatten(-2).to(x.dtype)
 
 
 class GroupRational(nn.Module):
@@ -124,11 +136,20 @@ class GroupRational(nn.Module):
         use_kernel: bool | None = None,
     ):
         super().__init__()
+        for name, value in (("num_channels", num_channels), ("groups", groups)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"GroupRational: {name} must be an int, got {value!r} ({type(value).__name__})")
+        if (
+            not isinstance(order, Sequence)
+            or len(order) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in order)
+        ):
+            raise TypeError(f"GroupRational: order must be two ints (m, n), got {order!r}")
         if groups < 1 or num_channels < 1 or num_channels % groups != 0:
             raise ValueError(
                 f"GroupRational: num_channels={num_channels} must be a positive multiple of groups={groups}"
             )
-        if len(order) != 2 or order[0] < 0 or order[1] < 1:
+        if order[0] < 0 or order[1] < 1:
             raise ValueError(f"GroupRational: order=(m, n) needs m >= 0 and n >= 1, got {order}")
         if use_kernel not in (None, True, False):
             raise ValueError(f"GroupRational: use_kernel must be None (auto), True or False, got {use_kernel!r}")

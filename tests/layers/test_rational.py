@@ -256,3 +256,42 @@ def test_kernel_dispatch(monkeypatch):
     assert calls == [((2, 3, 5, 16), 4)]
     with pytest.raises(ValueError, match="use_kernel"):
         GroupRational(16, use_kernel="yes")
+
+
+@pytest.mark.parametrize("init", list_rational_inits())
+def test_float32_stays_finite_and_exact_up_to_1e30(init):
+    """x^5 overflows float32 from |x| ~ 4e7; the evaluation divides by the leading power instead. The float64 naive
+    formula (x^5 = 1e150 is fine there) is the reference."""
+    layer = GroupRational(16, groups=2, init=init)
+    with torch.no_grad():
+        layer.weight_denominator.mul_(torch.linspace(0.5, 1.5, 8).view(2, 4))  # groups differ
+    magnitudes = torch.tensor([1e30, 1e20, 1e12, 4.5e7, 1e4, 1.5, 1.0, 0.5, 0.0])
+    x = torch.cat([magnitudes, -magnitudes[:7]]).view(1, 16)
+    y = layer(x)
+    assert torch.isfinite(y).all()
+    ref = naive_rational(x, layer.weight_numerator.detach(), layer.weight_denominator.detach(), 2)
+    torch.testing.assert_close(y.double(), ref, rtol=2e-5, atol=1e-20)  # below 1e-20: float32 underflow
+    x64 = x.double().requires_grad_()
+    layer64 = GroupRational(16, groups=2, init=init).double()
+    layer64(x64).sum().backward()
+    assert torch.isfinite(x64.grad).all() and all(torch.isfinite(p.grad).all() for p in layer64.parameters())
+
+
+def test_integer_input_is_refused():
+    with pytest.raises(TypeError, match="floating-point input, got torch.int64"):
+        GroupRational(8)(torch.arange(8).view(1, 8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(num_channels=16, groups=2.0), r"groups must be an int, got 2\.0"),
+        (dict(num_channels=16.0, groups=2), r"num_channels must be an int, got 16\.0"),
+        (dict(num_channels=16, order=(2.5, 4)), r"order must be two ints \(m, n\), got \(2\.5, 4\)"),
+        (dict(num_channels=16, order=(5,)), r"order must be two ints"),
+        (dict(num_channels=16, groups=True), r"groups must be an int, got True"),
+    ],
+)
+def test_argument_types_are_checked(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        GroupRational(**kwargs)
