@@ -118,6 +118,18 @@ def _check_args(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor,
 
 if triton is not None:
 
+    @triton.jit
+    def _coefficient(coef, k: tl.constexpr, n_cols, cmask):
+        """Row ``k`` of the coefficient table as a (1, BLOCK_C) row."""
+        return tl.load(coef + k * n_cols, mask=cmask, other=0.0)[None, :]
+
+    @triton.jit
+    def _denominator_coefficient(coef, M: tl.constexpr, i: tl.constexpr, n_cols, cmask):
+        """c_i of Q(|x|) = sum_i c_i |x|^i: 1 for i = 0, else |b_i| (row M + i)."""
+        if i == 0:
+            return tl.full((1, cmask.shape[0]), 1.0, tl.float32)
+        return tl.load(coef + (M + i) * n_cols, mask=cmask, other=0.0)[None, :]
+
     def _group_rational_forward_kernel(
         x_ptr,
         stride_xr,
@@ -150,42 +162,28 @@ if triton is not None:
             other=0.0,
         ).to(tl.float32)
         ax = tl.abs(x)
-
-        # P(x) and Q(|x|) by Horner from the highest coefficient; Q >= 1 so the division is always safe.
-        p = tl.zeros(x.shape, dtype=tl.float32)
-        if M >= 7:
-            p = p * x + tl.load(coef + 7 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 6:
-            p = p * x + tl.load(coef + 6 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 5:
-            p = p * x + tl.load(coef + 5 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 4:
-            p = p * x + tl.load(coef + 4 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 3:
-            p = p * x + tl.load(coef + 3 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 2:
-            p = p * x + tl.load(coef + 2 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 1:
-            p = p * x + tl.load(coef + 1 * n_cols, mask=cmask, other=0.0)[None, :]
-        p = p * x + tl.load(coef, mask=cmask, other=0.0)[None, :]
-        q = tl.zeros(x.shape, dtype=tl.float32)
-        if N >= 7:
-            q = q * ax + tl.load(coef + (M + 7) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 6:
-            q = q * ax + tl.load(coef + (M + 6) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 5:
-            q = q * ax + tl.load(coef + (M + 5) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 4:
-            q = q * ax + tl.load(coef + (M + 4) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 3:
-            q = q * ax + tl.load(coef + (M + 3) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 2:
-            q = q * ax + tl.load(coef + (M + 2) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 1:
-            q = q * ax + tl.load(coef + (M + 1) * n_cols, mask=cmask, other=0.0)[None, :]
-        q = q * ax + 1.0
-
-        y = p / q
+        # For |x| > 1 both polynomials are evaluated in 1/x with their coefficients reversed (divided by their
+        # leading powers): F = sign(x)^M |x|^(M-N) P~(1/x) / Q~(1/|x|), finite wherever F is (x^5 alone overflows
+        # float32 from |x| ~ 4e7). Coefficient k of the reversed polynomial is coefficient M - k of the direct one.
+        big = ax > 1.0
+        t = tl.where(big, 1.0 / tl.where(big, x, 1.0), x)
+        s = tl.abs(t)
+        p = tl.where(big, _coefficient(coef, 0, n_cols, cmask), _coefficient(coef, M, n_cols, cmask))
+        for k in tl.static_range(1, M + 1):
+            p = p * t + tl.where(big, _coefficient(coef, k, n_cols, cmask), _coefficient(coef, M - k, n_cols, cmask))
+        # Q(|x|) = sum_i c_i |x|^i with c_0 = 1 and c_i = |b_i| (row M + i of the table)
+        q = tl.where(big, 1.0, _denominator_coefficient(coef, M, N, n_cols, cmask))
+        for k in tl.static_range(1, N + 1):
+            direct = _denominator_coefficient(coef, M, N - k, n_cols, cmask)
+            q = q * s + tl.where(big, _denominator_coefficient(coef, M, k, n_cols, cmask), direct)
+        power = tl.full(x.shape, 1.0, tl.float32)  # |x|^(M-N) for the big branch
+        for _ in tl.static_range(M - N if M >= N else N - M):
+            power = power * ax
+        if M < N:
+            power = 1.0 / power
+        if M % 2 == 1:
+            power = tl.where(x < 0, -power, power)
+        y = tl.where(big, power, 1.0) * p / tl.maximum(q, 1.1754943508222875e-38)
         out = y_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
         tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 

@@ -387,3 +387,17 @@ def test_kernels_compile_for_hopper_without_a_gpu():
         [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout[-2000:] + result.stderr[-4000:]
+
+
+@needs_interpreter
+def test_forward_is_finite_and_exact_up_to_1e30():
+    """The kernel divides by the leading powers for |x| > 1, as the PyTorch path: no float32 overflow up to 1e30."""
+    from kanvision.layers.rational import GroupRational
+
+    layer = GroupRational(16, groups=2, init="swish")
+    magnitudes = torch.tensor([1e30, 1e20, 1e12, 4.5e7, 1e4, 1.5, 1.0, 0.5, 0.0])
+    x = torch.cat([magnitudes, -magnitudes[:7]]).view(1, 16)
+    a, b = layer.weight_numerator.detach(), layer.weight_denominator.detach()
+    y = group_rational(x, a, b, 2)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.double(), reference(x, a, b, 2), rtol=2e-5, atol=1e-20)
