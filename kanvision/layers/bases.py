@@ -19,7 +19,8 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +88,14 @@ def _check_int(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_range(grid_range: tuple[float, float]) -> tuple[float, float]:
+    pair = isinstance(grid_range, Sequence) and not isinstance(grid_range, str) and len(grid_range) == 2
+    if not pair or not all(map(_is_number, grid_range)):
+        raise ValueError(f"grid_range must be two finite numbers (low, high) with low < high, got {grid_range!r}")
     lo, hi = (float(v) for v in grid_range)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"grid_range must be two finite numbers (low, high) with low < high, got {grid_range!r}")
@@ -612,7 +620,7 @@ class RBFBasis(GridBasis):
     def __init__(
         self, num_centers: int = 8, grid_range: tuple[float, float] = (-2.0, 2.0), bandwidth: float | None = None
     ):
-        if bandwidth is not None and not (math.isfinite(bandwidth) and bandwidth > 0):
+        if bandwidth is not None and not (_is_number(bandwidth) and math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a positive finite number or None, got {bandwidth!r}")
         self.bandwidth = bandwidth
         super().__init__(grid_range, _check_int("num_centers", num_centers, 2) - 1)

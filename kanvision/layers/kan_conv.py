@@ -25,9 +25,15 @@ _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _tuple(name: str, value: int | tuple[int, ...], n: int, minimum: int) -> tuple[int, ...]:
-    values = (value,) * n if isinstance(value, int) else tuple(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        values = (value,) * n
+    elif isinstance(value, (tuple, list)):
+        values = tuple(value)
+    else:
+        raise TypeError(f"{name} must be an integer >= {minimum} or a tuple of {n} such integers, got {value!r}")
     if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
-        raise ValueError(f"{name} must be an integer >= {minimum} or a tuple of {n} such integers, got {value!r}")
+        error = TypeError if any(not isinstance(v, int) or isinstance(v, bool) for v in values) else ValueError
+        raise error(f"{name} must be an integer >= {minimum} or a tuple of {n} such integers, got {value!r}")
     return values
 
 

@@ -167,6 +167,8 @@ class KANLayer(nn.Module):
                 f"{old.registry_name or type(old).__name__!r}"
             )
         x = self._prepare(x)
+        if x.numel() == 0:
+            raise ValueError(f"update_grid needs at least one sample to fit the grid to, got an empty {tuple(x.shape)}")
         samples = x.detach().movedim(self._channel_dim, 0).reshape(self._in, -1).to("cpu", torch.float64)
         if samples.shape[1] > max_samples:  # an even subsample, plus the extremes the grid must cover
             idx = torch.linspace(0, samples.shape[1] - 1, max_samples).long()

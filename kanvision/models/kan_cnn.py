@@ -327,6 +327,15 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = self._head_layer(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        # the channel-shared convs take any channel count and the flattening head would fail with a size message
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{type(self).__name__} was built for in_chans={self.in_chans} (N, {self.in_chans}, H, W) images, "
+                f"got shape {tuple(x.shape)}; build it with in_chans={x.shape[1] if x.dim() == 4 else '?'}"
+            )
+        return super().forward_features(x)
+
     def _head_layer(self, d_in: int, d_out: int) -> nn.Module:
         if self.head_type == "mlp":
             return nn.Linear(d_in, d_out)

@@ -526,3 +526,42 @@ def test_compiled_chebyshev_backward_is_the_analytic_one(monkeypatch):
     # autograd of the reference ops differentiates tanh; the analytic backward (U_k recurrence) does not
     assert "tanh_backward" in backward_graph(traceable=False)
     assert "tanh_backward" not in backward_graph(traceable=True)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: KANConv2d(4, 6, 3.0), TypeError, r"kernel_size must be an integer >= 1 .* got 3\.0"),
+        (lambda: KANConv2d(4, 6, "3"), TypeError, r"kernel_size must be an integer"),
+        (lambda: KANConv2d(4, 6, (3, 3.5)), TypeError, r"kernel_size .* got \(3, 3\.5\)"),
+        (lambda: KANConv2d(4, 6, 3, stride=0), ValueError, r"stride must be an integer >= 1"),
+        (
+            lambda: KANLinear(4, 6, basis="bspline", basis_kwargs=dict(grid_range=(0, 1, 2))),
+            ValueError,
+            r"grid_range must be two",
+        ),
+        (
+            lambda: KANLinear(4, 6, basis="bspline", basis_kwargs=dict(grid_range="ab")),
+            ValueError,
+            r"grid_range must be two .*'ab'",
+        ),
+        (lambda: KANLinear(4, 6, basis="bspline", basis_kwargs=dict(grid_range=(1, 0))), ValueError, r"low < high"),
+        (
+            lambda: KANLinear(4, 6, basis="rbf", basis_kwargs=dict(bandwidth="1")),
+            ValueError,
+            r"bandwidth must be a positive finite number or None, got '1'",
+        ),
+    ],
+)
+def test_wrong_argument_types_name_the_parameter(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_update_grid_on_an_empty_batch():
+    layer = KANLinear(4, 3, basis="bspline")
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    with pytest.raises(ValueError, match=r"update_grid needs at least one sample .* \(0, 4\)"):
+        layer.update_grid(torch.empty(0, 4))
+    for key, value in layer.state_dict().items():  # nothing changed
+        assert torch.equal(value, before[key]), key

@@ -245,3 +245,12 @@ def test_flattening_mnist_models_declare_a_fixed_input_size():
     assert model.pretrained_cfg["fixed_input_size"] is True
     square = timm.create_model("kan_kkan_mnist", img_size=(32, 32))  # what timm passes for fixed-size models
     assert square(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ["kan_kkan_mnist", "kan_kanc_mlp_mnist", "kan_kkan_small", "kan_kanc_mlp_big"])
+def test_mnist_models_check_the_channel_count_at_the_first_layer(name):
+    model = timm.create_model(name)
+    assert model.in_chans == 1
+    with pytest.raises(ValueError, match=r"in_chans=1 .* got shape \(2, 3, 28, 28\); build it with in_chans=3"):
+        model(torch.randn(2, 3, 28, 28))
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
