@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pickle
 import subprocess
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from kanvision.training import checkpoint_io
+from kanvision.training.checkpoint import read_checkpoint
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError
 from kanvision.training.data import (
     CIFAR10DataModule,
@@ -251,3 +253,55 @@ def test_resume_from_a_broken_last_checkpoint(make_cfg, tmp_path, content):
     what = "is empty" if not content else "is not a PyTorch checkpoint"
     with pytest.raises(CheckpointError, match=f"last.ckpt {what}"):
         train(cfg)
+
+
+# ------------------------------------------------------------------------------------------ crashes
+def _train_command(run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "kanvision.train", *TINY, "model=kan_cnn_tiny", "data.img_size=8", "data.num_train=64",
+        "trainer.max_epochs=6", "+callbacks.last_checkpoint.every_n_train_steps=1", "callbacks.rich_progress_bar=null",
+        "callbacks.model_summary=null", "trainer.accelerator=cpu", f"hydra.run.dir={run_dir}", *extra,
+    ]  # fmt: skip
+
+
+def test_sigkill_during_training_then_resume(tmp_path):
+    """A run killed with SIGKILL (no cleanup at all) leaves only whole checkpoints, and ckpt_path=last finishes it."""
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(_train_command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.5)  # somewhere inside the following steps and their checkpoint writes
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (run_dir / "metrics.json").exists()
+    killed_at = read_checkpoint(last)["global_step"]  # whole and loadable
+    assert 1 <= killed_at < 24
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]  # no half-written leftovers
+    result = subprocess.run(_train_command(run_dir, "ckpt_path=last"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 24  # 6 epochs of 4 batches, counted across the kill
+    assert read_checkpoint(last)["global_step"] == 24
+
+
+def test_same_seed_same_run(make_cfg, tmp_path):
+    """Two runs with one seed give bit-identical weights and metrics (the determinism a resumed run relies on)."""
+    runs = []
+    for name in ("a", "b"):
+        cfg = make_cfg(*RUN, "trainer.limit_train_batches=2", "trainer.deterministic=true", output_dir=tmp_path / name)
+        metrics = train(cfg)
+        state = read_checkpoint(tmp_path / name / "checkpoints" / "last.ckpt")["state_dict"]
+        runs.append((metrics["val/loss"], state))
+    assert runs[0][0] == runs[1][0]
+    for key, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][key]), key
