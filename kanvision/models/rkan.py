@@ -315,6 +315,18 @@ def _stage_layout(backbone: nn.Module) -> tuple[tuple[str, ...], tuple[tuple[str
     )
 
 
+def _use_cifar_stem(backbone: nn.Module, device, dtype) -> None:
+    """The CIFAR stem of ResNets for 32 px images (He et al. 2016, section 4.2; the RKAN paper's CIFAR tables): a 3x3
+    stride-1 first conv and no max pooling, so stage 1 sees the full 32 x 32 image."""
+    if not isinstance(backbone, ResNet):
+        raise ValueError(f"stem='cifar' is defined for ResNet-family backbones, got {type(backbone).__name__}")
+    old = backbone.conv1
+    if not isinstance(old, nn.Conv2d):
+        raise ValueError("stem='cifar' needs a single-conv ResNet stem (stem_type ''), got a deep stem")
+    backbone.conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=False, device=device, dtype=dtype)
+    backbone.maxpool = nn.Identity()
+
+
 def _normalize_stages(stages: int | Iterable[int], num_stages: int) -> tuple[int, ...]:
     values = (stages,) if isinstance(stages, int) else tuple(stages)
     if (
@@ -358,6 +370,7 @@ class ResidualKANNet(nn.Module):
         control: bool = False,
         scale_by_input: bool = True,
         zero_init_last: bool = True,
+        stem: str = "imagenet",
         num_classes: int = 1000,
         in_chans: int = 3,
         device: torch.device | str | None = None,
@@ -365,6 +378,8 @@ class ResidualKANNet(nn.Module):
         **backbone_kwargs,
     ):
         super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' (the backbone's own) or 'cifar', got {stem!r}")
         if not isinstance(backbone, str) or not timm.is_model(backbone.partition(".")[0]):
             raise ValueError(
                 f"backbone must be the name of a timm model of a supported family, got {backbone!r}; supported: "
@@ -373,6 +388,8 @@ class ResidualKANNet(nn.Module):
         self.backbone = timm.create_model(
             backbone, num_classes=num_classes, in_chans=in_chans, device=device, dtype=dtype, **backbone_kwargs
         )
+        if stem == "cifar":
+            _use_cifar_stem(self.backbone, device, dtype)
         self._stem, self._stages, self._post = _stage_layout(self.backbone)
         self.stages = _normalize_stages(stages, len(self._stages))
         combines = (combine,) * len(self.stages) if isinstance(combine, str) else tuple(combine)
@@ -518,6 +535,14 @@ def _cfg(backbone: str, **kwargs) -> dict:
     return {**cfg, **kwargs}
 
 
+def _cifar_cfg() -> dict:
+    return dict(
+        input_size=(3, 32, 32), num_classes=10, crop_pct=1.0, interpolation="bilinear", mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616), first_conv="backbone.conv1", classifier="backbone.fc",
+        paper_ids="arXiv:2410.05500",
+    )  # fmt: skip
+
+
 default_cfgs = generate_default_cfgs(
     {
         "rkan_resnet18.a1_in1k": _cfg("resnet18.a1_in1k"),
@@ -529,6 +554,9 @@ default_cfgs = generate_default_cfgs(
         "rkan_regnety_008.pycls_in1k": _cfg("regnety_008.pycls_in1k"),
         "rkan_regnety_016.tv2_in1k": _cfg("regnety_016.tv2_in1k"),
         "rkan_regnety_032.ra_in1k": _cfg("regnety_032.ra_in1k"),
+        # 32 px CIFAR networks: no published weights
+        "rkan_resnet18_cifar": _cifar_cfg(),
+        "rkan_resnet34_cifar": _cifar_cfg(),
     }
 )
 
@@ -577,6 +605,20 @@ def rkan_resnet18(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNet-18: stage-4 side path (256 -> 128 -> 512), +99,683 parameters."""
     model_args = dict(backbone="resnet18")
     return _create_rkan("rkan_resnet18", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def rkan_resnet18_cifar(pretrained: bool = False, **kwargs) -> ResidualKANNet:
+    """RKAN-ResNet-18 for 32 px CIFAR images: the CIFAR stem (3x3 stride-1 conv, no max pooling), stage-4 side path."""
+    model_args = dict(backbone="resnet18", stem="cifar", num_classes=10)
+    return _create_rkan("rkan_resnet18_cifar", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def rkan_resnet34_cifar(pretrained: bool = False, **kwargs) -> ResidualKANNet:
+    """RKAN-ResNet-34 for 32 px CIFAR images: the CIFAR stem, stage-4 side path."""
+    model_args = dict(backbone="resnet34", stem="cifar", num_classes=10)
+    return _create_rkan("rkan_resnet34_cifar", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model

@@ -487,3 +487,22 @@ def test_chebyshev_reference_identity():
     t = torch.linspace(-0.99, 0.99, 11, dtype=torch.float64)
     assert torch.allclose(torch.cos(3 * torch.acos(t)), 4 * t**3 - 3 * t)
     assert math.isclose(float(torch.cos(2 * torch.acos(torch.tensor(0.5, dtype=torch.float64)))), -0.5)
+
+
+def test_cifar_stem_variant():
+    """rkan_resnet18_cifar: the ResNet CIFAR stem (3x3 stride 1, no max pooling) and the stage-4 side path."""
+    model = timm.create_model("rkan_resnet18_cifar", num_classes=100)
+    baseline = timm.create_model("resnet18", num_classes=100)
+    stem_change = -64 * 3 * 7 * 7 + 64 * 3 * 3 * 3  # the 7x7 conv becomes a 3x3 one
+    side_path = 99_683  # rkan_resnet18's documented stage-4 side path
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == sum(p.numel() for p in baseline.parameters()) + stem_change + side_path
+    )
+    conv1 = model.backbone.conv1
+    assert (conv1.kernel_size, conv1.stride, conv1.padding) == ((3, 3), (1, 1), (1, 1))
+    assert isinstance(model.backbone.maxpool, torch.nn.Identity)
+    assert model.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 512, 4, 4)  # 32 / 8: stages 2-4 halve
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+    with pytest.raises(ValueError, match="stem='cifar' is defined for ResNet-family backbones"):
+        timm.create_model("rkan_densenet121", stem="cifar")

@@ -117,6 +117,8 @@ _KAT_CIFAR = _KAT | dict(
     batch_size=128, epochs=200, warmup_epochs=10, min_lr=1e-5, ema=None, img_size=32, crop_pct=1.0,
     auto_augment="rand-m9-mstd0.5-inc1", drop_path=0.1,
 )  # fmt: skip
+_RKAN_CIFAR32 = _RKAN_CIFAR100 | dict(img_size=32)  # kanvision's own, rkan_resnet18_cifar100.yaml documents it
+RECIPES["rkan_resnet18_cifar10"] = RECIPES["rkan_resnet18_cifar100"] = _RKAN_CIFAR32
 for _name in ("kat_tiny_cifar10", "kat_tiny_cifar100", "vit_tiny_cifar10", "vit_tiny_cifar100"):
     RECIPES[_name] = _KAT_CIFAR
 
