@@ -198,7 +198,7 @@ class GroupRational(nn.Module):
                 f"GroupRational expects {self.num_channels} channels on dim {self.channel_dim}, got {tuple(x.shape)}"
             )
         channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
-        if self.use_kernel or (self.use_kernel is None and x.is_cuda and x.dtype != torch.float64):
+        if self.uses_kernel(x):
             # Imported lazily so that CPU use never imports triton.
             from kanvision.kernels.group_rational import group_rational
 
@@ -206,6 +206,10 @@ class GroupRational(nn.Module):
         else:
             y = group_rational_pytorch(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
         return y.movedim(-1, self.channel_dim) if channels_last is not x else y
+
+    def uses_kernel(self, x: Tensor) -> bool:
+        """Whether ``forward(x)`` runs the fused Triton kernel (see ``use_kernel``)."""
+        return bool(self.use_kernel or (self.use_kernel is None and x.is_cuda and x.dtype != torch.float64))
 
     @torch.no_grad()
     def variance_gain(self, num_points: int = 128) -> float:

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from kanvision.bench.flops import count_forward_flops  # also registers the CPU attention formula
+
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "forward_flops", "latest_checkpoint"]
 
 
@@ -71,18 +73,8 @@ class NonFiniteLossGuard(Callback):
 
 
 def forward_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass on ``example``, counted by ``torch.utils.flop_counter`` (matmuls, convolutions and
-    every op with a registered formula, such as kanvision's fused group-rational op)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(example)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
+    """FLOPs of one forward pass on ``example`` (:func:`kanvision.bench.flops.count_forward_flops`)."""
+    return count_forward_flops(model, example)
 
 
 def _peak_memory_bytes(device: torch.device) -> int:
