@@ -1,16 +1,23 @@
 """``kanvision-compare``: one report comparing finished training runs, kanvision models against timm baselines.
 
     kanvision-compare logs/train/runs --out reports/imagenet
-    kanvision-compare run_a run_b --benchmark benchmarks/results/gpu-2026-11-28.json --benchmark-filter compiled=false
+    kanvision-compare run_a run_b --pairs kat_tiny_patch16_224=vit_tiny_patch16_224
+    kanvision-compare run_a run_b --benchmark benchmarks/results/<file>.json --benchmark-filter compiled=false
 
 Reads every run directory written by ``kanvision-train`` (``metrics.json``, and Hydra's ``.hydra/`` files for the
 experiment, dataset and image size; a directory without ``metrics.json`` is searched recursively) and writes into
 ``--out``:
 
-- ``compare.md``: one markdown table per dataset (top-1/top-5 in %, EMA top-1, loss, parameters, training img/s),
-  sorted by top-1, with the plots below it;
-- ``compare.json``: the same rows, machine-readable;
-- ``top1_vs_params.png`` and ``top1_vs_img_per_s.png`` (one panel per dataset, log x axis).
+- ``compare.md``: each KAN model against its baseline (the experiment's ``baseline:`` or ``--pairs``; same dataset):
+  the difference in top-1 and the ratios of parameters, GFLOPs, training img/s and peak memory; then one table per
+  dataset (top-1/top-5 in %, EMA top-1, loss, parameters, GFLOPs, img/s, peak memory), sorted by top-1, runs
+  labelled by model name; the plots below;
+- ``compare.json``: ``runs`` and ``pairs``, machine-readable;
+- ``top1_vs_params.png`` and ``top1_vs_img_per_s.png`` (one panel per dataset, log x axis, labels placed so that
+  they do not overlap, an arrow from each baseline to its KAN model).
+
+A run stopped by ``trainer.max_steps`` between two validations has no final validation metric in ``metrics.json``;
+its last validation value logged by the CSV logger is used instead (column "top-1 from").
 
 Parameters come from ``metrics.json`` (``num_params``), else from the run's exported ``model.safetensors`` metadata
 or its config (the network is then built on the meta device, no memory). Training throughput comes from a benchmark
@@ -34,7 +41,20 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Run", "find_run_dirs", "load_run", "read_benchmarks", "markdown_report", "plot_runs", "compare", "main"]
+__all__ = [
+    "Run",
+    "Pair",
+    "find_run_dirs",
+    "load_run",
+    "read_benchmarks",
+    "parse_pairs",
+    "pair_runs",
+    "markdown_report",
+    "place_labels",
+    "plot_runs",
+    "compare",
+    "main",
+]
 
 FAMILY_COLORS = {"kanvision": "tab:red", "timm": "tab:blue", "unknown": "tab:gray"}
 PLOTS = {"params": "top1_vs_params.png", "img_per_s": "top1_vs_img_per_s.png"}
@@ -60,6 +80,11 @@ class Run:
     img_per_s_source: str | None
     epochs: int | None
     world_size: int | None
+    baseline: str | None = None
+    gflops: float | None = None
+    peak_mem_bytes: int | None = None
+    global_step: int | None = None
+    top1_source: str = "metrics.json"
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -194,6 +219,23 @@ def _img_size(path: Path, cfg: DictConfig | None, model: str) -> int | None:
     return int(size) if size else None
 
 
+def _last_logged(path: Path, key: str) -> float | None:
+    """The last value of ``key`` in the run's CSV logger files (``metrics.csv`` below the run directory)."""
+    import csv
+
+    last = None
+    for file in sorted(path.rglob("metrics.csv")):
+        with file.open(newline="") as f:
+            for row in csv.DictReader(f):
+                value = row.get(key)
+                if value not in (None, ""):
+                    try:
+                        last = float(value)
+                    except ValueError:
+                        continue
+    return last if last is not None and math.isfinite(last) else None
+
+
 def load_run(path: str | Path, metric: str = "val/acc1") -> Run:
     """Read one run directory; ``metric`` is the accuracy reported as top-1 (``val/acc1`` or ``test/acc1``)."""
     path = Path(path)
@@ -209,18 +251,21 @@ def load_run(path: str | Path, metric: str = "val/acc1") -> Run:
     cfg = _load_yaml(path / ".hydra" / "config.yaml")
     hydra_cfg = _load_yaml(path / ".hydra" / "hydra.yaml")
     model = metrics.get("model") or _select(cfg, "model.name") or ""
-    experiment = _select(hydra_cfg, "hydra.runtime.choices.experiment")
     top5_key = metric.replace("acc1", "acc5")
     ema_key = metric.replace("/", "_ema/", 1)
+    top1, top1_source = _number(metrics, metric), "metrics.json"
+    if top1 is None:  # a run stopped by max_steps between validations: its last logged validation
+        top1, top1_source = _last_logged(path, metric), "last logged"
+    peak = metrics.get("peak_mem_bytes")
     return Run(
         path=str(path),
-        label=str(experiment or model or path.name),
+        label=str(model or path.name),
         model=str(model),
         family=model_family(model) if model else "unknown",
         dataset=_dataset(cfg, hydra_cfg),
         img_size=_img_size(path, cfg, model),
         num_params=_num_params(path, metrics, cfg, model),
-        top1=_number(metrics, metric),
+        top1=top1,
         top5=_number(metrics, top5_key) if top5_key != metric else None,
         loss=_number(metrics, metric.rsplit("/", 1)[0] + "/loss"),
         ema_top1=_number(metrics, ema_key),
@@ -229,6 +274,11 @@ def load_run(path: str | Path, metric: str = "val/acc1") -> Run:
         img_per_s_source="run" if _number(metrics, "train/img_per_s") else None,
         epochs=metrics.get("epochs"),
         world_size=metrics.get("world_size"),
+        baseline=_select(cfg, "baseline"),
+        gflops=_number(metrics, "gflops"),
+        peak_mem_bytes=int(peak) if isinstance(peak, (int, float)) and not isinstance(peak, bool) else None,
+        global_step=metrics.get("global_step"),
+        top1_source=top1_source if top1 is not None else "–",
     )
 
 
@@ -273,6 +323,70 @@ def read_benchmarks(files: Sequence[str | Path], filters: Sequence[str] = ()) ->
     return result
 
 
+# --------------------------------------------------------------------------------------------------- pairing
+@dataclass
+class Pair:
+    """A KAN run and the baseline run it is compared against (same dataset); ratios are KAN / baseline."""
+
+    dataset: str
+    model: str
+    baseline: str
+    model_path: str
+    baseline_path: str
+    delta_top1: float | None  # percentage points
+    params_ratio: float | None
+    gflops_ratio: float | None
+    img_per_s_ratio: float | None
+    peak_mem_ratio: float | None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def parse_pairs(items: Sequence[str]) -> dict[str, str]:
+    """``MODEL=BASELINE`` strings (``--pairs``) as a dict."""
+    pairs = {}
+    for item in items:
+        model, sep, baseline = item.partition("=")
+        if not sep or not model or not baseline:
+            raise ValueError(f"--pairs takes MODEL=BASELINE (timm model names), got {item!r}")
+        pairs[model.strip()] = baseline.strip()
+    return pairs
+
+
+def pair_runs(runs: Sequence[Run], pairs: dict[str, str] | None = None) -> list[Pair]:
+    """Pair every run whose model has a baseline (``pairs``, else the ``baseline`` of its experiment) with a run of
+    that baseline on the same dataset, preferring the same image size."""
+    pairs = dict(pairs or {})
+    result = []
+    for run in runs:
+        baseline = pairs.get(run.model) or run.baseline
+        if not baseline:
+            continue
+        candidates = [r for r in runs if r is not run and r.model == baseline and r.dataset == run.dataset]
+        if not candidates:
+            log.warning("%s (%s): no run of its baseline %s on %s", run.label, run.path, baseline, run.dataset)
+            continue
+        same_size = [r for r in candidates if r.img_size == run.img_size]
+        base = (same_size or candidates)[0]
+        result.append(
+            Pair(
+                dataset=run.dataset,
+                model=run.label,
+                baseline=base.label,
+                model_path=run.path,
+                baseline_path=base.path,
+                delta_top1=None if run.top1 is None or base.top1 is None else 100 * (run.top1 - base.top1),
+                params_ratio=_ratio(run.num_params, base.num_params),
+                gflops_ratio=_ratio(run.gflops, base.gflops),
+                img_per_s_ratio=_ratio(run.img_per_s, base.img_per_s),
+                peak_mem_ratio=_ratio(run.peak_mem_bytes, base.peak_mem_bytes),
+            )
+        )
+    return result
+
+
 # --------------------------------------------------------------------------------------------------- writing
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
@@ -292,10 +406,14 @@ def _by_dataset(runs: Sequence[Run]) -> dict[str, list[Run]]:
 
 
 _COLUMNS = (
-    "run", "model", "family", "img", "params (M)", "top-1 (%)", "top-5 (%)", "EMA top-1 (%)", "loss",
-    "test top-1 (%)", "train img/s", "img/s from", "epochs", "processes",
+    "run", "model", "family", "img", "params (M)", "GFLOPs", "top-1 (%)", "top-1 from", "top-5 (%)",
+    "EMA top-1 (%)", "loss", "test top-1 (%)", "train img/s", "img/s from", "peak mem (GiB)", "steps", "epochs",
+    "processes",
 )  # fmt: skip
-_TEXT_COLUMNS = {"run", "model", "family", "img/s from"}
+_TEXT_COLUMNS = {"run", "model", "family", "img/s from", "top-1 from"}
+_PAIR_COLUMNS = (
+    "KAN run", "baseline run", "Δ top-1 (points)", "params ×", "GFLOPs ×", "train img/s ×", "peak mem ×",
+)  # fmt: skip
 
 
 def _row(run: Run) -> list[str]:
@@ -305,28 +423,62 @@ def _row(run: Run) -> list[str]:
         run.family,
         _fmt(run.img_size, "d"),
         _fmt(None if run.num_params is None else run.num_params / 1e6, ".2f"),
+        _fmt(run.gflops, ".3g"),
         _pct(run.top1),
+        run.top1_source,
         _pct(run.top5),
         _pct(run.ema_top1),
         _fmt(run.loss, ".4f"),
         _pct(run.test_top1),
         _fmt(run.img_per_s, ",.0f"),
         run.img_per_s_source or "–",
+        _fmt(None if run.peak_mem_bytes is None else run.peak_mem_bytes / 2**30, ".2f"),
+        _fmt(run.global_step, "d"),
         _fmt(run.epochs, "d"),
         _fmt(run.world_size, "d"),
     ]
 
 
-def markdown_report(runs: Sequence[Run], metric: str, plots: dict[str, str], benchmarks: Sequence[str] = ()) -> str:
-    """The report: a table per dataset, then the plots (file names relative to the report)."""
+def _pair_row(pair: Pair) -> list[str]:
+    return [
+        pair.model,
+        pair.baseline,
+        _fmt(pair.delta_top1, "+.2f"),
+        _fmt(pair.params_ratio, ".2f"),
+        _fmt(pair.gflops_ratio, ".2f"),
+        _fmt(pair.img_per_s_ratio, ".2f"),
+        _fmt(pair.peak_mem_ratio, ".2f"),
+    ]
+
+
+def pairs_table(pairs: Sequence[Pair]) -> list[str]:
+    """Markdown lines of the KAN-vs-baseline table (ratios are KAN / baseline)."""
+    lines = ["| dataset | " + " | ".join(_PAIR_COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(_PAIR_COLUMNS) - 2)]
+    return lines + [f"| {p.dataset} | " + " | ".join(_pair_row(p)) + " |" for p in pairs]
+
+
+def markdown_report(
+    runs: Sequence[Run],
+    metric: str,
+    plots: dict[str, str],
+    benchmarks: Sequence[str] = (),
+    pairs: Sequence[Pair] = (),
+) -> str:
+    """The report: KAN models against their baselines, a table per dataset, then the plots (relative paths)."""
     lines = [
         "# kanvision-compare",
         "",
         f"{len(runs)} runs. top-1 is `{metric}` of each run's metrics.json (final epoch), as %; EMA top-1 is the "
         "same metric of the EMA weights. Parameters of the network alone. train img/s: "
         + (f"from {', '.join(f'`{b}`' for b in benchmarks)} where it has the model, else " if benchmarks else "")
-        + "measured by kanvision-train during the run (all processes together, that run's hardware).",
+        + "measured by kanvision-train during the run (all processes together, that run's hardware). "
+        "top-1 from 'last logged': the run stopped between validations (max_steps); its last logged value.",
     ]
+    lines += ["", "## KAN models against their baselines", ""]
+    if pairs:
+        lines += [*pairs_table(pairs), "", "Ratios are KAN / baseline; Δ top-1 is KAN minus baseline."]
+    else:
+        lines.append("No pairs: set `baseline:` in the experiment or pass `--pairs MODEL=BASELINE`.")
     for dataset, group in _by_dataset(runs).items():
         lines += ["", f"## {dataset}", "", "| " + " | ".join(_COLUMNS) + " |"]
         lines.append("|" + "|".join("---" if c in _TEXT_COLUMNS else "---:" for c in _COLUMNS) + "|")
@@ -339,9 +491,45 @@ def markdown_report(runs: Sequence[Run], metric: str, plots: dict[str, str], ben
     return "\n".join(lines)
 
 
-def plot_runs(runs: Sequence[Run], x: str, path: str | Path, metric: str = "val/acc1") -> bool:
+_LABEL_OFFSETS = [(dx, dy) for dy in (6, -14, 16, -24, 26, -34, 36, -44) for dx in (6, -6)]
+
+
+def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str], fontsize: int = 8) -> list:
+    """Annotate each point with its label at the first of a set of offsets where the text overlaps neither an
+    earlier label nor a marker; returns the labels' display-space bounding boxes."""
+    from matplotlib.transforms import Bbox
+
+    renderer = ax.figure.canvas.get_renderer()
+    ax.autoscale_view()
+    markers = []
+    for x, y in points:
+        px, py = ax.transData.transform((x, y))
+        markers.append(Bbox.from_extents(px - 4, py - 4, px + 4, py + 4))
+    placed: list = []
+    for (x, y), text in zip(points, labels, strict=True):
+        for dx, dy in _LABEL_OFFSETS:
+            note = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                ha="left" if dx > 0 else "right", va="bottom",
+                arrowprops=dict(arrowstyle="-", color="0.6", lw=0.5) if abs(dy) > 16 else None,
+            )  # fmt: skip
+            box = note.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed + markers):
+                break
+            note.remove()
+        else:  # every offset collides: keep the first one
+            note = ax.annotate(text, (x, y), xytext=_LABEL_OFFSETS[0], textcoords="offset points", fontsize=fontsize)
+            box = note.get_window_extent(renderer)
+        placed.append(box)
+    return placed
+
+
+def plot_runs(
+    runs: Sequence[Run], x: str, path: str | Path, metric: str = "val/acc1", pairs: Sequence[Pair] = ()
+) -> bool:
     """Scatter top-1 against ``x`` ("params" or "img_per_s"), one panel per dataset, kanvision and timm coloured
-    apart, every point labelled. Returns False (and writes nothing) when no run has both values."""
+    apart, every point labelled with its model (labels placed so that they do not overlap), an arrow from each
+    baseline to its KAN model. Returns False (and writes nothing) when no run has both values."""
     if x not in PLOTS:
         raise ValueError(f"x must be one of {sorted(PLOTS)}, got {x!r}")
     import matplotlib
@@ -358,7 +546,7 @@ def plot_runs(runs: Sequence[Run], x: str, path: str | Path, metric: str = "val/
     groups = {name: group for name, group in groups.items() if group}
     if not groups:
         return False
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.0 * len(groups), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(7.0 * len(groups), 5.0), squeeze=False)
     for ax, (dataset, group) in zip(axes[0], groups.items(), strict=True):
         for family in sorted({r.family for r in group}):
             members = [r for r in group if r.family == family]
@@ -370,16 +558,23 @@ def plot_runs(runs: Sequence[Run], x: str, path: str | Path, metric: str = "val/
                 s=40,
                 zorder=3,
             )
-        for r in group:
-            ax.annotate(r.label, (x_value(r), 100 * r.top1), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        by_path = {r.path: r for r in group}
+        for pair in pairs:
+            kan, base = by_path.get(pair.model_path), by_path.get(pair.baseline_path)
+            if kan is not None and base is not None:
+                ax.annotate(
+                    "", (x_value(kan), 100 * kan.top1), (x_value(base), 100 * base.top1),
+                    arrowprops=dict(arrowstyle="->", color="0.4", lw=1.0, shrinkA=5, shrinkB=5), zorder=2,
+                )  # fmt: skip
         ax.set_xscale("log")
-        ax.margins(x=0.3, y=0.12)  # room for the labels
+        ax.margins(x=0.35, y=0.15)  # room for the labels
         ax.set_xlabel("parameters (M)" if x == "params" else "training images / s")
         ax.set_ylabel(f"top-1 (%), {metric}")
         ax.set_title(dataset)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        place_labels(ax, [(x_value(r), 100 * r.top1) for r in group], [r.label for r in group])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -393,6 +588,7 @@ def compare(
     metric: str = "val/acc1",
     benchmarks: Sequence[str | Path] = (),
     benchmark_filters: Sequence[str] = (),
+    pairs: dict[str, str] | None = None,
 ) -> list[Run]:
     """Read the runs under ``paths``, write ``compare.md``, ``compare.json`` and the two plots into ``out_dir``."""
     if "acc1" not in metric:
@@ -402,18 +598,39 @@ def compare(
     for run in runs:
         if run.model in speeds:
             run.img_per_s, run.img_per_s_source = speeds[run.model], "benchmark"
-    labels = [r.label for r in runs]
-    for run in runs:
-        if labels.count(run.label) > 1:
-            run.label = f"{run.label} ({Path(run.path).name})"
+    _disambiguate(runs)
     if all(r.top1 is None for r in runs):
         raise ValueError(f"no run has {metric!r} in its metrics.json; choose another --metric")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = {what: file if plot_runs(runs, what, out_dir / file, metric) else "" for what, file in PLOTS.items()}
-    (out_dir / "compare.md").write_text(markdown_report(runs, metric, plots, [str(b) for b in benchmarks]) + "\n")
-    (out_dir / "compare.json").write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
+    paired = pair_runs(runs, pairs)
+    plots = {
+        what: file if plot_runs(runs, what, out_dir / file, metric, paired) else "" for what, file in PLOTS.items()
+    }
+    report = markdown_report(runs, metric, plots, [str(b) for b in benchmarks], paired)
+    (out_dir / "compare.md").write_text(report + "\n")
+    payload = {"runs": [asdict(r) for r in runs], "pairs": [asdict(p) for p in paired]}
+    (out_dir / "compare.json").write_text(json.dumps(payload, indent=2) + "\n")
     return runs
+
+
+def _disambiguate(runs: Sequence[Run]) -> None:
+    """Runs share a label (their model name) when a model ran more than once: add the dataset, then the image
+    size, then a number, whichever first tells them apart."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.label, []).append(run)
+    for label, group in groups.items():
+        if len(group) < 2:
+            continue
+        for describe in (lambda r: r.dataset, lambda r: f"{r.dataset}, {r.img_size} px"):
+            names = [f"{label} ({describe(r)})" for r in group]
+            if len(set(names)) == len(names):
+                break
+        else:
+            names = [f"{label} #{k}" for k in range(1, len(group) + 1)]
+        for run, name in zip(group, names, strict=True):
+            run.label = name
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -429,13 +646,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--benchmark-filter", action="append", default=[], help="key=value an entry must match, e.g. compiled=false"
     )
+    parser.add_argument(
+        "--pairs", nargs="+", default=[], metavar="MODEL=BASELINE",
+        help="compare MODEL's runs against BASELINE's (default: the experiments' `baseline:`)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        runs = compare(args.runs, args.out, args.metric, args.benchmark, args.benchmark_filter)
+        runs = compare(args.runs, args.out, args.metric, args.benchmark, args.benchmark_filter, parse_pairs(args.pairs))
     except ValueError as exc:
         parser.error(str(exc))
-    print(f"{len(runs)} runs -> {Path(args.out) / 'compare.md'}")
+    report = json.loads((Path(args.out) / "compare.json").read_text())
+    pairs = [Pair(**p) for p in report["pairs"]]
+    if pairs:
+        print("\n".join(pairs_table(pairs)))
+    print(f"{len(runs)} runs, {len(pairs)} pairs -> {Path(args.out) / 'compare.md'}")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def test_compare_writes_table_and_plots(run_dirs, tmp_path):
     for (name, model), family in zip(RUNS, ("kanvision", "timm"), strict=True):
         row = next(r for r in rows if r["model"] == f"`{model}`")
         m = metrics[name]
-        assert row["run"] == f"digits_kan ({name})"  # same experiment twice: told apart by the run folder
+        assert row["run"] == model  # labelled by the network, not the experiment or a timestamp
         assert row["family"] == family
         assert row["img"] == "8"
         assert row["top-1 (%)"] == f"{100 * m['val/acc1']:.2f}"
@@ -107,7 +107,7 @@ def test_compare_writes_table_and_plots(run_dirs, tmp_path):
     for file in ("top1_vs_params.png", "top1_vs_img_per_s.png"):
         assert f"]({file})" in markdown
         _check_png(out / file)
-    rows_json = json.loads((out / "compare.json").read_text())
+    rows_json = json.loads((out / "compare.json").read_text())["runs"]
     assert {r["model"]: r["top1"] for r in rows_json} == {model: metrics[name]["val/acc1"] for name, model in RUNS}
 
 
@@ -159,3 +159,88 @@ def test_searching_a_folder_skips_kanvision_eval_outputs(tmp_path):
         (tmp_path / name / "metrics.json").write_text("{}")
     assert find_run_dirs([tmp_path]) == [tmp_path / "train_run"]
     assert find_run_dirs([tmp_path / "eval_run"]) == [tmp_path / "eval_run"]  # named explicitly: taken as given
+
+
+def _fake_run(path, model, metrics, baseline=None, experiment="some_experiment", csv_rows=None):
+    """A run directory as kanvision-train writes it: metrics.json, .hydra/{config,hydra}.yaml, the CSV logger file."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(
+        f"task_name: train\nbaseline: {baseline or 'null'}\nmodel:\n  name: {model}\n  kwargs: {{}}\n"
+        "data:\n  _target_: kanvision.training.data.CIFAR10DataModule\n  img_size: 32\n"
+    )
+    (path / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  runtime:\n    choices:\n      data: cifar10\n      experiment: {experiment}\n"
+    )
+    (path / "metrics.json").write_text(json.dumps({"model": model, **metrics}))
+    if csv_rows:
+        folder = path / "csv" / "version_0"
+        folder.mkdir(parents=True)
+        keys = sorted({k for row in csv_rows for k in row})
+        lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in csv_rows]
+        (folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_compare_pairs_kan_runs_with_their_baselines(tmp_path):
+    kan = dict(num_params=5_700_000, gflops=1.2, peak_mem_bytes=3 * 2**30, global_step=500, epochs=2)
+    base = dict(num_params=5_000_000, gflops=1.0, peak_mem_bytes=2 * 2**30, global_step=500, epochs=2)
+    _fake_run(
+        tmp_path / "2026-12-01_10-00-00", "kat_tiny_patch16_224",
+        {**kan, "val/acc1": 0.75, "train/img_per_s": 80.0}, baseline="vit_tiny_patch16_224",
+        experiment="vit_tiny_cifar10",  # the model was overridden: the label follows the model
+    )  # fmt: skip
+    _fake_run(
+        tmp_path / "2026-12-01_11-00-00", "vit_tiny_patch16_224", {**base, "val/acc1": 0.70, "train/img_per_s": 100.0}
+    )
+    # stopped by max_steps between validations: no val/acc1 in metrics.json, its last logged value counts
+    _fake_run(
+        tmp_path / "2026-12-01_12-00-00", "rkan_resnet18_cifar", {**base, "test/acc1": 0.5},
+        baseline="kat_tiny_patch16_224",
+        csv_rows=[{"step": 99, "val/acc1": 0.6}, {"step": 150, "train/loss": 1.0}, {"step": 199, "val/acc1": 0.65}],
+    )  # fmt: skip
+    out = tmp_path / "report"
+    compare_main([str(tmp_path), "--out", str(out)])
+    report = json.loads((out / "compare.json").read_text())
+    runs = {r["label"]: r for r in report["runs"]}
+    assert set(runs) == {"kat_tiny_patch16_224", "vit_tiny_patch16_224", "rkan_resnet18_cifar"}
+    assert runs["rkan_resnet18_cifar"]["top1"] == pytest.approx(0.65)
+    assert runs["rkan_resnet18_cifar"]["top1_source"] == "last logged"
+    pairs = {p["model"]: p for p in report["pairs"]}
+    kat = pairs["kat_tiny_patch16_224"]
+    assert kat["baseline"] == "vit_tiny_patch16_224"
+    assert kat["delta_top1"] == pytest.approx(100 * (0.75 - 0.70))
+    assert kat["params_ratio"] == pytest.approx(5.7 / 5.0)
+    assert kat["gflops_ratio"] == pytest.approx(1.2)
+    assert kat["img_per_s_ratio"] == pytest.approx(0.8)
+    assert kat["peak_mem_ratio"] == pytest.approx(1.5)
+    assert pairs["rkan_resnet18_cifar"]["delta_top1"] == pytest.approx(100 * (0.65 - 0.75))
+    markdown = (out / "compare.md").read_text()
+    rows = _table(markdown, "KAN models against their baselines")
+    row = next(r for r in rows if r["KAN run"] == "kat_tiny_patch16_224")
+    assert row["Δ top-1 (points)"] == "+5.00" and row["train img/s ×"] == "0.80" and row["peak mem ×"] == "1.50"
+    assert "2026-12-01" not in markdown  # no timestamps as labels
+    for file in ("top1_vs_params.png", "top1_vs_img_per_s.png"):
+        _check_png(out / file)
+    # --pairs overrides the experiments' field
+    out2 = tmp_path / "report2"
+    compare_main([str(tmp_path), "--out", str(out2), "--pairs", "vit_tiny_patch16_224=rkan_resnet18_cifar"])
+    models = {p["model"] for p in json.loads((out2 / "compare.json").read_text())["pairs"]}
+    assert "vit_tiny_patch16_224" in models
+
+
+def test_plot_labels_do_not_overlap():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kanvision.bench.compare import place_labels
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    points = [(1.0 + 0.02 * i, 70.0 + 0.05 * (i % 3)) for i in range(8)]  # a tight cluster
+    ax.scatter(*zip(*points, strict=True))
+    ax.set_xscale("log")
+    boxes = place_labels(ax, points, [f"model_name_{i}" for i in range(8)])
+    overlaps = [(i, j) for i in range(8) for j in range(i + 1, 8) if boxes[i].overlaps(boxes[j])]
+    assert overlaps == []
+    plt.close(fig)
