@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-GPU check of kanvision's fast paths (GroupRational kernel, KAT vs ViT, KAN CNNs): < 8 minutes on one H200.
-# Writes benchmarks/results/gpu-<date>.json, and a copy under $OUT when set (the device tool returns only $OUT),
-# after every section, so a cut-short run keeps what it measured.
-#   bash scripts/gpu_check.sh                       # the full check, on a CUDA machine
+# Writes benchmarks/results/gpu-<date>.json (and a copy into the folder given with --copy-to) after every section,
+# so a cut-short run keeps what it measured.
+#   bash scripts/gpu_check.sh [--copy-to DIR]       # the full check, on a CUDA machine
 #   bash scripts/gpu_check.sh --device cpu --quick  # every code path on tiny shapes, any machine
 # Other arguments go to `python -m kanvision.bench.gpu_check` (see its --help).
 set -uo pipefail

@@ -1,6 +1,6 @@
 """Model benchmark: training img/s and peak memory of the KAN CNN families against their plain-CNN baselines.
 
-Pairs (issue 4): ``rkan_resnet50`` vs ``resnet50`` and ``kan_resnet18`` with the Chebyshev, B-spline and RBF
+Pairs: ``rkan_resnet50`` vs ``resnet50`` and ``kan_resnet18`` with the Chebyshev, B-spline and RBF
 bases vs ``resnet18``, all at 224 px, measured by :func:`kanvision.bench.throughput.measure_training` (real AdamW
 steps on random images, median step time, peak memory of the measured steps). Each row reports its ratio to the
 baseline of its group, measured in the same process. A model that is not registered (e.g. while its family is

@@ -41,10 +41,16 @@ class _KANConvNd(KANLayer):
     """A KAN convolution with nn.ConvNd's arguments and semantics (padding modes and 'same'/'valid').
 
     Parameters: ``out_channels * (in_channels / groups) * m * prod(kernel_size) (+ out_channels with bias)``,
-    m = basis.num_functions + 1 with a base branch. The layer is a KAN on the padded input patches: a
-    zero-padded pixel contributes phi(0), exactly as an unfold of the input would. For symmetric zero
-    padding the convolution pads the expansion itself (no padded copy of the input, no expansion of the
-    border) and adds phi(0)'s share of the border as a one-channel convolution of the border mask.
+    m = basis.num_functions + 1 with a base branch.
+
+    ``border`` decides what a zero-padded pixel contributes (``padding_mode="zeros"`` only; other modes pad with
+    copies of real pixels, which go through phi like any other):
+
+    - ``"function"`` (default; Bodner et al.'s unfold-based layers): the layer is a KAN on the zero-padded input
+      patches, so a padded pixel contributes phi(0). For symmetric padding the convolution pads the expansion
+      itself and phi(0)'s share of the border is added as a one-channel convolution of the border mask.
+    - ``"zero"`` (torch-conv-kan's layers: the basis is computed on the unpadded input and the convolution pads the
+      expansion): a padded pixel contributes 0. Cheaper: no border term.
     See :class:`~kanvision.layers.kan_layer.KANLayer` for ``basis``, ``base_activation``, ``drop_rate`` and
     ``recompute_basis``.
     """
@@ -69,10 +75,16 @@ class _KANConvNd(KANLayer):
         base_activation: str | Callable[[Tensor], Tensor] | None = "silu",
         drop_rate: float = 0.0,
         recompute_basis: bool = False,
+        border: str = "function",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
         nd = self._spatial_dims
+        if border not in ("function", "zero"):
+            raise ValueError(f"border must be 'function' (phi(0) at padded pixels) or 'zero', got {border!r}")
+        if border == "zero" and padding_mode != "zeros":
+            raise ValueError(f"border='zero' applies to padding_mode='zeros' only, got padding_mode={padding_mode!r}")
+        self.border = border
         self.kernel_size = _tuple("kernel_size", kernel_size, nd, 1)
         self.stride = _tuple("stride", stride, nd, 1)
         self.dilation = _tuple("dilation", dilation, nd, 1)
@@ -107,6 +119,8 @@ class _KANConvNd(KANLayer):
         # zero padding with equal sides: the convolution pads, _border_term adds what the padded zeros contribute
         symmetric = all(a == b for a, b in zip(self._pad[::2], self._pad[1::2], strict=True))
         self._conv_padding = tuple(reversed(self._pad[::2])) if padding_mode == "zeros" and symmetric else None
+        # border="zero": the expansion is padded (by the convolution, or explicitly when the sides differ)
+        self._pad_expansion = border == "zero" and any(self._pad)
 
     def _explicit_padding(self) -> tuple[int, ...]:
         """F.pad's list (last spatial dim first, (left, right) each)."""
@@ -128,11 +142,11 @@ class _KANConvNd(KANLayer):
         return F.pad(x, self._pad, mode=self.padding_mode)
 
     def _pad_input(self, x: Tensor) -> Tensor:
-        return x if self._conv_padding is not None else self._padded(x)
+        return x if self._conv_padding is not None or self._pad_expansion else self._padded(x)
 
     def _pad_keep(self, keep: Tensor) -> Tensor:
         # a padded copy of a pixel shares its draw; zero padding is not an input and is never dropped
-        return keep if self._conv_padding is not None else self._padded(keep, value=1.0)
+        return keep if self._conv_padding is not None or self._pad_expansion else self._padded(keep, value=1.0)
 
     def _batched(self, x: Tensor) -> Tensor:
         nd = self._spatial_dims
@@ -144,8 +158,10 @@ class _KANConvNd(KANLayer):
         return x.unsqueeze(0) if x.dim() == nd + 1 else x
 
     def _prepare(self, x: Tensor) -> Tensor:
-        """The padded input patches are drawn from (``update_grid``'s samples: the grid must cover them)."""
-        return self._padded(self._batched(x))
+        """What the basis sees (``update_grid``'s samples: the grid must cover them): the padded input, or with
+        ``border="zero"`` the input alone."""
+        x = self._batched(x)
+        return x if self.border == "zero" else self._padded(x)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self._apply_layer(self._batched(x))
@@ -153,8 +169,10 @@ class _KANConvNd(KANLayer):
 
     def _op(self, feats: Tensor) -> Tensor:  # (N, C_in * m, *S)
         padding = self._conv_padding or 0
+        if self._pad_expansion and self._conv_padding is None:  # uneven sides: pad the expansion with zeros
+            feats = F.pad(feats, self._pad)
         out = type(self)._conv(feats, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
-        if self._conv_padding is not None and any(self._conv_padding):
+        if self.border == "function" and self._conv_padding is not None and any(self._conv_padding):
             out = out + self._border_term(feats)
         return out
 
@@ -171,7 +189,7 @@ class _KANConvNd(KANLayer):
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-            f"bias={self.bias is not None}, padding_mode={self.padding_mode}"
+            f"bias={self.bias is not None}, padding_mode={self.padding_mode}, border={self.border!r}"
         )
 
 

@@ -9,7 +9,10 @@ Papers and code:
   after ChebyKAN, Sidharth & Gokul arXiv 2405.07200) and KAGN (Gram) baselines.
 
 Every KAN convolution here is :class:`~kanvision.layers.KANConv2d` (per-pixel basis expansion, then one
-convolution): the same function as Bodner's unfold-and-loop layer at a small fraction of its cost.
+convolution). Bodner's networks use no padding, so they are the same function as his unfold-and-loop layers at a
+small fraction of their cost. torch-conv-kan's stacks use its border convention, ``border="zero"``: the basis is
+computed on the unpadded input and the convolution pads the expansion, so a padded pixel contributes 0
+(``border="function"`` gives phi(0) there instead).
 
 Parameter parity with efficient-kan. Bodner's KAN kernels are efficient-kan ``KANLinear(k*k -> 1)`` modules
 (B-spline grid G, order K, SiLU base). Per input position they hold a base weight, G + K spline coefficients and
@@ -32,7 +35,8 @@ recorded; ``mlp_act_layer`` adds one).
 
 torch-conv-kan's stacks (``kan_kacn_simple4/8``, ``kan_kagn_simple8``) reproduce its CIFAR-10 BatchNorm rows
 (reports/mnist_cifar_baseline.md): KACN 394,058 and 18,092,202 exactly (Chebyshev degree 3 without base branch;
-its cos(n acos(tanh x)) form computed here by the recurrence, the same function with finite gradients). Its KAGN
+its cos(n acos(tanh x)) form computed here by the recurrence, the same function with finite gradients, and the same
+zero border). Its KAGN
 layer holds 4 learnable Gram-recurrence scales per layer (22,613,114 = ours + 32) and applies SiLU to the Gram
 values before the conv; ours uses the fixed normalised Gram basis on tanh(x) without that squashing. Their
 dropout layers are not reproduced (``kan_drop_rate`` is DropKAN, ``drop_rate`` the head dropout).
@@ -169,6 +173,7 @@ class KANConvNet(SequentialFeaturesMixin, nn.Module):
     BatchNorm keeps every KAN conv's input near N(0, 1), inside the bases' working ranges (torch-conv-kan
     found BatchNorm, not InstanceNorm, is what makes such stacks train). ``groups`` applies to every layer but
     the first; ``act_layer`` (e.g. ``"silu"``, torch-conv-kan's KAGN layers) follows each BatchNorm when given.
+    ``border="zero"`` (default): padded pixels contribute 0, torch-conv-kan's convention (see KANConv2d).
     """
 
     def __init__(
@@ -185,6 +190,7 @@ class KANConvNet(SequentialFeaturesMixin, nn.Module):
         kan_drop_rate: float = 0.0,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        border: str = "zero",
     ):
         super().__init__()
         if len(widths) != len(strides) or not widths:
@@ -209,6 +215,7 @@ class KANConvNet(SequentialFeaturesMixin, nn.Module):
                     basis_kwargs=basis_kwargs,
                     base_activation=base_activation,
                     drop_rate=kan_drop_rate,
+                    border=border,
                 ),
                 nn.BatchNorm2d(width),
             ]

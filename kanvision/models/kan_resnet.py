@@ -86,6 +86,8 @@ class KANResNet(ClassifierMixin, nn.Module):
         basis, basis_kwargs, base_activation, kan_drop_rate: of every KAN conv (``kan_drop_rate`` is DropKAN).
         act_layer: optional activation after BN1 and after each residual sum (None: the KAN convs only).
         drop_rate, drop_path_rate: classifier dropout and stochastic depth (linearly increasing per block).
+        border: what zero-padded pixels contribute, ``"zero"`` (torch-conv-kan's convention, default) or
+            ``"function"`` (phi(0)); see :class:`~kanvision.layers.KANConv2d`.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class KANResNet(ClassifierMixin, nn.Module):
         drop_path_rate: float = 0.0,
         zero_init_last: bool = True,
         global_pool: str = "avg",
+        border: str = "zero",
     ):
         super().__init__()
         if stem_type not in STEM_TYPES:
@@ -115,7 +118,8 @@ class KANResNet(ClassifierMixin, nn.Module):
         self.in_chans = in_chans
         self.grad_checkpointing = False
         kan_kwargs = dict(
-            basis=basis, basis_kwargs=basis_kwargs, base_activation=base_activation, drop_rate=kan_drop_rate
+            basis=basis, basis_kwargs=basis_kwargs, base_activation=base_activation, drop_rate=kan_drop_rate,
+            border=border,
         )  # fmt: skip
 
         # registration order = execution order (timm's FeatureListNet runs the children in this order)

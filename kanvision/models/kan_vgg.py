@@ -59,7 +59,8 @@ class BottleneckKANConv2d(nn.Module):
     the block's kernel, stride, padding and dilation, and ``expand`` a 1x1 conv to ``out_channels``; no biases.
 
     Parameters: ``C_out C_in k^2 + C_in inner + inner^2 n k^2 + inner C_out`` (+ the norm's 2 C_out), n the
-    basis' number of functions; ``inner`` from :func:`bottleneck_inner_channels`.
+    basis' number of functions; ``inner`` from :func:`bottleneck_inner_channels`. ``border="zero"``: padded
+    pixels contribute 0 to the KAN conv, as in torch-conv-kan (see KANConv2d).
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class BottleneckKANConv2d(nn.Module):
         norm_layer: type[nn.Module] | None = nn.BatchNorm2d,
         act_layer: str | None = "silu",
         kan_drop_rate: float = 0.0,
+        border: str = "zero",
     ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -97,7 +99,7 @@ class BottleneckKANConv2d(nn.Module):
         self.squeeze = nn.Conv2d(in_channels, inner, 1, bias=False)
         self.kan = KANConv2d(
             inner, inner, kernel_size, stride, padding, dilation, bias=False, basis=basis, basis_kwargs=basis_kwargs,
-            base_activation=None, drop_rate=kan_drop_rate,
+            base_activation=None, drop_rate=kan_drop_rate, border=border,
         )  # fmt: skip
         self.expand = nn.Conv2d(inner, out_channels, 1, bias=False)
         self.norm = norm_layer(out_channels) if norm_layer is not None else nn.Identity()
@@ -120,6 +122,8 @@ class KANVGG(SequentialFeaturesMixin, nn.Module):
             own base branch, then BN + SiLU, torch-conv-kan's plain KAGN layer).
         basis, basis_kwargs, base_activation, kan_drop_rate: of every KAN conv.
         dim_reduction, min_inner_channels: bottleneck width (``bottleneck`` only).
+        border: what zero-padded pixels contribute: ``"zero"`` (torch-conv-kan's convention, default) or
+            ``"function"`` (phi(0)); see :class:`~kanvision.layers.KANConv2d`.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class KANVGG(SequentialFeaturesMixin, nn.Module):
         kan_drop_rate: float = 0.0,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        border: str = "zero",
     ):
         super().__init__()
         if isinstance(cfg, str):
@@ -151,7 +156,7 @@ class KANVGG(SequentialFeaturesMixin, nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.grad_checkpointing = False
-        kan_kwargs = dict(basis=basis, basis_kwargs=basis_kwargs, base_activation=base_activation)
+        kan_kwargs = dict(basis=basis, basis_kwargs=basis_kwargs, base_activation=base_activation, border=border)
         layers: list[nn.Module] = []
         self.feature_info = []
         prev, reduction = in_chans, 1

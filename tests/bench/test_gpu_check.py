@@ -1,6 +1,5 @@
 import datetime as dt
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -30,16 +29,16 @@ def _problems(node, path="") -> list[str]:
 def test_quick_cpu_run_of_gpu_check_sh_exercises_every_section(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run(
-        ["bash", "scripts/gpu_check.sh", "--device", "cpu", "--quick", "--output", str(out)],
+        ["bash", "scripts/gpu_check.sh", "--device", "cpu", "--quick", "--output", str(out)]
+        + ["--copy-to", str(tmp_path / "device_out")],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "OUT": str(tmp_path / "device_out")},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    # the device tool brings back only what is under $OUT
+    # --copy-to receives the same JSON
     assert json.loads((tmp_path / "device_out" / "gpu.json").read_text()) == result
     assert result["date"] == dt.date.today().isoformat() and result["quick"] is True
     assert result["versions"]["torch"] == torch.__version__ and result["versions"]["triton"]

@@ -565,3 +565,51 @@ def test_update_grid_on_an_empty_batch():
         layer.update_grid(torch.empty(0, 4))
     for key, value in layer.state_dict().items():  # nothing changed
         assert torch.equal(value, before[key]), key
+
+
+def _chebyshev_silu_features(x: torch.Tensor, degree: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C * (degree + 2), H, W): [silu(x), T_0..T_D(tanh x)] per channel, written out."""
+    t = torch.tanh(x)
+    polys = [torch.ones_like(t), t]
+    for _ in range(2, degree + 1):
+        polys.append(2 * t * polys[-1] - polys[-2])
+    feats = torch.stack([F.silu(x), *polys[: degree + 1]], dim=2)  # (N, C, m, H, W)
+    return feats.flatten(1, 2)
+
+
+@pytest.mark.parametrize("border", ["function", "zero"])
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation", "groups", "kernel"),
+    [(1, 1, 1, 1, 3), (2, 2, 1, 2, 3), (1, 2, 2, 1, 3), (1, "same", 1, 2, 4), (2, (1, 0), 1, 1, (3, 2))],
+)
+def test_border_conventions_against_unfold_references(border, stride, padding, dilation, groups, kernel):
+    """function: unfold of the zero-padded input (phi(0) at padded pixels, Bodner); zero: unfold of the zero-padded
+    expansion (padded pixels add nothing, torch-conv-kan). Float64, against the layer."""
+    torch.manual_seed(0)
+    degree, c_in, c_out = 3, 4, 6
+    conv = KANConv2d(
+        c_in, c_out, kernel, stride, padding, dilation, groups, basis="chebyshev",
+        basis_kwargs=dict(degree=degree), border=border, dtype=torch.float64,
+    )  # fmt: skip
+    with torch.no_grad():
+        conv.weight.normal_()
+    x = torch.randn(2, c_in, 9, 8, dtype=torch.float64)
+    pads = conv._pad  # F.pad order: (left, right, top, bottom)
+    if border == "function":
+        feats = _chebyshev_silu_features(F.pad(x, pads), degree)
+    else:
+        feats = F.pad(_chebyshev_silu_features(x, degree), pads)
+    reference = F.conv2d(feats, conv.weight, conv.bias, conv.stride, 0, conv.dilation, groups)
+    torch.testing.assert_close(conv(x), reference, rtol=1e-10, atol=1e-10)
+    if any(pads):  # the two conventions differ exactly at the border
+        other = copy.deepcopy(conv)
+        other.border = "zero" if border == "function" else "function"
+        other._pad_expansion = other.border == "zero"
+        assert not torch.allclose(other(x), reference)
+
+
+def test_border_zero_needs_zero_padding():
+    with pytest.raises(ValueError, match="border='zero' applies to padding_mode='zeros' only"):
+        KANConv2d(2, 2, 3, padding=1, padding_mode="reflect", border="zero")
+    with pytest.raises(ValueError, match="border must be 'function'"):
+        KANConv2d(2, 2, 3, border="zeros")

@@ -55,7 +55,7 @@ def test_values_and_gradients_match_float64_formula(shared, groups):
 
 
 def test_gradients_match_closed_form():
-    """dF/dx = P'/Q - S P/Q^2, dF/da_k = x^k/Q, dF/db_i = -(P/Q^2) sign(b_i) |x|^i (REFERENCE section 2)."""
+    """dF/dx = P'/Q - S P/Q^2, dF/da_k = x^k/Q, dF/db_i = -(P/Q^2) sign(b_i) |x|^i (KAT, arXiv 2409.10594)."""
     a, b = random_coefficients(1, True)
     x = wide_inputs(50, 1)
     xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))

@@ -30,7 +30,7 @@ def test_bottleneck_with_identity_projections_is_a_kan_conv_with_base_branch():
     c = 6
     block = BottleneckKANConv2d(c, c, 3, stride=2, dim_reduction=1, norm_layer=None, act_layer=None).double()
     assert block.inner_channels == c
-    plain = KANConv2d(c, c, 3, 2, 1, bias=False, basis="gram", base_activation="silu").double()
+    plain = KANConv2d(c, c, 3, 2, 1, bias=False, basis="gram", base_activation="silu", border="zero").double()
     n = block.kan.basis.num_functions
     with torch.no_grad():
         block.squeeze.weight.copy_(torch.eye(c).view(c, c, 1, 1))

@@ -59,7 +59,7 @@ def test_timm_vit_state_dict(tmp_path, suffix):
 
 
 def vit_to_flax(state, num_heads):
-    """Write a timm ViT state dict in Google's Flax layout (REFERENCE.md section 2), independently of kanvision."""
+    """Write a timm ViT state dict in Google's Flax layout (AugReg .npz names), independently of kanvision."""
     dim = state["cls_token"].shape[-1]
     head_dim = dim // num_heads
     flax = {
