@@ -162,6 +162,11 @@ class Basis(nn.Module):
         out = self._values(x, dim)
         if base_activation is not None:
             out = torch.cat([base_activation(x).unsqueeze(dim), out], dim)
+        # the fused path's layout (the new axis right inside axis dim - 1 in memory, e.g. channels-last convs);
+        # a no-op for contiguous inputs
+        order = _expanded_order(x, dim)
+        if order != sorted(order):
+            out = out.permute(order).contiguous().permute([order.index(d) for d in range(out.dim())])
         return out.to(dtype)
 
     def _values(self, x: Tensor, dim: int) -> Tensor:
@@ -854,3 +859,50 @@ class GramBasis(Basis):
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}, num_points={self.num_points}"
+
+
+@register_basis("kagn")
+class KAGNGramBasis(Basis):
+    """torch-conv-kan's KAGN basis (Drokin, arXiv 2407.01092, ``kan_convs/kagn_conv.py``): Gram-type polynomials of
+    t = tanh(x) with learnable recurrence scales, optionally passed through an activation.
+
+    p_0 = 1, p_1 = t, p_i = t p_{i-1} - beta_{i-1, i} p_{i-2} with
+    beta_{n, m} = w_n (m + n)(m - n) n^2 (4 n^2 - 1) / m^2 and ``degree + 1`` learnable weights w (``beta_weights``,
+    as torch-conv-kan stores them; w_0 and w_D are never used, like there). ``activation="silu"`` applies SiLU to
+    every value, as torch-conv-kan's KAGN layers do. ``beta_init_std`` draws w from N(0, std^2) (torch-conv-kan:
+    1 / (k^2 C_in (D + 1))); the default 0 starts from p_i = t^i. Any finite input. ``learnable=False`` keeps w
+    fixed (a buffer).
+    """
+
+    def __init__(
+        self, degree: int = 3, activation: str | None = "silu", learnable: bool = True, beta_init_std: float = 0.0
+    ):
+        super().__init__()
+        self.degree = _check_int("degree", degree, 0)
+        if activation not in (None, "silu"):
+            raise ValueError(f"activation must be None or 'silu', got {activation!r}")
+        if not (_is_number(beta_init_std) and beta_init_std >= 0):
+            raise ValueError(f"beta_init_std must be a number >= 0, got {beta_init_std!r}")
+        self.activation = activation
+        self.num_functions = degree + 1
+        weights = torch.randn(degree + 1) * beta_init_std if beta_init_std > 0 else torch.zeros(degree + 1)
+        if learnable:
+            self.beta_weights = nn.Parameter(weights)
+        else:
+            self.register_buffer("beta_weights", weights)
+
+    def _beta(self, n: int) -> Tensor:
+        m = n + 1
+        return self.beta_weights[n] * ((m + n) * (m - n) * n**2 * (4.0 * n**2 - 1.0) / m**2)
+
+    def _terms(self, x: Tensor) -> list[Tensor]:
+        t = torch.tanh(x)
+        terms = [torch.ones_like(t)]
+        if self.degree >= 1:
+            terms.append(t)
+        for i in range(2, self.degree + 1):
+            terms.append(t * terms[-1] - self._beta(i - 1).to(t.dtype) * terms[-2])
+        return [torch.nn.functional.silu(v) for v in terms] if self.activation == "silu" else terms
+
+    def extra_repr(self) -> str:
+        return f"degree={self.degree}, activation={self.activation!r}"

@@ -69,6 +69,8 @@ class KANLayer(nn.Module):
             raise ValueError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
         # an instance is copied: a shared one would let one layer's update_grid move another layer's grid
         self.basis = create_basis(copy.deepcopy(basis) if isinstance(basis, Basis) else basis, **(basis_kwargs or {}))
+        if any(True for _ in self.basis.parameters()):  # a learnable basis (e.g. kagn) follows the layer's dtype
+            self.basis.to(device=device, dtype=dtype)
         self.base_activation = resolve_activation(base_activation)
         self.num_terms = self.basis.num_functions + (self.base_activation is not None)
         self.drop_rate = float(drop_rate)

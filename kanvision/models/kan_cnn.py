@@ -36,10 +36,9 @@ recorded; ``mlp_act_layer`` adds one).
 torch-conv-kan's stacks (``kan_kacn_simple4/8``, ``kan_kagn_simple8``) reproduce its CIFAR-10 BatchNorm rows
 (reports/mnist_cifar_baseline.md): KACN 394,058 and 18,092,202 exactly (Chebyshev degree 3 without base branch;
 its cos(n acos(tanh x)) form computed here by the recurrence, the same function with finite gradients, and the same
-zero border). Its KAGN
-layer holds 4 learnable Gram-recurrence scales per layer (22,613,114 = ours + 32) and applies SiLU to the Gram
-values before the conv; ours uses the fixed normalised Gram basis on tanh(x) without that squashing. Their
-dropout layers are not reproduced (``kan_drop_rate`` is DropKAN, ``drop_rate`` the head dropout).
+zero border). ``kan_kagn_simple8`` uses its KAGN basis (``basis="kagn"``: learnable Gram-recurrence scales, SiLU on
+the Gram values): 22,613,114 parameters, as released (``basis="gram"`` gives kanvision's fixed normalised Gram basis,
+32 fewer). Their dropout layers are not reproduced (``kan_drop_rate`` is DropKAN, ``drop_rate`` the head dropout).
 """
 
 from __future__ import annotations
@@ -509,6 +508,26 @@ def kan_kacn_simple8(pretrained: bool = False, **kwargs) -> KANConvNet:
 
 @register_model
 def kan_kagn_simple8(pretrained: bool = False, **kwargs) -> KANConvNet:
-    """torch-conv-kan's 8-layer KAGN (Gram degree 3, SiLU base, BN + SiLU; CIFAR-10 84.1%); 22,613,082 (+32)."""
-    model_args = dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, basis="gram", act_layer="silu")
+    """torch-conv-kan's 8-layer KAGN (its Gram basis with learnable scales and SiLU on the values, SiLU base,
+    BN + SiLU, zero border; CIFAR-10 84.1%); 22,613,114 parameters, as released."""
+    model_args = dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, basis="kagn", act_layer="silu")
     return _create_kan_cnn("kan_kagn_simple8", pretrained, **dict(model_args, **kwargs))
+
+
+def kagn_conv_weight_from_torch_conv_kan(
+    poly_weights: torch.Tensor, base_weight: torch.Tensor | None, degree: int
+) -> torch.Tensor:
+    """A torch-conv-kan KAGN layer's weights as one :class:`~kanvision.layers.KANConv2d` weight (groups = 1).
+
+    torch-conv-kan stores the polynomial conv as ``poly_weights`` (1, C_out, (D + 1) C_in, k, k) with input channel
+    ``d * C_in + c`` (degree-major) and the base branch as a separate conv ``base_conv.0.weight`` (C_out, C_in, k, k);
+    a KANConv2d over basis ``kagn`` holds (C_out, C_in * m, k, k) with channel ``c * m + j``, j = 0 the base branch
+    (when present) and j = 1 + d the degree-d function.
+    """
+    poly = poly_weights[0] if poly_weights.dim() == 5 else poly_weights  # (C_out, (D+1) C_in, k, k)
+    c_out, _, *kernel = poly.shape
+    c_in = poly.shape[1] // (degree + 1)
+    poly = poly.reshape(c_out, degree + 1, c_in, *kernel).transpose(1, 2)  # (C_out, C_in, D+1, k, k)
+    if base_weight is not None:
+        poly = torch.cat([base_weight.reshape(c_out, c_in, 1, *kernel), poly], dim=2)
+    return poly.reshape(c_out, -1, *kernel).contiguous()

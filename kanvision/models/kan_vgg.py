@@ -11,13 +11,11 @@ at least ``min(min_inner_channels, C_in, C_out)``). ``kan_vgg11_bottleneck`` is 
 (16, M, 32, M, 64, 64, M, 128, 128, M, 128, 128, M, 256, 256) at width x2, Gram polynomials of degree 5,
 ``dim_reduction=8``, BatchNorm + SiLU after every layer, global average pooling, dropout and a linear classifier.
 
-Differences from the released layer, all deliberate and small:
-- its Gram basis has a learnable scale on each three-term recurrence coefficient (``beta_weights``, degree + 1
-  parameters per layer, 60 in the VGG); ours is the fixed normalised Gram basis (``kanvision.layers.GramBasis``),
-  so ``kan_vgg11_bottleneck`` has 7,252,055 parameters, 60 fewer than the released 7,252,115;
-- it applies SiLU to the basis values before the KAN conv (``silu(p_d(tanh x))``); ours uses ``p_d(tanh x)`` as
-  every other kanvision KAN layer does (the same span up to that fixed squashing);
-- its ``NoiseInjection`` dropout is replaced by the layers' DropKAN (``kan_drop_rate``).
+The KAN convs use torch-conv-kan's KAGN basis (``basis="kagn"``: Gram-type polynomials of tanh x with a learnable
+scale on each recurrence coefficient, ``degree + 1`` parameters per layer, and SiLU applied to the values) and its
+zero border (padded pixels contribute 0), so ``kan_vgg11_bottleneck`` has the released 7,252,115 parameters
+(``basis="gram"``, kanvision's fixed normalised Gram basis, gives 60 fewer). Its ``NoiseInjection`` dropout is
+replaced by the layers' DropKAN (``kan_drop_rate``).
 """
 
 from __future__ import annotations
@@ -217,6 +215,6 @@ def _create_kan_vgg(variant: str, pretrained: bool = False, **kwargs) -> KANVGG:
 
 @register_model
 def kan_vgg11_bottleneck(pretrained: bool = False, **kwargs) -> KANVGG:
-    """torch-conv-kan's VGG KAGN BN 11v4 (ImageNet 68.5% top-1): bottleneck Gram (degree 5) KAN convs; 7,252,055."""
-    model_args = dict(cfg="vgg11v4", width_scale=2, basis="gram", basis_kwargs=dict(degree=5), dim_reduction=8.0)
+    """torch-conv-kan's VGG KAGN BN 11v4 (ImageNet 68.5% top-1): bottleneck KAGN (degree 5) KAN convs; 7,252,115."""
+    model_args = dict(cfg="vgg11v4", width_scale=2, basis="kagn", basis_kwargs=dict(degree=5), dim_reduction=8.0)
     return _create_kan_vgg("kan_vgg11_bottleneck", pretrained, **dict(model_args, **kwargs))

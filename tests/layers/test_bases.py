@@ -138,7 +138,8 @@ def test_unknown_basis_lists_valid_names():
 
 
 def test_registry_resolves_every_name():
-    assert list_bases() == ["bspline", "chebyshev", "fourier", "gram", "rbf", "relu"]
+    assert list_bases() == sorted(list_bases())
+    assert {"bspline", "chebyshev", "fourier", "gram", "kagn", "rbf", "relu"} <= set(list_bases())
     for name in list_bases():
         assert isinstance(create_basis(name), Basis) and create_basis(name).registry_name == name
 
@@ -148,3 +149,25 @@ def test_float32_close_to_float64(name):
     basis = create_basis(name)
     x = torch.linspace(-4, 4, 20001, dtype=torch.float64)
     assert (basis(x.float()).double() - basis(x)).abs().max() < 2e-6
+
+
+def test_kagn_basis_against_its_recurrence_in_float64():
+    """torch-conv-kan's KAGN values written out: p_0 = 1, p_1 = t, p_i = t p_{i-1} - beta(i-1, i) p_{i-2},
+    beta(n, m) = w_n (m+n)(m-n) n^2 / (m^2 / (4n^2 - 1)), t = tanh x, then SiLU."""
+    basis = create_basis("kagn", degree=4).double()
+    with torch.no_grad():
+        basis.beta_weights.copy_(torch.tensor([0.7, -0.3, 0.2, 0.5, 0.9]))
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64)
+    t = torch.tanh(x)
+    w = basis.beta_weights.detach()
+    p = [torch.ones_like(t), t]
+    for i in range(2, 5):
+        n, m = i - 1, i
+        p.append(t * p[-1] - ((m + n) * (m - n) * n**2) / (m**2 / (4.0 * n**2 - 1.0)) * w[n] * p[-2])
+    expected = torch.nn.functional.silu(torch.stack(p, -1))
+    torch.testing.assert_close(basis(x), expected, rtol=1e-12, atol=1e-12)
+    assert sum(q.numel() for q in basis.parameters()) == 5  # degree + 1 learnable scales, as released
+    raw = create_basis("kagn", degree=2, activation=None, learnable=False)
+    assert list(raw.parameters()) == [] and torch.allclose(
+        raw(torch.tensor([0.5]))[0, 2], torch.tanh(torch.tensor(0.5)) ** 2
+    )

@@ -176,7 +176,7 @@ def _simple_stack_count(widths, in_chans, groups_after_first, m, num_classes):
     [
         ("kan_kacn_simple4", 394_058, 4),  # reports/mnist_cifar_baseline.md, CIFAR-10, BatchNorm
         ("kan_kacn_simple8", 18_092_202, 4),
-        ("kan_kagn_simple8", 22_613_114 - 8 * 4, 5),  # released KAGN: + 4 recurrence scales per layer
+        ("kan_kagn_simple8", 22_613_114, 5),  # the KAGN basis: + 4 learnable recurrence scales per layer
     ],
 )
 def test_torch_conv_kan_stacks_match_published_counts(name, published, basis_functions_plus_base):
@@ -185,6 +185,8 @@ def test_torch_conv_kan_stacks_match_published_counts(name, published, basis_fun
     widths = [mod.out_channels for mod in model.modules() if isinstance(mod, KANConv2d)]
     groups = 4 if name == "kan_kacn_simple4" else 1
     expected = _simple_stack_count(widths, 3, groups, basis_functions_plus_base, 10)
+    if name == "kan_kagn_simple8":
+        expected += 4 * len(widths)  # beta_weights of each layer's KAGN basis (degree + 1)
     assert _count(model) == expected == published
 
 
@@ -206,7 +208,8 @@ def test_every_basis_builds_the_bodner_family(basis):
     convs = [mod for mod in model.modules() if isinstance(mod, KANConv2d)]
     assert all(c.basis.registry_name == basis for c in convs)
     m = convs[0].num_terms
-    assert _count(model) == (1 * 5 + 5 * 5) * 9 * (m + 1) + 125 * 10 + 10
+    learnable_basis = sum(p.numel() for c in convs for p in c.basis.parameters())  # kagn: its recurrence scales
+    assert _count(model) == (1 * 5 + 5 * 5) * 9 * (m + 1) + 125 * 10 + 10 + learnable_basis
     out = model(torch.randn(2, 1, 28, 28) * 0.5)
     out.sum().backward()
     assert torch.isfinite(out).all()
@@ -254,3 +257,49 @@ def test_mnist_models_check_the_channel_count_at_the_first_layer(name):
     with pytest.raises(ValueError, match=r"in_chans=1 .* got shape \(2, 3, 28, 28\); build it with in_chans=3"):
         model(torch.randn(2, 3, 28, 28))
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def _torch_conv_kan_kagn_reference(x, poly_weights, base_weight, beta_weights, degree, padding, bn):
+    """torch-conv-kan's KAGN layer (kan_convs/kagn_conv.py) written out in float64: base = conv(silu(x)), Gram values
+    p_0 = 1, p_1 = t, p_i = t p_{i-1} - beta(i-1, i) p_{i-2} of t = tanh x, beta(n, m) = w_n (m+n)(m-n) n^2 /
+    (m^2 / (4n^2 - 1)), stacked degree-major, SiLU on them, conv of the zero-padded values, silu(BN(poly + base))."""
+    base = F.conv2d(F.silu(x), base_weight, padding=padding)
+    t = torch.tanh(x)
+    grams = [torch.ones_like(t), t]
+    for i in range(2, degree + 1):
+        n, m = i - 1, i
+        beta = ((m + n) * (m - n) * n**2) / (m**2 / (4.0 * n**2 - 1.0)) * beta_weights[n]
+        grams.append(t * grams[-1] - beta * grams[-2])
+    values = F.silu(torch.cat(grams[: degree + 1], dim=1))
+    y = F.conv2d(values, poly_weights[0], padding=padding)
+    return F.silu(bn(y + base))
+
+
+def test_kagn_layer_equals_torch_conv_kan_formula_in_float64():
+    from kanvision.models.kan_cnn import kagn_conv_weight_from_torch_conv_kan
+
+    torch.manual_seed(0)
+    degree, c_in, c_out = 3, 5, 7
+    poly = torch.randn(1, c_out, c_in * (degree + 1), 3, 3, dtype=torch.float64) * 0.2
+    base = torch.randn(c_out, c_in, 3, 3, dtype=torch.float64) * 0.2
+    beta = torch.randn(degree + 1, dtype=torch.float64) * 0.3
+    conv = KANConv2d(
+        c_in, c_out, 3, padding=1, bias=False, basis="kagn", basis_kwargs=dict(degree=degree), border="zero",
+        dtype=torch.float64,
+    )  # fmt: skip
+    bn = torch.nn.BatchNorm2d(c_out, dtype=torch.float64).eval()
+    with torch.no_grad():
+        conv.weight.copy_(kagn_conv_weight_from_torch_conv_kan(poly, base, degree))
+        conv.basis.beta_weights.copy_(beta)
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, c_in, 8, 9, dtype=torch.float64) * 1.5
+    ours = F.silu(bn(conv(x)))
+    torch.testing.assert_close(ours, _torch_conv_kan_kagn_reference(x, poly, base, beta, degree, 1, bn))
+    # the same layer inside kan_kagn_simple8's blocks: KANConv2d (kagn, zero border) -> BN -> SiLU
+    model = timm.create_model("kan_kagn_simple8", num_classes=10)
+    first = [m for m in model.modules() if isinstance(m, KANConv2d)][0]
+    assert first.border == "zero" and first.basis.registry_name == "kagn" and first.basis.activation == "silu"
+    beta.requires_grad_(True)
+    gradcheck_x = x[:1, :, :4, :4].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: conv(v), (gradcheck_x,))

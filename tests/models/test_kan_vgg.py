@@ -73,7 +73,9 @@ def test_vgg11_bottleneck_matches_the_released_7_25m_parameters():
     released = _released_vgg_kagn_bn_count(VGG_CONFIGS["vgg11v4"], 2, 5, 8)
     assert released == 7_252_115  # the README's "7.25M"
     layers = sum(isinstance(v, int) for v in VGG_CONFIGS["vgg11v4"])
-    assert _count(model) == released - layers * (5 + 1) == 7_252_055  # no learnable Gram recurrence scales
+    assert _count(model) == released  # with the KAGN basis' learnable recurrence scales (degree + 1 per layer)
+    fixed = timm.create_model("kan_vgg11_bottleneck", basis="gram")  # kanvision's fixed normalised Gram basis
+    assert _count(fixed) == released - layers * (5 + 1) == 7_252_055
     assert abs(_count(model) / 7.25e6 - 1) < 0.001
 
 

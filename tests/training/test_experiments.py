@@ -63,7 +63,7 @@ PUBLISHED_PARAMS = {
     # Bodner et al. (arXiv 2406.13155) README; torch-conv-kan (arXiv 2407.01092) README and baseline report
     "kan_kkan_mnist": "94,650",
     "kan_kanc_mlp_mnist": "163,726",
-    "kan_kagn_simple8_cifar10": "22.6M",  # 22,613,114 printed; kan_kagn_simple8 documents its 32 fewer
+    "kan_kagn_simple8_cifar10": "22,613,114",
     "kan_kagn_simple8_cifar100": "22.7M",
     "kan_kacn_simple8_cifar10": "18,092,202",
     "kan_vgg11_bottleneck_imagenet": "7.25M",
