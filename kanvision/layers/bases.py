@@ -39,6 +39,7 @@ __all__ = [
     "FourierBasis",
     "GramBasis",
     "register_basis",
+    "basis_parameters",
     "create_basis",
     "list_bases",
 ]
@@ -64,6 +65,13 @@ def list_bases() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def basis_parameters(basis: str) -> list[str]:
+    """The hyper-parameters (``basis_kwargs`` names) that the registered basis ``basis`` accepts."""
+    if not isinstance(basis, str) or basis not in _REGISTRY:
+        raise ValueError(f"unknown basis {basis!r}; valid names are {list_bases()} or a Basis instance")
+    return [name for name in inspect.signature(_REGISTRY[basis].__init__).parameters if name != "self"]
+
+
 def create_basis(basis: str | Basis, **kwargs) -> Basis:
     """Resolve a registry name (with hyper-parameters ``kwargs``) or pass a basis instance through."""
     if isinstance(basis, Basis):
@@ -72,14 +80,11 @@ def create_basis(basis: str | Basis, **kwargs) -> Basis:
                 f"basis_kwargs {sorted(kwargs)} given together with a basis instance; pass one or the other"
             )
         return basis
-    if not isinstance(basis, str) or basis not in _REGISTRY:
-        raise ValueError(f"unknown basis {basis!r}; valid names are {list_bases()} or a Basis instance")
-    cls = _REGISTRY[basis]
-    valid = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    valid = basis_parameters(basis)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"unknown basis_kwargs {unknown} for basis {basis!r}; valid: {valid}")
-    return cls(**kwargs)
+    return _REGISTRY[basis](**kwargs)
 
 
 def _check_int(name: str, value: int, minimum: int) -> int:

@@ -36,7 +36,7 @@ from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kanvision.layers import ChebyshevBasis, KANConv2d, create_basis
+from kanvision.layers import ChebyshevBasis, KANConv2d, basis_parameters, create_basis
 from kanvision.layers.kan_layer import resolve_activation
 
 __all__ = [
@@ -74,11 +74,13 @@ class SharedKANConv2d(nn.Module):
     convolved on its own, with the same k*k univariate functions for every channel, so C_out = C_in. With
     n basis functions B_d (Chebyshev T_d(tanh x) by default, degree 3 -> n = 4)::
 
-        phi_p(x) = w_p * silu(x) + s_p * g(x) * sum_d c_pd B_d(x),   g(x) = x (as released) or 1
+        phi_p(x) = w_p * b(x) + s_p * g(x) * sum_d c_pd B_d(x)
 
-    The released ChebyshevKANLinear multiplies the basis by its input in its einsum (``scale_by_input=True``,
-    the default here, the function the paper's numbers were trained with); ``scale_by_input=False`` is the
-    plain ChebyKAN form. Per kernel position: n coefficients, a base weight and a scale, k^2 (n + 2)
+    Default: the newest official ``ChebyshevKANLinear`` (``KAN_Conv/chebyshevkan.py``: ``skip_activation=True``,
+    an identity base branch b(x) = x, and g(x) = 1). Earlier released forms stay reachable:
+    ``base_activation="silu"`` (b = SiLU) and ``scale_by_input=True`` (g(x) = x, the first commit's
+    ``x * T_d(tanh x)`` einsum). Any registered basis works (``basis=``). Per kernel position: n coefficients, a base
+    weight and a scale, k^2 (n + 2)
     parameters: 54 for 3x3 degree 3, 45 for 3x3 degree 2. Zero padding is applied to the input before the
     expansion, exactly like the official unfold (a padded pixel contributes phi_p(0)). Computed as 1 + n
     per-pixel feature maps, each through one depthwise convolution with its shared kernel, summed; the official
@@ -95,8 +97,8 @@ class SharedKANConv2d(nn.Module):
         padding: int | None = None,
         basis: str = "chebyshev",
         basis_kwargs: dict | None = None,
-        base_activation: str | Callable[[Tensor], Tensor] = "silu",
-        scale_by_input: bool = True,
+        base_activation: str | Callable[[Tensor], Tensor] = "identity",
+        scale_by_input: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -123,11 +125,11 @@ class SharedKANConv2d(nn.Module):
         nn.init.uniform_(self.base_weight, -(k2**-0.5), k2**-0.5)
 
     def kernel(self) -> Tensor:
-        """(1 + n, k, k): the weights of [silu, B_0..B_{n-1}] at every kernel position."""
+        """(1 + n, k, k): the weights of [b, B_0..B_{n-1}] at every kernel position."""
         return torch.cat([self.base_weight.unsqueeze(0), self.scale.unsqueeze(0) * self.coefficients], 0)
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """The 1 + n maps silu(x), g(x) B_0(x), .., g(x) B_{n-1}(x), each shaped like ``x`` (float32 math)."""
+        """The 1 + n maps b(x), g(x) B_0(x), .., g(x) B_{n-1}(x), each shaped like ``x`` (float32 math)."""
         dtype = x.dtype
         if dtype in (torch.float16, torch.bfloat16):
             x = x.float()
@@ -166,21 +168,33 @@ class SharedKANConv2d(nn.Module):
 
 
 def _make_kan_conv(
-    kan_conv: str, control: bool, channels: int, stride: int, degree: int, kernel_size: int, scale_by_input: bool, dd
+    kan_conv: str,
+    control: bool,
+    channels: int,
+    stride: int,
+    degree: int,
+    kernel_size: int,
+    scale_by_input: bool,
+    dd,
+    basis: str = "chebyshev",
+    base_activation: str = "identity",
 ) -> nn.Module:
-    """One KAN conv of the side path (C -> C channels), or its depthwise-conv control."""
+    """One KAN conv of the side path (C -> C channels), or its depthwise-conv control. ``degree`` is the basis'
+    ``degree`` where it has one (polynomial bases), else ignored for the basis' own defaults."""
     padding = kernel_size // 2
     if control:
         return nn.Sequential(
             nn.Conv2d(channels, channels, kernel_size, stride, padding, groups=channels, bias=False, **dd), nn.SiLU()
         )
-    basis_kwargs = dict(degree=degree)
+    basis_kwargs = dict(degree=degree) if "degree" in basis_parameters(basis) else {}
     if kan_conv == "shared":
-        return SharedKANConv2d(kernel_size, stride, padding, "chebyshev", basis_kwargs, "silu", scale_by_input, **dd)
+        return SharedKANConv2d(
+            kernel_size, stride, padding, basis, basis_kwargs, base_activation, scale_by_input, **dd
+        )  # fmt: skip
     groups = channels if kan_conv == "depthwise" else 1
     return KANConv2d(
-        channels, channels, kernel_size, stride, padding, groups=groups, bias=False, basis="chebyshev",
-        basis_kwargs=basis_kwargs, base_activation="silu", **dd,
+        channels, channels, kernel_size, stride, padding, groups=groups, bias=False, basis=basis,
+        basis_kwargs=basis_kwargs, base_activation=base_activation, **dd,
     )  # fmt: skip
 
 
@@ -206,7 +220,9 @@ class ResidualKANBlock(nn.Module):
             ``depthwise`` (KANConv2d with one kernel per channel) or ``full`` (a dense KANConv2d, C*C kernels).
         degrees: Chebyshev degrees of the first and second KAN conv (paper: 3 and 2).
         control: replace each KAN conv by a depthwise conv + SiLU with the same channels, kernel and stride.
-        scale_by_input: ``shared`` only: the released x * sum c_d T_d(tanh x) form (see SharedKANConv2d).
+        scale_by_input: ``shared`` only: the first release's x * sum c_d T_d(tanh x) form (see SharedKANConv2d).
+        basis: the KAN convs' basis (any registered name; ``degrees`` set its degree where it has one).
+        base_activation: the KAN convs' base branch b: ``identity`` (the newest official form), ``silu``, ...
         zero_init_last: start the last BN's scale at 0, so r = 0 and ``add``/``se`` return the stage output.
     """
 
@@ -223,9 +239,11 @@ class ResidualKANBlock(nn.Module):
         degrees: tuple[int, int] = (3, 2),
         kernel_size: int = 3,
         control: bool = False,
-        scale_by_input: bool = True,
+        scale_by_input: bool = False,
         zero_init_last: bool = True,
         se_reduction: int = 16,
+        basis: str = "chebyshev",
+        base_activation: str = "identity",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
@@ -253,12 +271,15 @@ class ResidualKANBlock(nn.Module):
         self.combine = combine
         self.reduce = nn.Conv2d(in_chs, mid_chs, 1, bias=False, **dd)
         self.act1 = nn.SiLU()
-        self.kan1 = _make_kan_conv(kan_conv, control, mid_chs, stride, degrees[0], kernel_size, scale_by_input, dd)
+        kan_args = dict(basis=basis, base_activation=base_activation)
+        self.kan1 = _make_kan_conv(
+            kan_conv, control, mid_chs, stride, degrees[0], kernel_size, scale_by_input, dd, **kan_args
+        )  # fmt: skip
         self.norm1 = nn.BatchNorm2d(mid_chs, **dd)
         self.expand = nn.Conv2d(mid_chs, out_chs, 1, bias=False, **dd)
         self.act2 = nn.SiLU()
         self.kan2 = (
-            _make_kan_conv(kan_conv, control, out_chs, 1, degrees[1], kernel_size, scale_by_input, dd)
+            _make_kan_conv(kan_conv, control, out_chs, 1, degrees[1], kernel_size, scale_by_input, dd, **kan_args)
             if second_kan
             else nn.Identity()
         )
@@ -351,8 +372,10 @@ class ResidualKANNet(nn.Module):
 
     Args:
         backbone: a timm model name (optionally with a pretrained tag) of a supported family.
-        stages, combine (one mode or one per stage), kan_conv, degrees, kernel_size, reduction,
-            inverted_expansion, control, scale_by_input, zero_init_last: see :class:`ResidualKANBlock`.
+        stages, combine (one mode or one per stage), reduction (one factor or one per stage), kan_conv, degrees,
+            kernel_size, inverted_expansion, control, scale_by_input, zero_init_last, basis, base_activation: see
+            :class:`ResidualKANBlock` (defaults: the newest official side path, identity base branch, no input factor).
+        stem: ``imagenet`` (the backbone's own) or ``cifar`` (3x3 stride-1 conv, no max pooling; ResNets).
         num_classes, in_chans, device, dtype, **backbone_kwargs: passed to ``timm.create_model(backbone, ...)``
             (e.g. ``drop_rate``, ``drop_path_rate``, ``global_pool``, ``output_stride``).
     """
@@ -365,12 +388,14 @@ class ResidualKANNet(nn.Module):
         kan_conv: str = "shared",
         degrees: tuple[int, int] = (3, 2),
         kernel_size: int = 3,
-        reduction: int = 2,
+        reduction: int | Sequence[int] = 2,
         inverted_expansion: int | None = None,
         control: bool = False,
-        scale_by_input: bool = True,
+        scale_by_input: bool = False,
         zero_init_last: bool = True,
         stem: str = "imagenet",
+        basis: str = "chebyshev",
+        base_activation: str = "identity",
         num_classes: int = 1000,
         in_chans: int = 3,
         device: torch.device | str | None = None,
@@ -395,16 +420,20 @@ class ResidualKANNet(nn.Module):
         combines = (combine,) * len(self.stages) if isinstance(combine, str) else tuple(combine)
         if len(combines) != len(self.stages):
             raise ValueError(f"combine must be one mode or one per stage {self.stages}, got {combine!r}")
+        reductions = (reduction,) * len(self.stages) if isinstance(reduction, int) else tuple(reduction)
+        if len(reductions) != len(self.stages):
+            raise ValueError(f"reduction must be one factor or one per stage {self.stages}, got {reduction!r}")
         self.in_chans = in_chans
         self.grad_checkpointing = False
         shapes = self._probe_stage_shapes()
         self.side_paths = nn.ModuleDict()
-        for stage, mode in zip(self.stages, combines, strict=True):
+        for stage, mode, factor in zip(self.stages, combines, reductions, strict=True):
             in_chs, out_chs, stride = shapes[stage - 1]
             self.side_paths[str(stage)] = ResidualKANBlock(
-                in_chs, out_chs, stride, reduction, inverted_expansion, second_kan=stage == len(self._stages),
+                in_chs, out_chs, stride, factor, inverted_expansion, second_kan=stage == len(self._stages),
                 combine=mode, kan_conv=kan_conv, degrees=tuple(degrees), kernel_size=kernel_size, control=control,
                 scale_by_input=scale_by_input, zero_init_last=zero_init_last, device=device, dtype=dtype,
+                basis=basis, base_activation=base_activation,
             )  # fmt: skip
 
     @torch.no_grad()

@@ -39,7 +39,7 @@ def _count(module: torch.nn.Module) -> int:
 # -- SharedKANConv2d ----------------------------------------------------------------------------------------
 
 
-def _naive_shared_kan_conv(conv: SharedKANConv2d, x: torch.Tensor) -> torch.Tensor:
+def _naive_shared_kan_conv(conv: SharedKANConv2d, x: torch.Tensor, base=F.silu) -> torch.Tensor:
     """Unfold every channel's k*k patches and evaluate sum_p phi_p by the closed form T_d = cos(d acos t)."""
     n, c, h, w = x.shape
     k, s, p = conv.kernel_size, conv.stride, conv.padding
@@ -50,15 +50,34 @@ def _naive_shared_kan_conv(conv: SharedKANConv2d, x: torch.Tensor) -> torch.Tens
         conv.coefficients[d].reshape(-1, 1) * torch.cos(d * torch.acos(t)) for d in range(degree + 1)
     )  # (N*C, k*k, L)
     gain = patches if conv.scale_by_input else 1.0
-    phi = conv.base_weight.reshape(-1, 1) * F.silu(patches) + conv.scale.reshape(-1, 1) * gain * poly
+    phi = conv.base_weight.reshape(-1, 1) * base(patches) + conv.scale.reshape(-1, 1) * gain * poly
     h_out, w_out = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     return phi.sum(1).reshape(n, c, h_out, w_out)
+
+
+@pytest.mark.parametrize("stride,degree,kernel_size", [(1, 3, 3), (2, 2, 3), (2, 3, 5)])
+def test_shared_kan_conv_default_is_the_newest_official_form(stride, degree, kernel_size):
+    """Newest official ChebyshevKANLinear (skip_activation=True): w * x + s * sum_d c_d T_d(tanh x), float64."""
+    conv = SharedKANConv2d(kernel_size, stride, basis_kwargs=dict(degree=degree)).double()
+    assert conv.scale_by_input is False
+    with torch.no_grad():
+        conv.scale.uniform_(0.5, 1.5)
+        conv.coefficients.normal_()
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64) * 1.5
+    expected = _naive_shared_kan_conv(conv, x, base=lambda v: v)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-10, atol=1e-10)
+    # and the whole side path of the registered models uses it
+    block = timm.create_model("rkan_resnet18").side_paths["4"]
+    assert block.kan1.scale_by_input is False and block.kan1.base_activation(torch.tensor([-2.0])).item() == -2.0
 
 
 @pytest.mark.parametrize("scale_by_input", [True, False])
 @pytest.mark.parametrize("stride,degree,kernel_size", [(1, 3, 3), (2, 2, 3), (2, 3, 5)])
 def test_shared_kan_conv_matches_naive_patch_formula(scale_by_input, stride, degree, kernel_size):
-    conv = SharedKANConv2d(kernel_size, stride, basis_kwargs=dict(degree=degree), scale_by_input=scale_by_input)
+    """The earlier released forms: SiLU base branch, with or without the input factor."""
+    conv = SharedKANConv2d(
+        kernel_size, stride, basis_kwargs=dict(degree=degree), scale_by_input=scale_by_input, base_activation="silu"
+    )
     conv = conv.double()
     with torch.no_grad():  # non-trivial scales and base weights
         conv.scale.uniform_(0.5, 1.5)
@@ -510,3 +529,12 @@ def test_cifar_stem_variant():
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
     with pytest.raises(ValueError, match="stem='cifar' is defined for ResNet-family backbones"):
         timm.create_model("rkan_densenet121", stem="cifar")
+
+
+def test_side_path_options_per_stage_and_basis():
+    model = timm.create_model("rkan_resnet18", stages=(3, 4), reduction=(4, 2), basis="gram", base_activation="silu")
+    assert model.side_paths["3"].mid_chs == 128 // 4 and model.side_paths["4"].mid_chs == 256 // 2
+    assert model.side_paths["4"].kan1.basis.registry_name == "gram"
+    with pytest.raises(ValueError, match="reduction must be one factor or one per stage"):
+        timm.create_model("rkan_resnet18", stages=(3, 4), reduction=(4, 2, 2))
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
