@@ -28,6 +28,7 @@ from torch.autograd import forward_ad
 
 from kanvision.kernels import basis_expansion
 from kanvision.layers.activations import activation_grad, activation_grad_function, has_closed_form_grad
+from kanvision.layers.helpers import check_int
 
 __all__ = [
     "Basis",
@@ -85,12 +86,6 @@ def create_basis(basis: str | Basis, **kwargs) -> Basis:
     if unknown:
         raise ValueError(f"unknown basis_kwargs {unknown} for basis {basis!r}; valid: {valid}")
     return _REGISTRY[basis](**kwargs)
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _is_number(value) -> bool:
@@ -514,8 +509,8 @@ class BSplineBasis(GridBasis):
     """
 
     def __init__(self, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)):
-        self.spline_order = _check_int("spline_order", spline_order, 1)
-        super().__init__(grid_range, _check_int("grid_size", grid_size, 1))
+        self.spline_order = check_int("spline_order", spline_order, 1)
+        super().__init__(grid_range, check_int("grid_size", grid_size, 1))
         k = spline_order
         # N_k(s + p) = sum_q pieces[q][p] s^q on s in [0, 1), from the truncated-power form
         # N_k(t) = sum_l (-1)^l C(k+1, l) (t - l)_+^k / k!
@@ -633,7 +628,7 @@ class RBFBasis(GridBasis):
         if bandwidth is not None and not (_is_number(bandwidth) and math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a positive finite number or None, got {bandwidth!r}")
         self.bandwidth = bandwidth
-        super().__init__(grid_range, _check_int("num_centers", num_centers, 2) - 1)
+        super().__init__(grid_range, check_int("num_centers", num_centers, 2) - 1)
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
@@ -679,9 +674,9 @@ class ReLUBasis(GridBasis):
     def __init__(
         self, grid_size: int = 5, order: int = 3, power: int = 2, grid_range: tuple[float, float] = (0.0, 1.0)
     ):
-        self.order = _check_int("order", order, 0)
-        self.power = _check_int("power", power, 1)
-        super().__init__(grid_range, _check_int("grid_size", grid_size, 1))
+        self.order = check_int("order", order, 0)
+        self.power = check_int("power", power, 1)
+        super().__init__(grid_range, check_int("grid_size", grid_size, 1))
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
@@ -739,7 +734,7 @@ class ChebyshevBasis(Basis):
 
     def __init__(self, degree: int = 3):
         super().__init__()
-        self.degree = _check_int("degree", degree, 0)
+        self.degree = check_int("degree", degree, 0)
         self.num_functions = degree + 1
 
     def _terms(self, x: Tensor) -> list[Tensor]:
@@ -781,7 +776,7 @@ class FourierBasis(Basis):
 
     def __init__(self, num_frequencies: int = 4):
         super().__init__()
-        self.num_frequencies = _check_int("num_frequencies", num_frequencies, 1)
+        self.num_frequencies = check_int("num_frequencies", num_frequencies, 1)
         self.num_functions = 2 * num_frequencies
 
     def _frequencies(self, x: Tensor, dim: int) -> Tensor:
@@ -823,8 +818,8 @@ class GramBasis(Basis):
 
     def __init__(self, degree: int = 3, num_points: int = 64):
         super().__init__()
-        self.degree = _check_int("degree", degree, 0)
-        self.num_points = _check_int("num_points", num_points, degree + 1)
+        self.degree = check_int("degree", degree, 0)
+        self.num_points = check_int("num_points", num_points, degree + 1)
         self.num_functions = degree + 1
         m = num_points
         self._alpha = [(m / (n + 1)) * math.sqrt((4 * (n + 1) ** 2 - 1) / (m**2 - (n + 1) ** 2)) for n in range(degree)]
@@ -883,7 +878,7 @@ class KAGNGramBasis(Basis):
         self, degree: int = 3, activation: str | None = "silu", learnable: bool = True, beta_init_std: float = 0.0
     ):
         super().__init__()
-        self.degree = _check_int("degree", degree, 0)
+        self.degree = check_int("degree", degree, 0)
         if activation not in (None, "silu"):
             raise ValueError(f"activation must be None or 'silu', got {activation!r}")
         if not (_is_number(beta_init_std) and beta_init_std >= 0):

@@ -46,12 +46,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import ClassifierHead, get_act_layer
+from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from kanvision.layers import KANConv2d, KANLinear
+from kanvision.layers.helpers import check_int, create_activation, create_norm
 from kanvision.layers.kan_layer import KANLayer
 from kanvision.models._classifier import SequentialFeaturesMixin
 
@@ -61,26 +62,7 @@ __all__ = [
     "ChannelSharedKANConv2d",
     "SplineScaler",
     "add_spline_scaler",
-    "create_activation",
 ]
-
-
-def create_activation(act_layer: str | None) -> nn.Module:
-    """A fresh activation module by timm name (``"silu"``, ``"gelu"``, ``"relu"``, ...), nn.Identity for None."""
-    if not act_layer:
-        return nn.Identity()
-    try:
-        return get_act_layer(act_layer)()
-    except KeyError:
-        raise ValueError(
-            f"unknown activation {act_layer!r}; use a timm activation name such as 'silu', 'gelu', 'relu', or None"
-        ) from None
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 # -- efficient-kan parameter parity ----------------------------------------------------------------------------
@@ -147,7 +129,7 @@ class ChannelSharedKANConv2d(nn.Module):
         spline_scaler: bool = True,
     ):
         super().__init__()
-        self.kernels = _check_int("kernels", kernels, 1)
+        self.kernels = check_int("kernels", kernels, 1)
         self.conv = KANConv2d(
             1, kernels, kernel_size, stride, padding, bias=False, basis=basis, basis_kwargs=basis_kwargs,
             base_activation=base_activation,
@@ -173,6 +155,7 @@ class KANConvNet(SequentialFeaturesMixin, nn.Module):
     found BatchNorm, not InstanceNorm, is what makes such stacks train). ``groups`` applies to every layer but
     the first; ``act_layer`` (e.g. ``"silu"``, torch-conv-kan's KAGN layers) follows each BatchNorm when given.
     ``border="zero"`` (default): padded pixels contribute 0, torch-conv-kan's convention (see KANConv2d).
+    ``norm_layer``: ``batchnorm`` (default), ``instancenorm`` or None, with ``norm_affine`` parameters or not.
     """
 
     def __init__(
@@ -190,6 +173,8 @@ class KANConvNet(SequentialFeaturesMixin, nn.Module):
         drop_rate: float = 0.0,
         global_pool: str = "avg",
         border: str = "zero",
+        norm_layer: str | None = "batchnorm",
+        norm_affine: bool = True,
     ):
         super().__init__()
         if len(widths) != len(strides) or not widths:
@@ -216,7 +201,7 @@ class KANConvNet(SequentialFeaturesMixin, nn.Module):
                     drop_rate=kan_drop_rate,
                     border=border,
                 ),
-                nn.BatchNorm2d(width),
+                create_norm(norm_layer, width, norm_affine),
             ]
             if act_layer is not None:
                 layers.append(create_activation(act_layer))
@@ -297,7 +282,7 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         self.feature_info = []
         if isinstance(img_size, (tuple, list)) and len(img_size) == 2 and img_size[0] == img_size[1]:
             img_size = img_size[0]  # timm passes (H, W) for fixed_input_size models; these are square
-        channels, size = in_chans, _check_int("img_size", img_size, 1)
+        channels, size = in_chans, check_int("img_size", img_size, 1)
         for width in conv_channels:
             if shared_kernels:
                 conv = ChannelSharedKANConv2d(

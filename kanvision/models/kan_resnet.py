@@ -30,8 +30,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
+from kanvision.layers.helpers import create_activation
 from kanvision.models._classifier import ClassifierMixin
-from kanvision.models.kan_cnn import create_activation
 
 __all__ = ["KANBasicBlock", "KANResNet"]
 

@@ -1,21 +1,31 @@
-"""Bottleneck KAN convolution and the VGG-11-style bottleneck KAN network of torch-conv-kan.
+"""Bottleneck KAN convolution and the VGG-11-style KAN networks of torch-conv-kan, with its ImageNet weights.
 
 Kolmogorov-Arnold Convolutions: Design Principles and Empirical Studies, Drokin, arXiv 2407.01092,
-https://github.com/IvanDrokin/torch-conv-kan (``kan_convs/kagn_bottleneck_conv.py``, ``models/vggkan.py``).
+https://github.com/IvanDrokin/torch-conv-kan (``kan_convs/kagn_conv.py``, ``kan_convs/kagn_bottleneck_conv.py``,
+``models/vggkan.py``).
 
 The bottleneck KAN conv keeps a KAN conv's base branch on the full input and moves the basis functions into a
-squeezed space: ``act(BN(conv_kxk(silu(x)) + expand_1x1(KAN_kxk(squeeze_1x1(x)))))``, so the expensive part costs
+squeezed space: ``act(norm(conv_kxk(silu(x)) + expand_1x1(KAN_kxk(squeeze_1x1(x)))))``, so the expensive part costs
 ``inner^2 * n * k^2`` instead of ``C_out * C_in * n * k^2`` parameters (inner = max(C_in, C_out) / dim_reduction,
-at least ``min(min_inner_channels, C_in, C_out)``). ``kan_vgg11_bottleneck`` is the design released as
-"VGG KAGN BN 11v4" (ImageNet-1k 68.5% top-1, 88.46% top-5 with "7.25M" parameters): the VGG11v4 layout
-(16, M, 32, M, 64, 64, M, 128, 128, M, 128, 128, M, 256, 256) at width x2, Gram polynomials of degree 5,
-``dim_reduction=8``, BatchNorm + SiLU after every layer, global average pooling, dropout and a linear classifier.
+at least ``min(min_inner_channels, C_in, C_out)``).
 
-The KAN convs use torch-conv-kan's KAGN basis (``basis="kagn"``: Gram-type polynomials of tanh x with a learnable
-scale on each recurrence coefficient, ``degree + 1`` parameters per layer, and SiLU applied to the values) and its
-zero border (padded pixels contribute 0), so ``kan_vgg11_bottleneck`` has the released 7,252,115 parameters
-(``basis="gram"``, kanvision's fixed normalised Gram basis, gives 60 fewer). Its ``NoiseInjection`` dropout is
-replaced by the layers' DropKAN (``kan_drop_rate``).
+The three models of torch-conv-kan's ImageNet-1k table are registered with its weights (``.in1k``, from its
+model hub pages; top-1 / top-5 as its README reports them, 224 px, resize 256 + center crop):
+
+- ``kan_vgg11_kagn_v2`` (VGG KAGN 11v2, 59.1 / 82.29): VGG11v2 layout at width x2, KAGN conv (degree 5, SiLU base
+  branch) -> InstanceNorm (affine) -> SiLU after every layer;
+- ``kan_vgg11_kagn_v4`` (VGG KAGN 11v4, 61.17 / 83.26): the same on the VGG11v4 layout (last two layers 512 wide);
+- ``kan_vgg11_bottleneck`` (VGG KAGN BN 11v4, 68.5 / 88.46, "7.25M"): bottleneck KAGN convs (``dim_reduction=8``)
+  -> BatchNorm -> SiLU on VGG11v4 at width x2.
+
+All end in global average pooling, dropout 0.25 and a linear classifier, and use torch-conv-kan's KAGN basis
+(``basis="kagn"``: Gram-type polynomials of tanh x with a learnable scale on each recurrence coefficient, degree + 1
+parameters per layer, SiLU on the values) and its zero border (padded pixels contribute 0), so their parameter
+counts are the released ones and ``checkpoint_filter_fn`` maps the released ``model.safetensors`` onto them.
+Training-time dropout differs: torch-conv-kan drops channels of tanh(x) (KAGN layers, 0.15) or injects noise into
+the Gram values (bottleneck layers, 0.05), kanvision offers DropKAN (``kan_drop_rate``, off by default); evaluation
+is unaffected. InstanceNorm needs more than one pixel per channel while training: at least 64 px for the
+InstanceNorm models (output stride 32).
 """
 
 from __future__ import annotations
@@ -27,11 +37,12 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
+from kanvision.layers.helpers import create_activation, create_norm
 from kanvision.layers.kan_layer import resolve_activation
 from kanvision.models._classifier import SequentialFeaturesMixin
-from kanvision.models.kan_cnn import create_activation
+from kanvision.models.kan_cnn import kagn_conv_weight_from_torch_conv_kan
 
-__all__ = ["BottleneckKANConv2d", "KANVGG", "VGG_CONFIGS", "bottleneck_inner_channels"]
+__all__ = ["BottleneckKANConv2d", "KANVGG", "VGG_CONFIGS", "bottleneck_inner_channels", "checkpoint_filter_fn"]
 
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
     # torch-conv-kan's VGG layouts ("M": 2x2 max pool); widths are multiplied by the model's width_scale
@@ -74,10 +85,11 @@ class BottleneckKANConv2d(nn.Module):
         basis: str = "gram",
         basis_kwargs: dict | None = None,
         base_activation: str | None = "silu",
-        norm_layer: type[nn.Module] | None = nn.BatchNorm2d,
+        norm_layer: str | None = "batchnorm",
         act_layer: str | None = "silu",
         kan_drop_rate: float = 0.0,
         border: str = "zero",
+        norm_affine: bool = True,
     ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -100,7 +112,7 @@ class BottleneckKANConv2d(nn.Module):
             base_activation=None, drop_rate=kan_drop_rate, border=border,
         )  # fmt: skip
         self.expand = nn.Conv2d(inner, out_channels, 1, bias=False)
-        self.norm = norm_layer(out_channels) if norm_layer is not None else nn.Identity()
+        self.norm = create_norm(norm_layer, out_channels, norm_affine)
         self.act = create_activation(act_layer)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -119,6 +131,8 @@ class KANVGG(SequentialFeaturesMixin, nn.Module):
         conv_type: ``bottleneck`` (:class:`BottleneckKANConv2d`, BN + SiLU inside) or ``kan`` (KANConv2d with its
             own base branch, then BN + SiLU, torch-conv-kan's plain KAGN layer).
         basis, basis_kwargs, base_activation, kan_drop_rate: of every KAN conv.
+        norm_layer, norm_affine: the norm after every KAN conv: ``batchnorm`` (default) or ``instancenorm``
+            (torch-conv-kan's default, used by its released VGG KAGN 11v2/11v4), with or without affine parameters.
         dim_reduction, min_inner_channels: bottleneck width (``bottleneck`` only).
         border: what zero-padded pixels contribute: ``"zero"`` (torch-conv-kan's convention, default) or
             ``"function"`` (phi(0)); see :class:`~kanvision.layers.KANConv2d`.
@@ -141,6 +155,8 @@ class KANVGG(SequentialFeaturesMixin, nn.Module):
         drop_rate: float = 0.0,
         global_pool: str = "avg",
         border: str = "zero",
+        norm_layer: str | None = "batchnorm",
+        norm_affine: bool = True,
     ):
         super().__init__()
         if isinstance(cfg, str):
@@ -175,18 +191,63 @@ class KANVGG(SequentialFeaturesMixin, nn.Module):
                         min_inner_channels=min_inner_channels,
                         act_layer=act_layer,
                         kan_drop_rate=kan_drop_rate,
+                        norm_layer=norm_layer,
+                        norm_affine=norm_affine,
                         **kan_kwargs,
                     )  # fmt: skip
                 )
             else:
                 act = create_activation(act_layer)
                 conv = KANConv2d(prev, width, 3, 1, 1, bias=False, drop_rate=kan_drop_rate, **kan_kwargs)
-                layers.append(nn.Sequential(conv, nn.BatchNorm2d(width), act))
+                layers.append(nn.Sequential(conv, create_norm(norm_layer, width, norm_affine), act))
             prev = width
         self.features = nn.Sequential(*layers)
         self.feature_info.append(dict(num_chs=prev, reduction=reduction, module=f"features.{len(layers) - 1}"))
         self.num_features = self.head_hidden_size = prev
         self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: KANVGG) -> dict[str, Tensor]:
+    """Map a torch-conv-kan VGG checkpoint (``VGGKAGN`` / ``VGGKAGN_BN``, its ``PyTorchModelHubMixin``
+    ``model.safetensors``) onto :class:`KANVGG`; a kanvision state dict passes through unchanged.
+
+    torch-conv-kan keeps each layer's pieces in per-group lists (groups = 1 here): ``features.N.base_conv.0``,
+    ``poly_weights`` (1, C_out, (D + 1) C_in, k, k) with degree-major channels, ``beta_weights``,
+    ``layer_norm.0``, and in the bottleneck layer ``inner_proj.0`` / ``out_proj.0``; the head is
+    ``classifier.1`` (after a dropout).
+    """
+    state_dict = state_dict.get("state_dict", state_dict)
+    if not any(".poly_weights" in k for k in state_dict):
+        return state_dict
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("classifier.1."):
+            out["head.fc." + key.removeprefix("classifier.1.")] = value
+            continue
+        if not key.startswith("features."):
+            raise KeyError(f"unexpected key {key!r} in a torch-conv-kan VGG checkpoint")
+        index, name = key.removeprefix("features.").split(".", 1)
+        prefix = f"features.{index}."
+        layer = model.features[int(index)]
+        if name in ("poly_weights", "base_conv.0.weight"):
+            continue  # merged below, once per layer
+        if isinstance(layer, BottleneckKANConv2d):
+            name = name.replace("inner_proj.0.", "squeeze.").replace("out_proj.0.", "expand.")
+            name = name.replace("layer_norm.0.", "norm.").replace("beta_weights", "kan.basis.beta_weights")
+            out[prefix + name] = value
+        else:  # Sequential(KANConv2d, norm, act)
+            name = name.replace("layer_norm.0.", "1.").replace("beta_weights", "0.basis.beta_weights")
+            out[prefix + name] = value
+        if name in ("kan.basis.beta_weights", "0.basis.beta_weights"):
+            degree = value.numel() - 1
+            poly = state_dict[prefix + "poly_weights"]
+            base = state_dict.get(prefix + "base_conv.0.weight")
+            if isinstance(layer, BottleneckKANConv2d):
+                out[prefix + "kan.weight"] = kagn_conv_weight_from_torch_conv_kan(poly, None, degree)
+                out[prefix + "base_conv.weight"] = base
+            else:
+                out[prefix + "0.weight"] = kagn_conv_weight_from_torch_conv_kan(poly, base, degree)
+    return out
 
 
 def _cfg(**kwargs) -> dict:
@@ -202,19 +263,52 @@ def _cfg(**kwargs) -> dict:
         "first_conv": "features.0.base_conv",
         "classifier": "head.fc",
         "paper_ids": "arXiv:2407.01092",
+        "license": "mit",
         **kwargs,
     }
 
 
-default_cfgs = generate_default_cfgs({"kan_vgg11_bottleneck.untrained": _cfg()})
+default_cfgs = generate_default_cfgs(
+    {
+        # torch-conv-kan's ImageNet-1k weights (its README: 59.1 / 61.17 / 68.5% top-1, 224 px, resize 256)
+        "kan_vgg11_kagn_v2.in1k": _cfg(
+            hf_hub_id="brivangl/vgg_kagn11_v2", hf_hub_filename="model.safetensors", first_conv="features.0.0"
+        ),
+        "kan_vgg11_kagn_v4.in1k": _cfg(
+            hf_hub_id="brivangl/vgg_kagn11_v4", hf_hub_filename="model.safetensors", first_conv="features.0.0"
+        ),
+        "kan_vgg11_bottleneck.in1k": _cfg(hf_hub_id="brivangl/vgg_kagn_bn11_v4", hf_hub_filename="model.safetensors"),
+    }
+)
 
 
 def _create_kan_vgg(variant: str, pretrained: bool = False, **kwargs) -> KANVGG:
-    return build_model_with_cfg(KANVGG, variant, pretrained, feature_cfg=dict(flatten_sequential=True), **kwargs)
+    return build_model_with_cfg(
+        KANVGG, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True), **kwargs,
+    )  # fmt: skip
+
+
+# torch-conv-kan's released ImageNet VGGs: Gram degree 5 (its KAGN basis), width x2, dropout 0.25 before the head
+_RELEASED = dict(width_scale=2, basis="kagn", basis_kwargs=dict(degree=5), drop_rate=0.25)
+
+
+@register_model
+def kan_vgg11_kagn_v2(pretrained: bool = False, **kwargs) -> KANVGG:
+    """torch-conv-kan's VGG KAGN 11v2 (ImageNet 59.1% top-1): KAGN conv + InstanceNorm (affine) + SiLU."""
+    model_args = dict(cfg="vgg11v2", conv_type="kan", norm_layer="instancenorm", **_RELEASED)
+    return _create_kan_vgg("kan_vgg11_kagn_v2", pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def kan_vgg11_kagn_v4(pretrained: bool = False, **kwargs) -> KANVGG:
+    """torch-conv-kan's VGG KAGN 11v4 (ImageNet 61.17% top-1): KAGN conv + InstanceNorm (affine) + SiLU."""
+    model_args = dict(cfg="vgg11v4", conv_type="kan", norm_layer="instancenorm", **_RELEASED)
+    return _create_kan_vgg("kan_vgg11_kagn_v4", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def kan_vgg11_bottleneck(pretrained: bool = False, **kwargs) -> KANVGG:
     """torch-conv-kan's VGG KAGN BN 11v4 (ImageNet 68.5% top-1): bottleneck KAGN (degree 5) KAN convs; 7,252,115."""
-    model_args = dict(cfg="vgg11v4", width_scale=2, basis="kagn", basis_kwargs=dict(degree=5), dim_reduction=8.0)
+    model_args = dict(cfg="vgg11v4", dim_reduction=8.0, **_RELEASED)
     return _create_kan_vgg("kan_vgg11_bottleneck", pretrained, **dict(model_args, **kwargs))

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from kanvision.layers import ChebyshevBasis, KANConv2d, basis_parameters, create_basis
+from kanvision.layers.helpers import check_int
 from kanvision.layers.kan_layer import resolve_activation
 
 __all__ = [
@@ -59,12 +60,6 @@ SUPPORTED_FAMILIES = (
 )
 
 _PROBE_SIZE = 64  # a multiple of every supported output stride (32), so stage strides come out exact
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class SharedKANConv2d(nn.Module):
@@ -103,9 +98,9 @@ class SharedKANConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        self.kernel_size = _check_int("kernel_size", kernel_size, 1)
-        self.stride = _check_int("stride", stride, 1)
-        self.padding = _check_int("padding", kernel_size // 2 if padding is None else padding, 0)
+        self.kernel_size = check_int("kernel_size", kernel_size, 1)
+        self.stride = check_int("stride", stride, 1)
+        self.padding = check_int("padding", kernel_size // 2 if padding is None else padding, 0)
         self.basis = create_basis(basis, **(basis_kwargs or {}))
         self.base_activation = resolve_activation(base_activation)
         if self.base_activation is None:
@@ -248,10 +243,10 @@ class ResidualKANBlock(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         super().__init__()
-        _check_int("in_chs", in_chs, 1)
-        _check_int("out_chs", out_chs, 1)
-        _check_int("stride", stride, 1)
-        _check_int("kernel_size", kernel_size, 1)
+        check_int("in_chs", in_chs, 1)
+        check_int("out_chs", out_chs, 1)
+        check_int("stride", stride, 1)
+        check_int("kernel_size", kernel_size, 1)
         if combine not in COMBINE_MODES:
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
         if kan_conv not in KAN_CONV_TYPES:
@@ -259,11 +254,11 @@ class ResidualKANBlock(nn.Module):
         if len(degrees) != 2:
             raise ValueError(f"degrees must be two Chebyshev degrees (first, second KAN conv), got {degrees!r}")
         for degree in degrees:
-            _check_int("degree", degree, 0)
+            check_int("degree", degree, 0)
         if inverted_expansion is not None:
-            mid_chs = in_chs * _check_int("inverted_expansion", inverted_expansion, 1)
+            mid_chs = in_chs * check_int("inverted_expansion", inverted_expansion, 1)
         else:
-            mid_chs = in_chs // _check_int("reduction", reduction, 1)
+            mid_chs = in_chs // check_int("reduction", reduction, 1)
             if mid_chs < 1:
                 raise ValueError(f"reduction={reduction} leaves no channels of in_chs={in_chs}; use <= {in_chs}")
         dd = dict(device=device, dtype=dtype)

@@ -16,12 +16,16 @@ import kanvision  # noqa: F401  (registers the kan_* models)
 
 KAN_CNN_MODELS = sorted(timm.list_models("kan_*"))
 CIFAR_STEM = {"kan_resnet18_cifar", "kan_resnet34_cifar"}
+# InstanceNorm after every layer and output stride 32: a training step needs more than one pixel at the end
+INSTANCE_NORM = {"kan_vgg11_kagn_v2", "kan_vgg11_kagn_v4"}
 
 
 def _input_size(name: str) -> tuple[int, int, int]:
     chans, size, _ = timm.get_pretrained_cfg(name).input_size
     if name in CIFAR_STEM:  # output stride 8: 16 px keeps a 2x2 map and a quarter of the 32 px cost
         return chans, 16, 16
+    if name in INSTANCE_NORM:
+        return chans, 64, 64
     return chans, min(size, 32), min(size, 32)
 
 
@@ -30,7 +34,7 @@ def test_the_registered_families_are_all_present():
         "kan_cnn_tiny", "kan_kkan_mnist", "kan_kanc_mlp_mnist", "kan_kkan_small", "kan_kkan_medium",
         "kan_kanc_mlp_small", "kan_kanc_mlp_medium", "kan_kanc_mlp_big", "kan_kacn_simple4", "kan_kacn_simple8",
         "kan_kagn_simple8", "kan_resnet18", "kan_resnet34", "kan_resnet18_cifar", "kan_resnet34_cifar",
-        "kan_vgg11_bottleneck",
+        "kan_vgg11_bottleneck", "kan_vgg11_kagn_v2", "kan_vgg11_kagn_v4",
     }  # fmt: skip
     assert expected <= set(KAN_CNN_MODELS)
 

@@ -4,6 +4,7 @@ exact equivalence with a plain KAN conv, parameter formulas and torch-conv-kan's
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 
 import kanvision  # noqa: F401  (registers the kan_* models)
 from kanvision.layers import KANConv2d
@@ -116,3 +117,154 @@ def test_timm_api_and_grad_checkpointing():
         torch.testing.assert_close(a, b)
     model.reset_classifier(5)
     assert model(x).shape == (2, 5) and model.get_classifier().out_features == 5
+
+
+# -- torch-conv-kan's released ImageNet VGGs ------------------------------------------------------------------------
+
+# (registered name, torch-conv-kan cfg, bottleneck layers, norm) of its README's three ImageNet checkpoints
+RELEASED = [
+    ("kan_vgg11_kagn_v2", "vgg11v2", False, "instance"),
+    ("kan_vgg11_kagn_v4", "vgg11v4", False, "instance"),
+    ("kan_vgg11_bottleneck", "vgg11v4", True, "batch"),
+]
+
+
+def _tck_inner(c_in, c_out):
+    inner = int(max(c_in / 8, c_out / 8))  # torch-conv-kan: dim_reduction 8, min_internal 16
+    return inner if inner >= 16 else min(16, c_in, c_out)
+
+
+def _tck_state_dict(cfg, bottleneck, norm, degree=5, width=2, classes=1000, seed=0):
+    """Random weights under torch-conv-kan's VGGKAGN / VGGKAGN_BN key names and shapes (groups = 1)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, fan_in):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) / fan_in**0.5
+
+    sd, prev = {}, 3
+    for index, v in enumerate(VGG_CONFIGS[cfg]):
+        if v == "M":
+            continue
+        out, p = v * width, f"features.{index}."
+        sd[p + "base_conv.0.weight"] = rand(out, prev, 3, 3, fan_in=prev * 9)
+        mid_in, mid_out = prev, out
+        if bottleneck:
+            mid_in = mid_out = _tck_inner(prev, out)
+            sd[p + "inner_proj.0.weight"] = rand(mid_in, prev, 1, 1, fan_in=prev)
+            sd[p + "out_proj.0.weight"] = rand(out, mid_out, 1, 1, fan_in=mid_out)
+        sd[p + "poly_weights"] = rand(1, mid_out, mid_in * (degree + 1), 3, 3, fan_in=mid_in * (degree + 1) * 9)
+        sd[p + "beta_weights"] = rand(degree + 1, fan_in=4.0)
+        sd[p + "layer_norm.0.weight"] = 1 + 0.1 * rand(out, fan_in=1.0)
+        sd[p + "layer_norm.0.bias"] = 0.1 * rand(out, fan_in=1.0)
+        if norm == "batch":
+            sd[p + "layer_norm.0.running_mean"] = 0.1 * rand(out, fan_in=1.0)
+            sd[p + "layer_norm.0.running_var"] = torch.rand(out, generator=g, dtype=torch.float64) + 0.5
+            sd[p + "layer_norm.0.num_batches_tracked"] = torch.tensor(7)
+        prev = out
+    sd["classifier.1.weight"] = rand(classes, prev, fan_in=prev)
+    sd["classifier.1.bias"] = 0.1 * rand(classes, fan_in=1.0)
+    return sd
+
+
+def _tck_vgg_reference(x, sd, cfg, bottleneck, norm, degree=5):
+    """torch-conv-kan's VGG forward in eval mode, written out in float64 from its layer formulas: per layer
+    base = conv3x3(silu(x)); z = inner_proj(x) (bottleneck) or x; Gram values p_0 = 1, p_1 = t, p_i = t p_{i-1} -
+    beta(i-1, i) p_{i-2} of t = tanh z with beta(n, m) = w_n (m+n)(m-n) n^2 / (m^2 / (4n^2 - 1)), SiLU on them,
+    stacked degree-major, conv3x3 with zero padding of the values, out_proj (bottleneck); silu(norm(y + base));
+    2x2 max pools; global average pool and the linear head."""
+    for index, v in enumerate(VGG_CONFIGS[cfg]):
+        if v == "M":
+            x = F.max_pool2d(x, 2)
+            continue
+        p = f"features.{index}."
+        base = F.conv2d(F.silu(x), sd[p + "base_conv.0.weight"], padding=1)
+        z = F.conv2d(x, sd[p + "inner_proj.0.weight"]) if bottleneck else x
+        t = torch.tanh(z)
+        grams, w = [torch.ones_like(t), t], sd[p + "beta_weights"]
+        for i in range(2, degree + 1):
+            n, m = i - 1, i
+            grams.append(t * grams[-1] - ((m + n) * (m - n) * n**2) / (m**2 / (4.0 * n**2 - 1.0)) * w[n] * grams[-2])
+        y = F.conv2d(F.silu(torch.cat(grams, dim=1)), sd[p + "poly_weights"][0], padding=1)
+        if bottleneck:
+            y = F.conv2d(y, sd[p + "out_proj.0.weight"])
+        y = y + base
+        if norm == "instance":
+            mean, var = y.mean((2, 3), keepdim=True), y.var((2, 3), unbiased=False, keepdim=True)
+        else:
+            mean = sd[p + "layer_norm.0.running_mean"].view(1, -1, 1, 1)
+            var = sd[p + "layer_norm.0.running_var"].view(1, -1, 1, 1)
+        y = (y - mean) / torch.sqrt(var + 1e-5)
+        x = F.silu(y * sd[p + "layer_norm.0.weight"].view(1, -1, 1, 1) + sd[p + "layer_norm.0.bias"].view(1, -1, 1, 1))
+    return F.linear(x.mean((2, 3)), sd["classifier.1.weight"], sd["classifier.1.bias"])
+
+
+def _released_plain_kagn_count(cfg, width_scale, degree, classes=1000, in_chans=3):
+    """torch-conv-kan KAGNConv2DLayer (base conv, poly weights, degree + 1 betas, affine norm) per layer + head."""
+    total, prev = 0, in_chans
+    for v in cfg:
+        if v == "M":
+            continue
+        out = v * width_scale
+        total += out * prev * 9 + out * prev * (degree + 1) * 9 + (degree + 1) + 2 * out
+        prev = out
+    return total + prev * classes + classes
+
+
+@pytest.mark.parametrize("name,cfg,bottleneck,norm", RELEASED)
+def test_released_vgg_parameter_counts(name, cfg, bottleneck, norm):
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    if bottleneck:
+        expected = _released_vgg_kagn_bn_count(VGG_CONFIGS[cfg], 2, 5, 8)
+    else:
+        expected = _released_plain_kagn_count(VGG_CONFIGS[cfg], 2, 5)
+    assert _count(model) == expected
+    assert _count(model) == sum(t.numel() for k, t in _tck_state_dict_shapes(cfg, bottleneck, norm).items())
+    assert model.pretrained_cfg["hf_hub_id"].startswith("brivangl/vgg_kagn")
+    assert model.pretrained_cfg["hf_hub_filename"] == "model.safetensors"  # what PyTorchModelHubMixin uploads
+
+
+def _tck_state_dict_shapes(cfg, bottleneck, norm):
+    """The torch-conv-kan checkpoint's learnable tensors (running statistics excluded)."""
+    with torch.device("meta"):
+        sd = _tck_state_dict(cfg, bottleneck, norm)
+    return {k: v for k, v in sd.items() if "running" not in k and "num_batches" not in k}
+
+
+@pytest.mark.parametrize("name,cfg,bottleneck,norm", RELEASED)
+def test_torch_conv_kan_checkpoint_loads_through_timm_and_computes_its_function(tmp_path, name, cfg, bottleneck, norm):
+    from safetensors.torch import save_file
+
+    sd = _tck_state_dict(cfg, bottleneck, norm)
+    path = tmp_path / "model.safetensors"  # what PyTorchModelHubMixin writes
+    save_file({k: v.float() for k, v in sd.items()}, str(path))
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval().double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    sd64 = {k: v.float().double() if v.is_floating_point() else v for k, v in sd.items()}  # the stored values
+    with torch.no_grad():
+        ours = model(x)
+        reference = _tck_vgg_reference(x, sd64, cfg, bottleneck, norm)
+    assert reference.abs().mean() > 1e-2  # a non-degenerate function
+    torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9)
+
+
+def test_checkpoint_filter_passes_kanvision_state_dicts_through_and_rejects_foreign_keys():
+    from kanvision.models.kan_vgg import checkpoint_filter_fn
+
+    model = KANVGG((4, "M", 8), conv_type="kan", basis="kagn", num_classes=3)
+    own = model.state_dict()
+    assert checkpoint_filter_fn(own, model) is own
+    with pytest.raises(KeyError, match="unexpected key 'stem.weight'"):
+        checkpoint_filter_fn({"features.0.poly_weights": torch.zeros(1), "stem.weight": torch.zeros(1)}, model)
+
+
+def test_norm_layer_choice():
+    bn = KANVGG((4, "M", 8), conv_type="kan", num_classes=3)
+    inst = KANVGG((4, "M", 8), conv_type="kan", num_classes=3, norm_layer="instancenorm", norm_affine=False)
+    assert isinstance(bn.features[0][1], torch.nn.BatchNorm2d)
+    assert isinstance(inst.features[0][1], torch.nn.InstanceNorm2d) and not inst.features[0][1].affine
+    assert _count(bn) - _count(inst) == 2 * (4 + 8)
+    bottleneck = KANVGG((4, "M", 8), num_classes=3, norm_layer="instancenorm")
+    assert isinstance(bottleneck.features[0].norm, torch.nn.InstanceNorm2d) and bottleneck.features[0].norm.affine
+    with pytest.raises(ValueError, match="unknown norm_layer 'layernorm'"):
+        KANVGG((4,), norm_layer="layernorm")

@@ -1,0 +1,41 @@
+"""Argument checks and small module factories shared by the layers and the models."""
+
+from __future__ import annotations
+
+from timm.layers import get_act_layer
+from torch import nn
+
+__all__ = ["check_int", "create_activation", "create_norm", "NORM_LAYERS"]
+
+NORM_LAYERS = ("batchnorm", "instancenorm")
+
+
+def check_int(name: str, value: int, minimum: int) -> int:
+    """``value`` if it is an integer (not a bool) >= ``minimum``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def create_activation(act_layer: str | None) -> nn.Module:
+    """A fresh activation module by timm name (``"silu"``, ``"gelu"``, ``"relu"``, ...), nn.Identity for None."""
+    if not act_layer:
+        return nn.Identity()
+    try:
+        return get_act_layer(act_layer)()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {act_layer!r}; use a timm activation name such as 'silu', 'gelu', 'relu', or None"
+        ) from None
+
+
+def create_norm(norm_layer: str | None, channels: int, affine: bool = True) -> nn.Module:
+    """A 2-D norm by name: ``batchnorm`` (running statistics), ``instancenorm`` (per-image statistics, no running
+    ones, as torch-conv-kan's KAN layers use it), or None (nn.Identity). ``affine``: learnable scale and shift."""
+    if norm_layer is None:
+        return nn.Identity()
+    if norm_layer == "batchnorm":
+        return nn.BatchNorm2d(channels, affine=affine)
+    if norm_layer == "instancenorm":
+        return nn.InstanceNorm2d(channels, affine=affine)
+    raise ValueError(f"unknown norm_layer {norm_layer!r}; valid: {list(NORM_LAYERS)} or None")
