@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kanvision.layers.activations import _identity, resolve_activation  # noqa: F401 (old pickles)
+from kanvision.layers.activations import resolve_activation
 from kanvision.layers.bases import Basis, GridBasis, create_basis
 
 __all__ = ["KANLayer", "resolve_activation"]

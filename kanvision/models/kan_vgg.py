@@ -37,8 +37,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
+from kanvision.layers.activations import resolve_activation
 from kanvision.layers.helpers import create_activation, create_norm
-from kanvision.layers.kan_layer import resolve_activation
 from kanvision.models._classifier import SequentialFeaturesMixin
 from kanvision.models.kan_cnn import kagn_conv_weight_from_torch_conv_kan
 

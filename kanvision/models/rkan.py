@@ -37,8 +37,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from kanvision.layers import ChebyshevBasis, KANConv2d, basis_parameters, create_basis
+from kanvision.layers.activations import resolve_activation
 from kanvision.layers.helpers import check_int
-from kanvision.layers.kan_layer import resolve_activation
 
 __all__ = [
     "SharedKANConv2d",
@@ -251,6 +251,11 @@ class ResidualKANBlock(nn.Module):
             raise ValueError(f"combine must be one of {COMBINE_MODES}, got {combine!r}")
         if kan_conv not in KAN_CONV_TYPES:
             raise ValueError(f"kan_conv must be one of {KAN_CONV_TYPES}, got {kan_conv!r}")
+        if scale_by_input and (kan_conv != "shared" or control):
+            raise ValueError(
+                f"scale_by_input=True applies to kan_conv='shared' only, got kan_conv={kan_conv!r}"
+                f"{' with control=True' if control else ''}"
+            )
         if len(degrees) != 2:
             raise ValueError(f"degrees must be two Chebyshev degrees (first, second KAN conv), got {degrees!r}")
         for degree in degrees:

@@ -538,3 +538,13 @@ def test_side_path_options_per_stage_and_basis():
     with pytest.raises(ValueError, match="reduction must be one factor or one per stage"):
         timm.create_model("rkan_resnet18", stages=(3, 4), reduction=(4, 2, 2))
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+def test_scale_by_input_is_refused_where_it_would_be_ignored():
+    from kanvision.models.rkan import ResidualKANBlock
+
+    with pytest.raises(ValueError, match="scale_by_input=True applies to kan_conv='shared' only, got kan_conv='full'"):
+        ResidualKANBlock(8, 8, 1, kan_conv="full", scale_by_input=True)
+    with pytest.raises(ValueError, match="with control=True"):
+        ResidualKANBlock(8, 8, 1, control=True, scale_by_input=True)
+    assert ResidualKANBlock(8, 8, 1, scale_by_input=True).kan1.scale_by_input
