@@ -1,0 +1,43 @@
+"""Interpreting KAN models: sample their learned functions, score them, fit formulas, prune, plot and report."""
+
+from kanvision.interpret.sampling import (
+    FunctionSamples,
+    InputRecord,
+    collect_inputs,
+    evaluate_functions,
+    find_function_modules,
+    function_shape,
+    has_functions,
+    input_index,
+    num_inputs,
+    record_inputs,
+    sample_functions,
+)
+from kanvision.interpret.symbolic import (
+    SYMBOLIC_LIBRARY,
+    SymbolicFit,
+    SymbolicFunction,
+    fit_symbolic,
+    suggest_layer,
+    suggest_symbolic,
+)
+
+__all__ = [
+    "FunctionSamples",
+    "InputRecord",
+    "collect_inputs",
+    "evaluate_functions",
+    "find_function_modules",
+    "function_shape",
+    "has_functions",
+    "input_index",
+    "num_inputs",
+    "record_inputs",
+    "sample_functions",
+    "SYMBOLIC_LIBRARY",
+    "SymbolicFit",
+    "SymbolicFunction",
+    "fit_symbolic",
+    "suggest_layer",
+    "suggest_symbolic",
+]
