@@ -206,7 +206,8 @@ class _Recorder:
     @torch.no_grad()
     def __call__(self, module: nn.Module, args: tuple) -> None:
         x = args[0].detach()
-        columns = input_columns(module, x).float().cpu()  # (num_inputs, N)
+        columns = input_columns(module, x).cpu()  # (num_inputs, N)
+        columns = columns.to(torch.promote_types(columns.dtype, torch.float32))  # half precision: float32
         if columns.shape[1] == 0:
             return
         keys = torch.rand(columns.shape[1], generator=self.generator)
