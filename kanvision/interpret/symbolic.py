@@ -172,38 +172,47 @@ def _candidates(entry: SymbolicFunction, x: np.ndarray) -> tuple[np.ndarray, np.
     return b, c
 
 
-def _fit_entry(entry: SymbolicFunction, x: np.ndarray, y: np.ndarray, sst: float) -> SymbolicFit:
+def _grid(entry: SymbolicFunction, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residual sum of squares at every (b, c) of the start grid, sorted best first, with those (b, c)."""
     if entry.name == "0":
-        a, b, c, d, sse = 0.0, 1.0, 0.0, float(y.mean()), float(((y - y.mean()) ** 2).sum())
-    else:
-        bs, cs = _candidates(entry, x)
-        with np.errstate(all="ignore"):
-            z = entry.fn(bs[:, None] * x + cs[:, None])
-            _, _, sse_grid = _linear_fit(z, y)
-        sse_grid = np.where(np.isfinite(sse_grid), sse_grid, np.inf)
-        free = [i for i, flag in enumerate((entry.fit_scale, entry.fit_shift)) if flag]
-        best = (math.inf, 1.0, 0.0)
-        for start in np.argsort(sse_grid)[: 3 if free else 1]:
-            params = np.array([bs[start], cs[start]])
-            if free:
+        return np.array([float(((y - y.mean()) ** 2).sum())]), np.ones(1), np.zeros(1)
+    bs, cs = _candidates(entry, x)
+    with np.errstate(all="ignore"):
+        sse = _linear_fit(entry.fn(bs[:, None] * x + cs[:, None]), y)[2]
+    sse = np.where(np.isfinite(sse), sse, np.inf)
+    order = np.argsort(sse, kind="stable")
+    return sse[order], bs[order], cs[order]
 
-                def residual(p: np.ndarray, params=params) -> np.ndarray:
-                    full = params.copy()
-                    full[free] = p
-                    with np.errstate(all="ignore"):
-                        zz = entry.fn(full[0] * x + full[1])
-                    a, d, _ = _linear_fit(zz, y)
-                    r = y - a * zz - d
-                    return np.where(np.isfinite(r), r, 1e10)
 
-                tol = dict(xtol=1e-12, ftol=1e-12, gtol=1e-12)
-                result = least_squares(residual, params[free], method="lm", max_nfev=200, **tol)
-                params[free] = result.x
+def _fit_entry(
+    entry: SymbolicFunction, x: np.ndarray, y: np.ndarray, sst: float, grid: tuple, refine: bool
+) -> SymbolicFit:
+    """The entry's fit: the best grid point, refined by least squares from the best starts when ``refine``."""
+    sse_grid, bs, cs = grid
+    free = [i for i, flag in enumerate((entry.fit_scale, entry.fit_shift)) if flag]
+    best = (float(sse_grid[0]), float(bs[0]), float(cs[0]))
+    for start in range(min(3, len(bs)) if refine and free and entry.name != "0" else 0):
+        params = np.array([bs[start], cs[start]])
+
+        def residual(p: np.ndarray, params=params) -> np.ndarray:
+            full = params.copy()
+            full[free] = p
             with np.errstate(all="ignore"):
-                sse = float(_linear_fit(entry.fn(params[0] * x + params[1]), y)[2])
-            if math.isfinite(sse) and sse < best[0]:
-                best = (sse, float(params[0]), float(params[1]))
-        sse, b, c = best
+                z = entry.fn(full[0] * x + full[1])
+            a, d, _ = _linear_fit(z, y)
+            r = y - a * z - d
+            return np.where(np.isfinite(r), r, 1e10)
+
+        tol = dict(xtol=1e-12, ftol=1e-12, gtol=1e-12)
+        params[free] = least_squares(residual, params[free], method="lm", max_nfev=200, **tol).x
+        with np.errstate(all="ignore"):
+            sse = float(_linear_fit(entry.fn(params[0] * x + params[1]), y)[2])
+        if math.isfinite(sse) and sse < best[0]:
+            best = (sse, float(params[0]), float(params[1]))
+    sse, b, c = best
+    if entry.name == "0":
+        a, d = 0.0, float(y.mean())
+    else:
         with np.errstate(all="ignore"):
             a, d, _ = (float(v) for v in _linear_fit(entry.fn(b * x + c), y))
         a, b, c = _canonical(entry, a, b, c)
@@ -241,7 +250,12 @@ def fit_symbolic(
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("x and y must be finite")
     sst = float(((y - y.mean()) ** 2).sum())
-    return _rank([_fit_entry(entry, x, y, sst) for entry in _check_library(library)], top_k)
+    entries = _check_library(library)
+    grids = [_grid(entry, x, y) for entry in entries]
+    # least squares refines only the entries whose grid fit is among the best (the rest keep their grid fit)
+    refined = set(sorted(range(len(entries)), key=lambda i: grids[i][0][0])[: max(top_k + 3, 6)])
+    fits = [_fit_entry(entry, x, y, sst, grids[i], i in refined) for i, entry in enumerate(entries)]
+    return _rank(fits, top_k)
 
 
 def suggest_symbolic(
