@@ -1,5 +1,8 @@
 """Interpreting KAN models: sample their learned functions, score them, fit formulas, prune, plot and report."""
 
+from kanvision.interpret.importance import LayerImportance, function_importance, model_importance
+from kanvision.interpret.pruning import PruneReport, prune_layer, prune_sequential
+from kanvision.interpret.report import inspect_model
 from kanvision.interpret.sampling import (
     FunctionSamples,
     InputRecord,
@@ -23,6 +26,13 @@ from kanvision.interpret.symbolic import (
 )
 
 __all__ = [
+    "LayerImportance",
+    "function_importance",
+    "model_importance",
+    "PruneReport",
+    "prune_layer",
+    "prune_sequential",
+    "inspect_model",
     "FunctionSamples",
     "InputRecord",
     "collect_inputs",

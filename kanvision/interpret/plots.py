@@ -74,10 +74,7 @@ def plot_functions(
         if best:
             fit = best[0]
             ax.plot(x.numpy(), fit(x).numpy(), "--", color=FIT_COLOR, linewidth=1.2)
-            ax.text(
-                0.02, 0.97, f"{_short(fit.formula)}\nR²={fit.r2:.4f}", transform=ax.transAxes, fontsize=7,
-                va="top", color=FIT_COLOR,
-            )  # fmt: skip
+            ax.set_xlabel(f"{_short(fit.formula, 44)}   R²={fit.r2:.4f}", fontsize=7, color=FIT_COLOR)
         ax.tick_params(labelsize=7)
     for ax in axes[len(indices) :]:
         ax.set_visible(False)
