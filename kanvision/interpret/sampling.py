@@ -297,7 +297,8 @@ class FunctionSamples:
     y: Tensor  # (out, in, *kernel, P)
 
 
-def _check_range(x_range: Sequence[float]) -> tuple[float, float]:
+def check_range(x_range: Sequence[float]) -> tuple[float, float]:
+    """``x_range`` as two floats (low, high), or a ValueError naming it."""
     ok = isinstance(x_range, Sequence) and len(x_range) == 2
     lo, hi = (float(v) for v in x_range) if ok else (math.nan, math.nan)
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
@@ -342,6 +343,6 @@ def sample_functions(
             )
         points = input_grid(record, num_points, margin, dtype)
     else:
-        lo, hi = _check_range(x_range)
+        lo, hi = check_range(x_range)
         points = torch.linspace(lo, hi, num_points, dtype=dtype).expand(num_inputs(module), -1)
     return FunctionSamples(points[input_index(module)], evaluate_functions(module, points))

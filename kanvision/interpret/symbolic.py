@@ -20,7 +20,7 @@ from scipy.optimize import least_squares
 from scipy.special import erf, expit
 from torch import Tensor, nn
 
-from kanvision.interpret.sampling import InputRecord, function_shape, sample_functions
+from kanvision.interpret.sampling import InputRecord, check_range, function_shape, sample_functions
 
 __all__ = [
     "SYMBOLIC_LIBRARY",
@@ -269,10 +269,7 @@ def suggest_symbolic(
 
     ``library``: names of :data:`SYMBOLIC_LIBRARY` entries and/or :class:`SymbolicFunction` s (default: all).
     """
-    ok = isinstance(x_range, Sequence) and len(x_range) == 2
-    lo, hi = (float(v) for v in x_range) if ok else (math.nan, math.nan)
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"x_range must be two finite numbers (low, high) with low < high, got {x_range!r}")
+    lo, hi = check_range(x_range)
     if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 4:
         raise ValueError(f"num_points must be an integer >= 4, got {num_points!r}")
     x = torch.linspace(lo, hi, num_points, dtype=torch.float64)
