@@ -10,8 +10,10 @@ c. cnn       rkan_resnet50 vs resnet50 and kan_resnet18 (chebyshev, bspline, rbf
              channels_last ("not registered" where a family is missing);
 d. kat       KAT-T/S against timm's ViT-T/S training, batch 256, bf16 autocast, AdamW, eager and torch.compile,
              img/s and peak memory (goals: KAT-T >= 0.92x ViT-T's img/s, <= 1.1x its peak memory);
-e. layers    ``python -m kanvision.bench.layers`` rows, if that module exists;
-f. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
+e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_resnet18 against their baselines
+             (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv);
+f. layers    ``python -m kanvision.bench.layers`` rows, if that module exists;
+g. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
 
 Prints a table per section and writes ``benchmarks/results/gpu-<date>.json`` with the date, device, torch, triton
 and timm versions. ``--device cpu --quick`` runs every code path on tiny shapes (the kernel in Triton's
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import gc
 import json
@@ -34,6 +37,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -80,7 +84,9 @@ QUICK_CNN_GROUPS = [
         ],
     )
 ]
-SECTIONS = ("kernel", "act", "cnn", "kat", "layers", "kat_pt")  # cheap, must-have measurements first
+SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "layers", "kat_pt")  # cheap, must-have measurements first
+# kanvision-bench's pairs on the GPU: KAT-T/S vs ViT-T/S, rkan_resnet50 vs resnet50, kan_resnet18 vs resnet18
+ZOO_MODELS = ("kat_tiny_patch16_224", "kat_small_patch16_224", "rkan_resnet50", "kan_resnet18")
 GOALS = {
     "act_kernel_x_gelu_max": 1.25,
     "kat_tiny_img_s_ratio_min": 0.92,
@@ -497,6 +503,17 @@ def main(argv: list[str] | None = None) -> dict:
         groups = [("vit_tiny", [vit, ("kat_tiny[pytorch]", kat[1], {**kat[2], "use_kernel": False})])]
         return run_training_groups(groups, device, training, (False,), deadline, per_row_s=40 * slack)
 
+    def run_zoo() -> dict:
+        from kanvision.bench import benchmark
+
+        if args.quick:  # one pair on tiny shapes, written outside the results folder
+            models, out_dir = ZOO_MODELS[:1], Path(tempfile.mkdtemp(prefix="zoo-quick-"))
+            size = dict(batch_size=2, img_size=64, rounds=1, warmup=0, num_classes=10)
+        else:
+            models, out_dir, size = ZOO_MODELS, out.parent, dict(batch_size=64, rounds=5)
+        path, rows = benchmark.run(models, device=device.type, amp="bf16", out_dir=out_dir, **size)
+        return {"csv": str(path), "rows": [dataclasses.asdict(r) for r in rows]}
+
     plan = {
         "kernel": (
             "[a] GroupRational kernel vs PyTorch path, relative L2 error vs float64",
@@ -514,8 +531,13 @@ def main(argv: list[str] | None = None) -> dict:
             lambda: run_training_groups(cnn_groups, device, cnn, (False,), deadline, per_row_s=30 * slack),
             None,
         ),
+        "zoo": (
+            "[e] kanvision-bench pairs (bf16)",
+            lambda: _guarded(run_zoo, 120 * slack, deadline),
+            None,
+        ),
         "layers": (
-            "[e] python -m kanvision.bench.layers",
+            "[f] python -m kanvision.bench.layers",
             lambda: _guarded(
                 lambda: section_layers(device, args.quick, min(60 * slack, deadline.remaining()), out.parent),
                 60 * slack,
@@ -523,7 +545,7 @@ def main(argv: list[str] | None = None) -> dict:
             ),
             None,
         ),
-        "kat_pt": ("[f] KAT-T with the plain PyTorch rational (before the kernel)", run_kat_pytorch, None),
+        "kat_pt": ("[g] KAT-T with the plain PyTorch rational (before the kernel)", run_kat_pytorch, None),
     }
     try:
         for name in sections:
