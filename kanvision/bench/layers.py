@@ -49,11 +49,9 @@ def _step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def _saved_mib(module: nn.Module, x: torch.Tensor) -> float | None:
-    # autograd hooks do not see inside a compiled graph, so its saved bytes are not measured
-    if isinstance(module, torch._dynamo.eval_frame.OptimizedModule):
-        return None
-    return saved_tensor_bytes(module, x) / 2**20
+def _saved_mib(module: nn.Module, x: torch.Tensor, measure: bool = True) -> float | None:
+    # autograd hooks do not see inside a compiled graph: callers pass measure=False for compiled modules
+    return saved_tensor_bytes(module, x) / 2**20 if measure else None
 
 
 def _peak_mib(module: nn.Module, x: torch.Tensor, step: Callable[[], None]) -> float:
@@ -78,7 +76,13 @@ def bench_module(module: nn.Module, x: torch.Tensor, reps: int, warmup: int) -> 
 
 
 def paired(
-    kan: nn.Module, x: torch.Tensor, wide: nn.Module, wide_x: torch.Tensor, reps: int, warmup: int
+    kan: nn.Module,
+    x: torch.Tensor,
+    wide: nn.Module,
+    wide_x: torch.Tensor,
+    reps: int,
+    warmup: int,
+    compiled: bool = False,
 ) -> tuple[dict, dict, float]:
     """Time the layer and its wide convolution in alternating single steps: (layer row, conv row, ratio).
 
@@ -94,7 +98,7 @@ def paired(
             times[j].extend(time_callable(steps[j], x.device, warmup=0, reps=1))
     rows = []
     for module, inp, step, acc in zip((kan, wide), (x, wide_x), steps, times, strict=True):
-        row = {"ms": statistics.median(acc), "saved_MiB": _saved_mib(module, inp)}
+        row = {"ms": statistics.median(acc), "saved_MiB": _saved_mib(module, inp, measure=not compiled)}
         if x.device.type == "cuda":
             row["peak_MiB"] = _peak_mib(module, inp, step)
         rows.append(row)
@@ -117,7 +121,7 @@ def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: in
             wide_x = torch.randn(batch, channels * m, size, size, device=dev, requires_grad=True)
             if compiled:  # a compiled layer is compared with the compiled wide convolution
                 kan, wide = torch.compile(kan), torch.compile(wide)
-            row, ref, ratio = paired(kan, x, wide, wide_x, reps, warmup)
+            row, ref, ratio = paired(kan, x, wide, wide_x, reps, warmup, compiled)
             suffix = f" {variant}" if variant != "eager" else ""
             rows.append({"layer": f"Conv2d({channels}*{m}->{channels})" + suffix, "m": m, **ref})
             row = {"layer": f"KANConv2d[{name}]" + suffix, "m": m, **row}
