@@ -267,28 +267,30 @@ def run(
     if not names:
         raise ValueError(f"no kanvision model matches {list(patterns)}; see kanvision-models")
     dev = torch.device(device)
-    rows = []
-    for name in names:
-        baseline = baseline_for(name) if baselines else None
-        row = measure_pair(name, baseline, batch_size, img_size, rounds, warmup, dev, amp_dtype, num_classes)
-        rows.append(row)
-        log(_format_row(row))
     date = dt.date.today().isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"zoo-{dev.type}-{date}.csv"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(ZooRow)])
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
     meta = dict(
         benchmark="kanvision-bench", date=date, machine=_machine(dev), torch=torch.__version__, timm=timm.__version__,
         settings=dict(batch_size=batch_size, img_size=img_size, rounds=rounds, warmup=warmup, amp=amp,
                       threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes),
-        rows=[asdict(r) for r in rows],
     )  # fmt: skip
-    csv_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    rows: list[ZooRow] = []
+    for name in names:
+        baseline = baseline_for(name) if baselines else None
+        rows.append(measure_pair(name, baseline, batch_size, img_size, rounds, warmup, dev, amp_dtype, num_classes))
+        log(_format_row(rows[-1]))
+        _write(csv_path, rows, meta)  # after every model: a run cut short keeps what it measured
     log(f"wrote {csv_path} and {csv_path.with_suffix('.json').name}")
     return csv_path, rows
+
+
+def _write(csv_path: Path, rows: list[ZooRow], meta: dict) -> None:
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(ZooRow)])
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    csv_path.with_suffix(".json").write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
 
 
 def _format_row(r: ZooRow) -> str:
