@@ -7,12 +7,12 @@ a. kernel    the fused GroupRational kernel against the PyTorch path and a float
 b. act       GroupRational forward+backward against F.gelu on a (256*197, 768) bf16 tensor: kernel, PyTorch eager,
              PyTorch compiled (goal: kernel <= 1.25x GELU);
 c. cnn       rkan_resnet50 vs resnet50 and kan_resnet18 (chebyshev, bspline, rbf) vs resnet18 at 224 px,
-             channels_last ("not registered" where a family is missing);
+             channels_last;
 d. kat       KAT-T/S against timm's ViT-T/S training, batch 256, bf16 autocast, AdamW, eager and torch.compile,
              img/s and peak memory (goals: KAT-T >= 0.92x ViT-T's img/s, <= 1.1x its peak memory);
 e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_resnet18 against their baselines
              (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv);
-f. layers    ``python -m kanvision.bench.layers`` rows, if that module exists;
+f. layers    ``python -m kanvision.bench.layers`` rows;
 g. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
 
 Prints a table per section and writes ``benchmarks/results/gpu-<date>.json`` with the date, device, torch, triton
@@ -282,14 +282,10 @@ def section_activation(device: torch.device, quick: bool, compile_backend: str) 
 
 
 def _training_row(label, name, kwargs, device, settings, compile_flag) -> dict:
-    import timm
-
     from kanvision.bench.throughput import measure_training
 
-    if not timm.is_model(name):
-        return {"label": label, "model": name, "compiled": compile_flag, "status": "not registered"}
     if compile_flag:
-        torch._dynamo.reset()
+        torch.compiler.reset()
     r = measure_training(
         name,
         settings["batch_size"],
@@ -365,10 +361,6 @@ def _kat_goals(rows: list[dict]) -> dict:
 
 
 def section_layers(device: torch.device, quick: bool, timeout_s: float, out_dir: Path) -> dict:
-    import importlib.util
-
-    if importlib.util.find_spec("kanvision.bench.layers") is None:
-        return {"status": "kanvision.bench.layers does not exist"}
     out = out_dir / f"layers-{device.type}-{dt.date.today().isoformat()}.json"
     cmd = [sys.executable, "-m", "kanvision.bench.layers", "--device", device.type, "--out", str(out)]
     if quick:

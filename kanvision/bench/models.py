@@ -3,8 +3,7 @@
 Pairs: ``rkan_resnet50`` vs ``resnet50`` and ``kan_resnet18`` with the Chebyshev, B-spline and RBF
 bases vs ``resnet18``, all at 224 px, measured by :func:`kanvision.bench.throughput.measure_training` (real AdamW
 steps on random images, median step time, peak memory of the measured steps). Each row reports its ratio to the
-baseline of its group, measured in the same process. A model that is not registered (e.g. while its family is
-being written) is recorded as missing instead of failing the run. Prints a table and writes JSON to
+baseline of its group, measured in the same process. Prints a table and writes JSON to
 ``benchmarks/results/models-<device>-<date>.json``.
 
 On CPU the wall-clock img/s of a shared machine depends on whatever else runs, so every CPU row also reports the
@@ -92,9 +91,6 @@ def run(
         for label, name, kwargs in members:
             if only and label not in only and name not in only:
                 continue
-            if not timm.is_model(name):
-                rows.append(dict(label=label, model=name, group=baseline, missing="not registered with timm"))
-                continue
             torch.manual_seed(0)
             model = build_model(name, img_size, **kwargs)
             cpu_start = time.process_time()
@@ -158,9 +154,6 @@ def print_table(result: dict) -> None:
     print("-" * len(header))
     nan = float("nan")
     for r in result["rows"]:
-        if "missing" in r:
-            print(f"{r['label']:26s} missing: {r['missing']}")
-            continue
         print(
             f"{r['label']:26s} {r['num_params']:12,d} {r['img_per_s']:9.2f} {r['x_baseline_img_per_s'] or nan:7.3f} "
             f"{r['step_ms_median']:9.1f} {r.get('cpu_ms_per_step', nan):9.1f} {r.get('x_baseline_cpu') or nan:10.3f} "

@@ -92,13 +92,6 @@ def test_guarded_records_errors_timeouts_and_skips():
     assert gpu_check._guarded(lambda: {"done": True}, 10, deadline)["done"]
 
 
-def test_unregistered_model_is_recorded_not_raised():
-    settings = dict(batch_size=1, img_size=8, steps=1, warmup=0, compile_warmup=0, amp_dtype=None)
-    settings["compile_backend"] = "eager"
-    row = gpu_check._training_row("x", "kan_does_not_exist", {}, torch.device("cpu"), settings, False)
-    assert row["status"] == "not registered"
-
-
 def test_unknown_section_is_refused():
     with pytest.raises(SystemExit, match="unknown sections"):
         gpu_check.main(["--device", "cpu", "--sections", "kernel,nope"])
