@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kanvision.layers.rational_fused import group_rational_fused
+
 __all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
 
 # (numerator a_0..a_5, denominator b_1..b_4) for order (5, 4). Sources and measured errors in GroupRational's docstring.
@@ -204,7 +206,7 @@ class GroupRational(nn.Module):
 
             y = group_rational(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
         else:
-            y = group_rational_pytorch(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
+            y = group_rational_fused(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
         return y.movedim(-1, self.channel_dim) if channels_last is not x else y
 
     def uses_kernel(self, x: Tensor) -> bool:
