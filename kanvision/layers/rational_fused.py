@@ -143,7 +143,7 @@ class _GroupRational(torch.autograd.Function):
             # create_graph (double backward) or batched gradients: autograd of the reference ops
             from kanvision.layers.rational import group_rational_pytorch
 
-            inputs = [t.detach().requires_grad_() for t in (x, weight_numerator, weight_denominator)]
+            inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
             with torch.enable_grad():
                 out = group_rational_pytorch(*inputs, groups)
                 grads = torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True)
