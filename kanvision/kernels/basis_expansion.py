@@ -13,6 +13,9 @@ its constants, the base activation and whether P or Q is 1 (plus dynamo's global
 per such variant per process (inductor caches on disk), with dynamic sizes. Compiling needs inductor's C++ toolchain.
 Callers keep their eager path where :func:`usable` says no (e.g. ``KANVISION_CPU_KERNELS=0``), past
 ``MAX_VARIANTS`` variants, and where compiling fails (with a warning).
+
+Other elementwise kernels use the same machinery through :func:`run_compiled` (the group rational of
+``kanvision.layers.rational_fused``, with x as ``(rows, groups, C/groups)``).
 """
 
 from __future__ import annotations

@@ -124,7 +124,10 @@ class GroupRational(nn.Module):
 
     ``use_kernel``: None (auto) runs the fused Triton kernel (``kanvision.kernels.group_rational``, imported lazily)
     on CUDA inputs that are not float64 (the kernel computes in float32; float64 keeps the exact PyTorch path);
-    True forces the kernel, False forces PyTorch. The two share the gradient convention above.
+    True forces the kernel, False forces PyTorch. Everywhere the Triton kernel does not run (CPU, float64, False),
+    the PyTorch path is ``kanvision.layers.rational_fused``: the formula of ``group_rational_pytorch`` as one
+    autograd Function that keeps only x (on CPU as inductor-generated loops, one per pass). All paths share the
+    gradient convention above.
     """
 
     def __init__(
