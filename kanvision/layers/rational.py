@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kanvision.layers.rational_fused import group_rational_fused
+from kanvision.layers.rational_fused import check_arguments, group_rational_fused
 
 __all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
 
@@ -58,13 +58,8 @@ def group_rational_pytorch(x: Tensor, weight_numerator: Tensor, weight_denominat
     ``weight_numerator`` is (1, m+1) (shared) or (groups, m+1), ``weight_denominator`` is (groups, n); channel c
     belongs to group c // (C / groups). Half-precision inputs are computed in float32 and returned in their dtype.
     """
+    check_arguments(x, weight_numerator, weight_denominator, groups)
     num_channels = x.shape[-1]
-    if num_channels % groups != 0:
-        raise ValueError(f"channel count {num_channels} is not divisible by groups={groups}")
-    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups:
-        raise ValueError(f"weight_denominator must be (groups={groups}, n), got {tuple(weight_denominator.shape)}")
-    if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
-        raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"group rational needs a floating-point input, got {x.dtype}")
     compute_dtype = torch.promote_types(x.dtype, torch.float32)

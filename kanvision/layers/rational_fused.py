@@ -3,7 +3,7 @@
 ``group_rational_fused`` computes what ``group_rational_pytorch`` computes (same safe form, same gradient
 convention ``d|b|/db = sign(b)``, ``d|x|/dx = sign(x)`` with ``sign(0) = 0``), as one autograd Function that
 saves only ``x`` and the coefficients. Its backward gives ``x``'s gradient and the coefficient gradients from
-``x`` in one pass, the latter summed over rows once and then over the channels of each group.
+``x`` in one pass, the latter summed over the channels of each group in that pass and then over rows.
 
 On CPU, for inputs large enough to matter, both passes run as kernels that inductor generates from the formulas
 below (:mod:`kanvision.kernels.basis_expansion` compiles and caches them): one loop over ``x`` each, where the
@@ -31,7 +31,7 @@ from torch.autograd import forward_ad
 
 from kanvision.kernels import basis_expansion
 
-__all__ = ["group_rational_fused"]
+__all__ = ["check_arguments", "group_rational_fused"]
 
 
 def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, groups: int, x: Tensor) -> Tensor:
@@ -183,11 +183,12 @@ def group_rational_fused(x: Tensor, weight_numerator: Tensor, weight_denominator
         and (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0 or torch.jit.is_tracing())
     ):
         return group_rational_pytorch(x, weight_numerator, weight_denominator, groups)
-    _check(x, weight_numerator, weight_denominator, groups)
+    check_arguments(x, weight_numerator, weight_denominator, groups)
     return _GroupRational.apply(x, weight_numerator, weight_denominator, groups)
 
 
-def _check(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> None:
+def check_arguments(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> None:
+    """The shape checks of both group rational paths (ValueError naming the bad shape)."""
     channels = x.shape[-1] if x.dim() else 0
     if x.dim() == 0 or channels % groups != 0:
         raise ValueError(f"channel count {channels} is not divisible by groups={groups}")
