@@ -13,6 +13,9 @@ its constants, the base activation and whether P or Q is 1 (plus dynamo's global
 per such variant per process (inductor caches on disk), with dynamic sizes. Compiling needs inductor's C++ toolchain.
 Callers keep their eager path where :func:`usable` says no (e.g. ``KANVISION_CPU_KERNELS=0``), past
 ``MAX_VARIANTS`` variants, and where compiling fails (with a warning).
+
+Other elementwise kernels use the same machinery through :func:`run_compiled` (the group rational of
+``kanvision.layers.rational_fused``, with x as ``(rows, groups, C/groups)``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,17 @@ import torch
 from torch import Tensor
 from torch.fx.experimental import _config as fx_config
 
-__all__ = ["MAX_VARIANTS", "MIN_NUMEL", "compiled_entries", "expand", "expand_grad", "is_wrapped", "reset", "usable"]
+__all__ = [
+    "MAX_VARIANTS",
+    "MIN_NUMEL",
+    "compiled_entries",
+    "expand",
+    "expand_grad",
+    "is_wrapped",
+    "reset",
+    "run_compiled",
+    "usable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +51,8 @@ MIN_NUMEL = 1 << 15
 # Dynamo keeps at most ``recompile_limit`` (8) compiled variants per function; with fullgraph=True one more is an error.
 MAX_VARIANTS = 8
 
-_variants: dict[str, set[tuple]] = {"_forward": set(), "_backward": set()}
+_variants: dict[str, set[tuple]] = {"_forward": set(), "_backward": set()}  # more kernels join via run_compiled
+_functions: dict[str, Callable] = {}
 _failed: set[tuple] = set()  # variants that raised: not tried again
 _broken = False  # the compiler itself failed (e.g. no C++ toolchain): no kernels in this process
 _lock = threading.Lock()  # the config switches below are process-global: one compiled call at a time
@@ -52,8 +66,9 @@ def _compile_config():
         yield
 
 
-def usable(x: Tensor) -> bool:
-    """Whether ``x`` (the basis input, already in its compute dtype) should take the compiled kernels.
+def usable(x: Tensor, extra_dtypes: tuple[torch.dtype, ...] = ()) -> bool:
+    """Whether ``x`` (the basis input, already in its compute dtype: float32, float64 or one of ``extra_dtypes``)
+    should take the compiled kernels.
 
     Not inside compiled code (the outer graph would guard on these checks), not under a dispatch or function mode
     (FLOP counters, ``make_fx``, ``with torch.device(...)``), not for tensor subclasses or functorch wrappers, and
@@ -65,7 +80,7 @@ def usable(x: Tensor) -> bool:
         and type(x) is Tensor
         and x.layout == torch.strided
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.float64)
+        and (x.dtype in (torch.float32, torch.float64) or x.dtype in extra_dtypes)
         and x.numel() >= MIN_NUMEL
         and not is_wrapped(x)
         and torch._C._len_torch_dispatch_stack() == 0
@@ -105,7 +120,7 @@ def reset() -> None:
     """Forget the compiled variants and failures, as in a fresh process (inductor's disk cache stays)."""
     global _broken
     with _lock:
-        for fn in (_forward, _backward):
+        for fn in (_forward, _backward, *_functions.values()):
             torch._C._dynamo.eval_frame.reset_code(fn.__code__)
             _variants[fn.__name__].clear()
         _failed.clear()
@@ -113,7 +128,7 @@ def reset() -> None:
 
 
 def compiled_entries(fn: Callable) -> int:
-    """How many compiled variants dynamo holds for ``fn`` (``_forward`` or ``_backward``)."""
+    """How many compiled variants dynamo holds for ``fn`` (``_forward``, ``_backward`` or one of ``run_compiled``)."""
     return len(torch._C._dynamo.eval_frame._debug_get_cache_entry_list(fn.__code__))
 
 
@@ -130,7 +145,7 @@ def _run(fn: Callable, static: tuple, x: Tensor, *args) -> Tensor | None:
         state = torch._C._dynamo.guards.GlobalStateGuard().__getstate__()
         inference = (x.is_inference(), torch.is_inference_mode_enabled())
         key = (fn.__name__, x.dtype, *static, x.shape[0] == 1, x.shape[2] == 1, *inference, state)
-        variants = _variants[fn.__name__]
+        variants = _variants.setdefault(fn.__name__, set())
         if key in _failed:
             return None
         if key not in variants:
@@ -149,6 +164,17 @@ def _run(fn: Callable, static: tuple, x: Tensor, *args) -> Tensor | None:
             log.debug("compiled %s failed", fn.__name__, exc_info=True)
             warnings.warn(f"kanvision: a compiled CPU basis kernel failed, eager ops instead ({error!r})", stacklevel=4)
             return None
+
+
+def run_compiled(fn: Callable, static: tuple, x: Tensor, *args):
+    """``fn(x, *args)`` by a compiled kernel, or None (run the eager ops) where it cannot be compiled.
+
+    ``fn`` is a module-level function of traceable ops (with a unique name among these kernels), ``x`` a canonical
+    ``(P, 1, Q)`` tensor (see :func:`usable`), ``static`` the hashable constants among ``args`` (one variant each).
+    """
+    if fn.__name__ in ("_forward", "_backward") or _functions.setdefault(fn.__name__, fn) is not fn:
+        raise ValueError(f"run_compiled: another kernel is already named {fn.__name__!r}")
+    return _run(fn, static, x, *args)
 
 
 def expand(

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kanvision.layers.rational_fused import check_arguments, group_rational_fused
+
 __all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
 
 # (numerator a_0..a_5, denominator b_1..b_4) for order (5, 4). Sources and measured errors in GroupRational's docstring.
@@ -56,13 +58,8 @@ def group_rational_pytorch(x: Tensor, weight_numerator: Tensor, weight_denominat
     ``weight_numerator`` is (1, m+1) (shared) or (groups, m+1), ``weight_denominator`` is (groups, n); channel c
     belongs to group c // (C / groups). Half-precision inputs are computed in float32 and returned in their dtype.
     """
+    check_arguments(x, weight_numerator, weight_denominator, groups)
     num_channels = x.shape[-1]
-    if num_channels % groups != 0:
-        raise ValueError(f"channel count {num_channels} is not divisible by groups={groups}")
-    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups:
-        raise ValueError(f"weight_denominator must be (groups={groups}, n), got {tuple(weight_denominator.shape)}")
-    if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
-        raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"group rational needs a floating-point input, got {x.dtype}")
     compute_dtype = torch.promote_types(x.dtype, torch.float32)
@@ -122,7 +119,10 @@ class GroupRational(nn.Module):
 
     ``use_kernel``: None (auto) runs the fused Triton kernel (``kanvision.kernels.group_rational``, imported lazily)
     on CUDA inputs that are not float64 (the kernel computes in float32; float64 keeps the exact PyTorch path);
-    True forces the kernel, False forces PyTorch. The two share the gradient convention above.
+    True forces the kernel, False forces PyTorch. Everywhere the Triton kernel does not run (CPU, float64, False),
+    the PyTorch path is ``kanvision.layers.rational_fused``: the formula of ``group_rational_pytorch`` as one
+    autograd Function that keeps only x (on CPU as inductor-generated loops, one per pass). All paths share the
+    gradient convention above.
     """
 
     def __init__(
@@ -204,7 +204,7 @@ class GroupRational(nn.Module):
 
             y = group_rational(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
         else:
-            y = group_rational_pytorch(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
+            y = group_rational_fused(channels_last, self.weight_numerator, self.weight_denominator, self.groups)
         return y.movedim(-1, self.channel_dim) if channels_last is not x else y
 
     def uses_kernel(self, x: Tensor) -> bool:

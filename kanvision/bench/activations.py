@@ -1,0 +1,143 @@
+"""Activation benchmark: GroupRational (KAT's GR-KAN unit) against GELU, forward+backward on a token tensor.
+
+Both run on the same ``(tokens, C)`` input (default 16 x 197 tokens of ViT-T's MLP width 768, float32) with a dense
+upstream gradient. Each round times one GELU step and one GroupRational step back to back (ABBA order, so neither
+always runs first); the ratio of a round compares the two under the same machine load, and the summary is the
+median of the per-round ratios with its quartiles. ``--reference`` adds the plain PyTorch formula
+(``group_rational_pytorch``). Prints a table and writes JSON.
+
+    python -m kanvision.bench.activations [--device cpu] [--tokens 3152] [--channels 768] [--rounds 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kanvision.bench.throughput import time_callable, write_result
+from kanvision.layers import GroupRational
+from kanvision.layers.rational import group_rational_pytorch
+
+
+class _ReferenceRational(nn.Module):
+    def __init__(self, rational: GroupRational):
+        super().__init__()
+        self.rational = rational
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.rational
+        return group_rational_pytorch(x, r.weight_numerator, r.weight_denominator, r.groups)
+
+
+def _step(fn: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter], x: torch.Tensor, grad: torch.Tensor):
+    def step() -> None:
+        x.grad = None
+        for p in params:
+            p.grad = None
+        fn(x).backward(grad)
+
+    return step
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return q[0], q[2]
+
+
+def run(device: str, tokens: int, channels: int, groups: int, rounds: int, warmup: int, reference: bool) -> dict:
+    dev = torch.device(device)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(tokens, channels, device=dev, generator=gen).requires_grad_()
+    grad = torch.randn(tokens, channels, device=dev, generator=gen)
+    rational = GroupRational(channels, groups=groups, init="gelu").to(dev)
+    contenders = {"GroupRational": (rational, list(rational.parameters()))}
+    if reference:
+        contenders["GroupRational (PyTorch reference)"] = (_ReferenceRational(rational), list(rational.parameters()))
+    gelu_step = _step(F.gelu, [], x, grad)
+    steps = {name: _step(fn, params, x, grad) for name, (fn, params) in contenders.items()}
+    for step in (gelu_step, *steps.values()):  # warm-up (and the compiled kernels' first compile)
+        time_callable(step, dev, warmup=warmup, reps=0)
+    gelu_ms: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    ratios: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(rounds):
+        for name, step in steps.items():
+            pair = (gelu_step, step) if i % 2 == 0 else (step, gelu_step)
+            first, second = (time_callable(s, dev, warmup=0, reps=1)[0] for s in pair)
+            gelu, other = (first, second) if i % 2 == 0 else (second, first)
+            gelu_ms.append(gelu)
+            times[name].append(other)
+            ratios[name].append(other / gelu)
+    rows = [{"activation": "GELU", "ms": statistics.median(gelu_ms), "ms_quartiles": _quartiles(gelu_ms)}]
+    for name in steps:
+        row = {"activation": name, "ms": statistics.median(times[name]), "ms_quartiles": _quartiles(times[name])}
+        row["x_gelu"] = statistics.median(ratios[name])
+        row["x_gelu_quartiles"] = _quartiles(ratios[name])
+        rows.append(row)
+    return {
+        "benchmark": "kanvision.bench.activations",
+        "date": dt.date.today().isoformat(),
+        "machine": {
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+            "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "torch": torch.__version__,
+        "shape": [tokens, channels],
+        "groups": groups,
+        "timing": (
+            f"{rounds} rounds after {warmup} warm-up steps; a round times one GELU and one GroupRational "
+            "forward+backward step back to back (ABBA order); ms = median with quartiles, x_gelu = median of the "
+            "per-round ratios with quartiles"
+        ),
+        "goal": "GroupRational forward+backward <= 1.5x GELU's",
+        "rows": rows,
+    }
+
+
+def print_table(result: dict) -> None:
+    print(f"{result['benchmark']}  {result['date']}  {result['machine']['device']}  torch {result['torch']}")
+    print(f"input {tuple(result['shape'])}, groups {result['groups']}, {result['timing']}")
+    header = f"{'activation':34s} {'ms':>9s} {'ms q1-q3':>17s} {'x GELU':>7s} {'x GELU q1-q3':>13s}"
+    print(header)
+    print("-" * len(header))
+    for r in result["rows"]:
+        low, high = r["ms_quartiles"]
+        line = f"{r['activation']:34s} {r['ms']:9.2f} {low:8.2f}-{high:<8.2f}"
+        if "x_gelu" in r:
+            q1, q3 = r["x_gelu_quartiles"]
+            line += f" {r['x_gelu']:7.2f} {q1:6.2f}-{q3:<6.2f}"
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--tokens", type=int, default=16 * 197)
+    parser.add_argument("--channels", type=int, default=768)
+    parser.add_argument("--groups", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--reference", action="store_true", help="also time the plain PyTorch formula")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.warmup < 0:
+        parser.error(f"--rounds must be >= 1 and --warmup >= 0, got --rounds {args.rounds} --warmup {args.warmup}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
+    result = run(args.device, args.tokens, args.channels, args.groups, args.rounds, args.warmup, args.reference)
+    print_table(result)
+    write_result(result, args.out, f"activations-{torch.device(args.device).type}-{result['date']}.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()

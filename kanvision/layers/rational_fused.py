@@ -1,0 +1,198 @@
+"""The group rational of GR-KAN without full-size intermediates: forward writes F(x) only, backward recomputes from x.
+
+``group_rational_fused`` computes what ``group_rational_pytorch`` computes (same safe form, same gradient
+convention ``d|b|/db = sign(b)``, ``d|x|/dx = sign(x)`` with ``sign(0) = 0``), as one autograd Function that
+saves only ``x`` and the coefficients. Its backward gives ``x``'s gradient and the coefficient gradients from
+``x`` in one pass, the latter summed over the channels of each group in that pass and then over rows.
+
+On CPU, for inputs large enough to matter, both passes run as kernels that inductor generates from the formulas
+below (:mod:`kanvision.kernels.basis_expansion` compiles and caches them): one loop over ``x`` each, where the
+eager ops would make ~30 passes with a fresh x-sized temporary each. Under ``torch.compile`` the formulas are
+traced into the caller's graph instead, elsewhere (small inputs, other devices, ``KANVISION_CPU_KERNELS=0``)
+they run as eager ops.
+
+The formulas work in ``t`` = x for |x| <= 1 and ``t`` = 1/x for |x| > 1 (``s`` = |t|), where both polynomials
+are evaluated with their coefficients reversed: ``F = scale P~(t) / Q~(s)`` with ``scale = 1`` or
+``sign(x)^m |x|^(m-n)``, finite up to |x| ~ 1e30 in float32. Writing ``A_k``, ``C_i`` for the coefficients of
+``t^k`` in ``P~`` and ``s^i`` in ``Q~`` (``a_k`` and ``c_i`` for |x| <= 1, ``a_{m-k}`` and ``c_{n-i}`` above;
+``c_0 = 1``, ``c_i = |b_i|``) and ``R = P~ / Q~``:
+
+    dF/dA_k = scale t^k / Q~,   dF/dC_i = -F s^i / Q~,
+    dF/dx = R'(t) for |x| <= 1,   scale t ((m - n) R - t R'(t)) for |x| > 1
+
+(from dt/dx = -t^2 and d scale/dx = (m - n) scale t above 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import forward_ad
+
+from kanvision.kernels import basis_expansion
+
+__all__ = ["check_arguments", "group_rational_fused"]
+
+
+def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, groups: int, x: Tensor) -> Tensor:
+    """(m + 1 + n, groups, 1) in x's compute dtype (float32 or float64): a_0..a_m, |b_1|..|b_n| of each group."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    per_group = torch.cat([weight_numerator.to(dtype).expand(groups, -1), weight_denominator.to(dtype).abs()], 1)
+    return per_group.t().unsqueeze(-1).contiguous()
+
+
+def _safe_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
+    """t, |t|, whether |x| > 1, P~(t), 1 / Q~(|t|) (Q~ floored at the smallest normal number), the scale and, with
+    ``derivatives``, dP~/dt and dQ~/ds, in the coefficients' dtype, for ``x`` (R, groups, C/groups)."""
+    x = x.to(coef.dtype)
+    ax = x.abs()
+    big = ax > 1
+    t = torch.where(big, 1.0 / torch.where(big, x, 1.0), x)
+    s = t.abs()
+
+    def numerator(k: int) -> Tensor:  # coefficient of t^k
+        return torch.where(big, coef[m - k], coef[k])
+
+    def denominator(i: int) -> Tensor:  # coefficient of s^i; c_0 = 1
+        if n == 0:
+            return torch.ones_like(t)
+        direct = coef[m + i] if i > 0 else 1.0
+        reversed_ = coef[m + n - i] if i < n else 1.0
+        return torch.where(big, reversed_, direct)
+
+    p, dp = numerator(m), None
+    for k in range(m - 1, -1, -1):  # Horner, the derivative alongside
+        if derivatives:
+            dp = p if dp is None else dp * t + p
+        p = p * t + numerator(k)
+    q, dq = denominator(n), None
+    for i in range(n - 1, -1, -1):
+        if derivatives:
+            dq = q if dq is None else dq * s + q
+        q = q * s + denominator(i)
+    inverse_q = 1.0 / q.clamp_min(torch.finfo(coef.dtype).tiny)
+    power = ax ** (m - n)
+    if m % 2 == 1:
+        power = torch.where(x < 0, -power, power)
+    scale = torch.where(big, power, 1.0)
+    if derivatives and dp is None:
+        dp = torch.zeros_like(p)
+    return t, s, big, p, inverse_q, scale, dp, dq
+
+
+def _rational_forward(x: Tensor, coef: Tensor, m: int, n: int) -> Tensor:
+    """F(x) in x's dtype for ``x`` (R, groups, C/groups) and ``coef`` from ``_coefficient_table``."""
+    _, _, _, p, inverse_q, scale, _, _ = _safe_terms(x, coef, m, n, derivatives=False)
+    return (scale * p * inverse_q).to(x.dtype)
+
+
+def _rational_backward(x: Tensor, grad: Tensor, coef: Tensor, m: int, n: int) -> tuple[Tensor, Tensor]:
+    """x's gradient (x's dtype) and the (m + 1 + n, groups) gradients of a_0..a_m, |b_1|..|b_n|, summed over all
+    rows and channels of each group, for ``x`` and ``grad`` (R, groups, C/groups)."""
+    t, s, big, p, inverse_q, scale, dp, dq = _safe_terms(x, coef, m, n, derivatives=True)
+    g = grad.to(coef.dtype)
+    r = p * inverse_q
+    dr = (dp - torch.sign(t) * r * dq) * inverse_q  # R'(t)
+    gx = g * torch.where(big, scale * t * ((m - n) * r - t * dr), dr)
+    u = g * scale * inverse_q  # dF/dA_k = u t^k
+    v = -(u * r)  # dF/dC_i = v s^i
+    powers_t, powers_s = [torch.ones_like(t)], [torch.ones_like(s)]
+    for _ in range(max(m, n)):
+        powers_t.append(powers_t[-1] * t)
+        powers_s.append(powers_s[-1] * s)
+    # summed over the channels of a group first: the reductions then run in the loop that writes gx (R, K, groups)
+    terms = [u * torch.where(big, powers_t[m - k], powers_t[k]) for k in range(m + 1)]
+    terms += [v * torch.where(big, powers_s[n - i], powers_s[i]) for i in range(1, n + 1)]
+    partial = torch.stack([term.sum(-1) for term in terms], 1)
+    return gx.to(x.dtype), partial.sum(0)
+
+
+def _kernels_usable(x: Tensor) -> bool:
+    return not torch.compiler.is_compiling() and basis_expansion.usable(x, (torch.bfloat16, torch.float16))
+
+
+def _grouped(x: Tensor, groups: int, canonical: bool) -> Tensor:
+    """(..., C) as (R, groups, C/groups); ``canonical``: contiguous and not a view (the compiled kernels' input)."""
+    x3 = x.reshape(-1, groups, x.shape[-1] // groups)
+    if canonical:
+        from kanvision.layers.bases import _unviewed
+
+        x3 = _unviewed(x3, canonical=True)
+    return x3
+
+
+class _GroupRational(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+        ctx.save_for_backward(x, weight_numerator, weight_denominator)
+        ctx.groups = groups
+        m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+        coef = _coefficient_table(weight_numerator.detach(), weight_denominator.detach(), groups, x)
+        y = None
+        if _kernels_usable(x):
+            y = basis_expansion.run_compiled(_rational_forward, (m, n), _grouped(x, groups, True), coef, m, n)
+        if y is None:
+            y = _rational_forward(_grouped(x, groups, False), coef, m, n)
+        return y.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, weight_numerator, weight_denominator = ctx.saved_tensors
+        groups = ctx.groups
+        if not torch.compiler.is_compiling() and (torch.is_grad_enabled() or basis_expansion.is_wrapped(grad)):
+            # create_graph (double backward) or batched gradients: autograd of the reference ops
+            from kanvision.layers.rational import group_rational_pytorch
+
+            inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
+            with torch.enable_grad():
+                out = group_rational_pytorch(*inputs, groups)
+                grads = torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True)
+            return (*grads, None)
+        m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+        coef = _coefficient_table(weight_numerator, weight_denominator, groups, x)
+        result = None
+        if _kernels_usable(x):
+            args = (_grouped(grad.to(x.dtype), groups, True), coef, m, n)
+            result = basis_expansion.run_compiled(_rational_backward, (m, n), _grouped(x, groups, True), *args)
+        if result is None:
+            result = _rational_backward(_grouped(x, groups, False), _grouped(grad, groups, False), coef, m, n)
+        gx, per_group = result  # per_group: (K, groups)
+        grad_numerator = per_group[: m + 1].t()  # (groups, m+1)
+        if weight_numerator.shape[0] == 1:
+            grad_numerator = grad_numerator.sum(0, keepdim=True)
+        grad_denominator = per_group[m + 1 :].t() * torch.sign(weight_denominator).to(per_group.dtype)
+        return (
+            gx.reshape(x.shape) if ctx.needs_input_grad[0] else None,
+            grad_numerator.to(weight_numerator.dtype) if ctx.needs_input_grad[1] else None,
+            grad_denominator.to(weight_denominator.dtype) if ctx.needs_input_grad[2] else None,
+            None,
+        )
+
+
+def group_rational_fused(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
+    """``group_rational_pytorch(x, weight_numerator, weight_denominator, groups)`` by the fused path.
+
+    ``x`` is channels-last ``(..., C)``; the result has x's shape and dtype (contiguous), computed in float32 for
+    half-precision inputs (also under autocast) and in float64 for float64 ones. Forward-mode AD, functorch
+    transforms and traced graphs get the reference ops.
+    """
+    from kanvision.layers.rational import group_rational_pytorch
+
+    if not x.is_floating_point() or (
+        not torch.compiler.is_compiling()
+        and (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0 or torch.jit.is_tracing())
+    ):
+        return group_rational_pytorch(x, weight_numerator, weight_denominator, groups)
+    check_arguments(x, weight_numerator, weight_denominator, groups)
+    return _GroupRational.apply(x, weight_numerator, weight_denominator, groups)
+
+
+def check_arguments(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> None:
+    """The shape checks of both group rational paths (ValueError naming the bad shape)."""
+    channels = x.shape[-1] if x.dim() else 0
+    if x.dim() == 0 or channels % groups != 0:
+        raise ValueError(f"channel count {channels} is not divisible by groups={groups}")
+    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups:
+        raise ValueError(f"weight_denominator must be (groups={groups}, n), got {tuple(weight_denominator.shape)}")
+    if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
+        raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")
