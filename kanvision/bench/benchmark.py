@@ -255,9 +255,12 @@ def run(
     log: Callable[[str], None] = print,
     baselines: bool = True,
     num_classes: int | None = None,
+    merge: bool = False,
 ) -> tuple[Path, list[ZooRow]]:
     """Measure every kanvision model matching ``patterns`` (against its baseline unless ``baselines=False``); write
-    the CSV and JSON; return the CSV path and the rows. ``num_classes``: override every model's head size."""
+    the CSV and JSON; return the CSV path and the rows measured. ``num_classes``: override every model's head size.
+    ``merge``: keep the other models' rows of the same day's file (re-measure some models, e.g. after a change);
+    the JSON lists the settings of every run that contributed."""
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, "bad")
     if amp_dtype == "bad":
         raise ValueError(f"amp must be one of ['bf16', 'fp16', 'none'], got {amp!r}")
@@ -270,27 +273,42 @@ def run(
     date = dt.date.today().isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"zoo-{dev.type}-{date}.csv"
+    settings = dict(batch_size=batch_size, img_size=img_size, rounds=rounds, warmup=warmup, amp=amp,
+                    threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes)  # fmt: skip
+    previous: list[dict] = []
+    runs = [settings]
+    if merge and csv_path.exists():
+        previous = read_csv(csv_path)
+        runs = json.loads(csv_path.with_suffix(".json").read_text()).get("runs", []) + runs
     meta = dict(
-        benchmark="kanvision-bench", date=date, machine=_machine(dev), torch=torch.__version__, timm=timm.__version__,
-        settings=dict(batch_size=batch_size, img_size=img_size, rounds=rounds, warmup=warmup, amp=amp,
-                      threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes),
-    )  # fmt: skip
+        benchmark="kanvision-bench",
+        date=date,
+        machine=_machine(dev),
+        torch=torch.__version__,
+        timm=timm.__version__,
+        runs=runs,
+    )
     rows: list[ZooRow] = []
     for name in names:
         baseline = baseline_for(name) if baselines else None
         rows.append(measure_pair(name, baseline, batch_size, img_size, rounds, warmup, dev, amp_dtype, num_classes))
         log(_format_row(rows[-1]))
-        _write(csv_path, rows, meta)  # after every model: a run cut short keeps what it measured
+        _write(csv_path, rows, meta, previous)  # after every model: a run cut short keeps what it measured
     log(f"wrote {csv_path} and {csv_path.with_suffix('.json').name}")
     return csv_path, rows
 
 
-def _write(csv_path: Path, rows: list[ZooRow], meta: dict) -> None:
+def _write(csv_path: Path, rows: list[ZooRow], meta: dict, previous: list[dict]) -> None:
+    """Rows in registry order; ``previous`` rows (CSV strings) fill in the models not measured now."""
+    new = {r.model: {k: "" if v is None else v for k, v in asdict(r).items()} for r in rows}
+    merged = {**{r["model"]: r for r in previous}, **new}
+    order = {name: i for i, name in enumerate(kanvision_models())}
+    ordered = sorted(merged.values(), key=lambda r: (order.get(r["model"], len(order)), r["model"]))
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(ZooRow)])
         writer.writeheader()
-        writer.writerows(asdict(r) for r in rows)
-    csv_path.with_suffix(".json").write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+        writer.writerows(ordered)
+    csv_path.with_suffix(".json").write_text(json.dumps({**meta, "rows": ordered}, indent=2) + "\n")
 
 
 def _format_row(r: ZooRow) -> str:
@@ -366,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="default: each model's own")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--readme", action="store_true", help="only rewrite the README table from the newest CSV")
+    parser.add_argument("--merge", action="store_true", help="keep the other models' rows of today's CSV")
     args = parser.parse_args(argv)
     if args.readme:
         path = latest_csv(args.out_dir)
@@ -382,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(
         args.patterns, args.batch_size or (64 if cuda else 2), args.img_size, args.rounds, args.warmup, args.device,
         args.amp or ("bf16" if cuda else "none"), args.out_dir, baselines=not args.no_baseline,
-        num_classes=args.num_classes,
+        num_classes=args.num_classes, merge=args.merge,
     )  # fmt: skip
 
 

@@ -1,0 +1,112 @@
+"""kanvision-bench: baselines, the CSV it writes, and the README table generated from it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import timm
+import torch
+
+from kanvision.bench import benchmark
+from kanvision.bench.flops import count_forward_flops
+from kanvision.bench.zoo import kanvision_models
+
+
+def test_every_baseline_is_a_plain_timm_model_of_the_same_family():
+    kan = set(kanvision_models())
+    pairs = {name: benchmark.baseline_for(name) for name in kan}
+    for name, baseline in pairs.items():
+        if baseline is not None:
+            assert timm.is_model(baseline) and baseline not in kan, (name, baseline)
+    assert pairs["kat_tiny_patch16_224"] == "vit_tiny_patch16_224"
+    assert pairs["kat_base_patch16_384"] == "vit_base_patch16_384"
+    assert pairs["rkan_resnet50"] == "resnet50" and pairs["rkan_resnet18_cifar"] == "resnet18"
+    assert pairs["rkan_resnext50_32x4d"] == "resnext50_32x4d" and pairs["rkan_regnety_016"] == "regnety_016"
+    assert pairs["kan_resnet34_cifar"] == "resnet34" and pairs["kan_vgg11_kagn_v4"] == "vgg11_bn"
+    assert pairs["kan_kkan_mnist"] is None
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_pair_row_against_independent_counts(tmp_path):
+    path, rows = benchmark.run(
+        ["rkan_resnet18"], batch_size=2, img_size=32, rounds=3, warmup=0, out_dir=tmp_path, log=lambda _: None,
+        num_classes=10,
+    )  # fmt: skip
+    assert path.name.startswith("zoo-cpu-") and path.with_suffix(".json").exists()
+    (row,) = _rows(path)
+    assert row["model"] == "rkan_resnet18" and row["baseline"] == "resnet18"
+    for name, key, flops_key in (("rkan_resnet18", "params", "gflops"), ("resnet18", "baseline_params", None)):
+        model = timm.create_model(name, num_classes=10)
+        assert int(row[key]) == sum(p.numel() for p in model.parameters())
+        if flops_key:
+            flops = count_forward_flops(model.eval(), torch.zeros(1, 3, 32, 32)) / 1e9
+            assert float(row[flops_key]) == pytest.approx(flops, rel=1e-3)
+    assert row["input_size"] == "3x32x32" and int(row["batch_size"]) == 2
+    for key in ("infer_img_s", "train_img_s", "infer_x_baseline", "train_x_baseline", "peak_mem_mib"):
+        assert math.isfinite(float(row[key])) and float(row[key]) > 0, key
+    assert float(row["infer_spread"]) >= 0 and float(row["train_spread"]) >= 0
+    assert float(row["mem_x_baseline"]) > 1  # the side path adds weights, gradients and activations
+
+
+@pytest.mark.slow  # every model, KAT-L included: minutes on two cores
+def test_quick_run_has_a_row_for_every_registered_model(tmp_path):
+    path, _ = benchmark.run(
+        ["*"], batch_size=2, img_size=64, rounds=1, warmup=0, out_dir=tmp_path, log=lambda _: None,
+        baselines=False, num_classes=10,
+    )  # fmt: skip
+    rows = _rows(path)
+    assert [r["model"] for r in rows] == kanvision_models()
+    assert all(float(r["train_img_s"]) > 0 and int(r["params"]) > 0 for r in rows)
+
+
+def test_readme_table_matches_the_newest_csv():
+    latest = benchmark.latest_csv()
+    text = benchmark.README.read_text()
+    table = text.split(benchmark.TABLE_START, 1)[1].split(benchmark.TABLE_END, 1)[0].strip()
+    assert table == benchmark.readme_table(latest)
+    assert {r["model"] for r in _rows(latest)} == set(kanvision_models())
+
+
+def test_update_readme_rewrites_only_the_marked_table(tmp_path):
+    path, _ = benchmark.run(
+        ["kan_cnn_tiny"], rounds=1, warmup=0, out_dir=tmp_path, log=lambda _: None, baselines=False
+    )  # fmt: skip
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{benchmark.TABLE_START}\nold\n{benchmark.TABLE_END}\n\nrest\n")
+    benchmark.update_readme(path, readme)
+    text = readme.read_text()
+    assert text.startswith("# title\n\n") and text.endswith("\n\nrest\n") and "old" not in text
+    assert "| `kan_cnn_tiny` |" in text
+    with pytest.raises(ValueError, match="markers"):
+        benchmark.update_readme(path, _plain(tmp_path))
+    with pytest.raises(ValueError, match="no kanvision model matches"):
+        benchmark.run(["nope_*"], out_dir=tmp_path, log=lambda _: None)
+    with pytest.raises(ValueError, match="amp must be one of"):
+        benchmark.run(["kan_cnn_tiny"], amp="fp8", out_dir=tmp_path, log=lambda _: None)
+
+
+def _plain(tmp_path):
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no table here\n")
+    return plain
+
+
+def test_merge_keeps_the_other_rows_and_lists_every_run(tmp_path):
+    quiet = dict(rounds=1, warmup=0, out_dir=tmp_path, log=lambda _: None, baselines=False)
+    path, _ = benchmark.run(["kan_kkan_mnist", "kan_cnn_tiny"], **quiet)
+    first = {r["model"]: r for r in _rows(path)}
+    benchmark.run(["kan_kkan_mnist"], batch_size=3, merge=True, **quiet)
+    merged = {r["model"]: r for r in _rows(path)}
+    assert list(merged) == ["kan_cnn_tiny", "kan_kkan_mnist"]  # registry order
+    assert merged["kan_cnn_tiny"] == first["kan_cnn_tiny"] and merged["kan_kkan_mnist"]["batch_size"] == "3"
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert [run["batch_size"] for run in meta["runs"]] == [2, 3] and len(meta["rows"]) == 2
+    benchmark.run(["kan_kkan_mnist"], **quiet)  # without merge: a fresh file
+    assert [r["model"] for r in _rows(path)] == ["kan_kkan_mnist"]
