@@ -231,9 +231,10 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         mlp_act_layer: activation between MLP layers; None (default) as in the official KANC MLP, whose
             ``linear1 -> linear2`` has none.
         basis, basis_kwargs: the KAN convs' basis (default efficient-kan's: B-spline, order 3 on [-1, 1]).
-        grid_size, head_grid_size, head_grid_range: B-spline only (the paper's "gs"): grid of the convs, of the
-            KAN head (default ``grid_size``) and the head's grid range ([0, 1] as in the official KKAN head);
-            ``basis_kwargs`` / ``head_basis_kwargs`` override them. Other bases take ``basis_kwargs`` only.
+        grid_size, head_grid_size, head_grid_range: B-spline only (the paper's "gs"): grid of the convs (default 5),
+            of the KAN head (default ``grid_size``) and the head's grid range ([0, 1] as in the official KKAN head);
+            ``basis_kwargs`` / ``head_basis_kwargs`` override them. Other bases refuse them: they take
+            ``basis_kwargs`` only (the registered presets then drop their B-spline grid).
         head_basis_kwargs: the KAN head's basis hyper-parameters (default: the convs').
         spline_scaler: add efficient-kan's spline scaler to every KAN layer (parameter parity, see module docs).
     """
@@ -250,9 +251,9 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         img_size: int = 28,
         basis: str = "bspline",
         basis_kwargs: dict | None = None,
-        grid_size: int = 5,
+        grid_size: int | None = None,
         head_grid_size: int | None = None,
-        head_grid_range: tuple[float, float] = (0.0, 1.0),
+        head_grid_range: tuple[float, float] | None = None,
         head_basis_kwargs: dict | None = None,
         base_activation: str | None = "silu",
         spline_scaler: bool = True,
@@ -269,12 +270,21 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         self.head_type = head_type
         self.grad_checkpointing = False
         if basis == "bspline":  # efficient-kan's hyper-parameters, overridable through the kwargs dicts
-            conv_grid = dict(grid_size=grid_size, spline_order=3, grid_range=(-1.0, 1.0))
-            head_grid = dict(conv_grid, grid_size=head_grid_size or grid_size, grid_range=tuple(head_grid_range))
+            conv_grid = dict(grid_size=grid_size or 5, spline_order=3, grid_range=(-1.0, 1.0))
+            head_range = tuple(head_grid_range) if head_grid_range is not None else (0.0, 1.0)
+            head_grid = dict(conv_grid, grid_size=head_grid_size or conv_grid["grid_size"], grid_range=head_range)
             basis_kwargs = {**conv_grid, **(basis_kwargs or {})}
             head_basis_kwargs = {**head_grid, **(head_basis_kwargs or {})}
-        elif head_basis_kwargs is None:
-            head_basis_kwargs = basis_kwargs
+        else:
+            given = {k: v for k, v in (("grid_size", grid_size), ("head_grid_size", head_grid_size),
+                                       ("head_grid_range", head_grid_range)) if v is not None}  # fmt: skip
+            if given:
+                raise ValueError(
+                    f"{sorted(given)} apply to basis='bspline' only, got basis={basis!r}; pass that basis' "
+                    "hyper-parameters in basis_kwargs / head_basis_kwargs"
+                )
+            if head_basis_kwargs is None:
+                head_basis_kwargs = basis_kwargs
         self._kan_kwargs = dict(basis=basis, basis_kwargs=head_basis_kwargs, base_activation=base_activation)
         self._spline_scaler = spline_scaler
 
@@ -415,7 +425,10 @@ def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANConv
     return build_model_with_cfg(KANConvNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
-def _create_small_conv_kan(variant: str, pretrained: bool = False, **kwargs) -> SmallConvKAN:
+def _create_small_conv_kan(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> SmallConvKAN:
+    if kwargs.get("basis", "bspline") != "bspline":  # the preset's grid belongs to its B-splines
+        model_args = {k: v for k, v in model_args.items() if k not in ("grid_size", "head_grid_size")}
+    kwargs = dict(model_args, **kwargs)
     out_indices = tuple(range(len(kwargs.get("conv_channels", (5, 5)))))  # one per conv + pool
     feature_cfg = dict(flatten_sequential=True, out_indices=out_indices)
     return build_model_with_cfg(SmallConvKAN, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
@@ -432,49 +445,49 @@ def kan_cnn_tiny(pretrained: bool = False, **kwargs) -> KANConvNet:
 def kan_kkan_mnist(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KKAN (Bodner et al. v1, MNIST 98.7%): 2 x 5 channel-shared KAN kernels, KANLinear(625 -> 10, grid 10); 94,650."""
     model_args = dict(conv_channels=(5, 5), shared_kernels=True, head_type="kan", head_grid_size=10)
-    return _create_small_conv_kan("kan_kkan_mnist", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kkan_mnist", pretrained, model_args, kwargs)
 
 
 @register_model
 def kan_kanc_mlp_mnist(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANConv & MLP (Bodner et al. v1, MNIST 98.5%): 2 x 5 shared KAN kernels, Linear 625 -> 256 -> 10; 163,726."""
     model_args = dict(conv_channels=(5, 5), shared_kernels=True, head_type="mlp", head_hidden=(256,))
-    return _create_small_conv_kan("kan_kanc_mlp_mnist", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kanc_mlp_mnist", pretrained, model_args, kwargs)
 
 
 @register_model
 def kan_kkan_small(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KKAN (Small) (Bodner et al., Fashion-MNIST): KAN convs 1->5->5, KANLinear 125 -> 10; 22,800 at grid 10."""
     model_args = dict(conv_channels=(5, 5), head_type="kan", grid_size=10)
-    return _create_small_conv_kan("kan_kkan_small", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kkan_small", pretrained, model_args, kwargs)
 
 
 @register_model
 def kan_kkan_medium(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KKAN (Medium) (Bodner et al., Fashion-MNIST): KAN convs 1->5->10, KANLinear 250 -> 10; 44,925 at grid 10."""
     model_args = dict(conv_channels=(5, 10), head_type="kan", grid_size=10)
-    return _create_small_conv_kan("kan_kkan_medium", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kkan_medium", pretrained, model_args, kwargs)
 
 
 @register_model
 def kan_kanc_mlp_small(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANC MLP (Small) (Bodner et al., Fashion-MNIST 87.43%): KAN convs 1->5->5, Linear 125 -> 10; 5,310 at grid 10."""
     model_args = dict(conv_channels=(5, 5), head_type="mlp", grid_size=10)
-    return _create_small_conv_kan("kan_kanc_mlp_small", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kanc_mlp_small", pretrained, model_args, kwargs)
 
 
 @register_model
 def kan_kanc_mlp_medium(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANC MLP (Medium) (Bodner et al., Fashion-MNIST 88.99%): KAN convs 1->5->10, Linear 250 -> 10; 9,935."""
     model_args = dict(conv_channels=(5, 10), head_type="mlp", grid_size=10)
-    return _create_small_conv_kan("kan_kanc_mlp_medium", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kanc_mlp_medium", pretrained, model_args, kwargs)
 
 
 @register_model
 def kan_kanc_mlp_big(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANC MLP (Big) (Bodner et al., Fashion-MNIST 89.15%): KAN convs 1->5->10, Linear 250 -> 100 -> 10; 33,535."""
     model_args = dict(conv_channels=(5, 10), head_type="mlp", head_hidden=(100,), grid_size=10)
-    return _create_small_conv_kan("kan_kanc_mlp_big", pretrained, **dict(model_args, **kwargs))
+    return _create_small_conv_kan("kan_kanc_mlp_big", pretrained, model_args, kwargs)
 
 
 @register_model

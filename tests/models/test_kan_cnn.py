@@ -303,3 +303,18 @@ def test_kagn_layer_equals_torch_conv_kan_formula_in_float64():
     beta.requires_grad_(True)
     gradcheck_x = x[:1, :, :4, :4].clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda v: conv(v), (gradcheck_x,))
+
+
+def test_bspline_grid_options_are_refused_for_other_bases():
+    from kanvision.models.kan_cnn import SmallConvKAN
+
+    with pytest.raises(ValueError, match=r"\['grid_size'\] apply to basis='bspline' only, got basis='chebyshev'"):
+        SmallConvKAN(basis="chebyshev", grid_size=10)
+    with pytest.raises(ValueError, match="head_grid_range"):
+        SmallConvKAN(basis="rbf", head_grid_range=(0.0, 2.0))
+    # a preset's B-spline grid goes with its B-splines when the basis is overridden
+    cheb = timm.create_model("kan_kkan_small", basis="chebyshev", basis_kwargs=dict(degree=4))
+    assert {m.basis.registry_name for m in cheb.modules() if hasattr(m, "basis")} == {"chebyshev"}
+    assert timm.create_model("kan_kkan_small").fc.basis.grid_size == 10
+    with pytest.raises(ValueError, match="apply to basis='bspline' only"):
+        timm.create_model("kan_kkan_small", basis="chebyshev", grid_size=10)  # given by the user: refused
