@@ -18,7 +18,7 @@ from PIL import Image
 
 from kanvision.training import checkpoint_io
 from kanvision.training.checkpoint import read_checkpoint
-from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError
+from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_writable
 from kanvision.training.data import (
     CIFAR10DataModule,
     DataRootError,
@@ -231,6 +231,40 @@ def test_failed_write_leaves_no_truncated_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary left behind
 
 
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    """Only a temporary file whose writer died on this host is deleted; live writers and other hosts keep theirs."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    host = checkpoint_io._host()
+    names = {
+        "dead": f".last.ckpt.{host}-{dead_pid}.abc123.tmp",
+        "alive": f".last.ckpt.{host}-{os.getpid()}.def456.tmp",
+        "other_host": f".last.ckpt.{host}x-{dead_pid}.ghi789.tmp",
+        "foreign": ".notes.tmp",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"PK partial")
+    (tmp_path / "last.ckpt").write_bytes(b"whole")
+    assert check_writable(tmp_path) == tmp_path
+    remaining = sorted(p.name for p in tmp_path.iterdir())
+    assert remaining == sorted([names["alive"], names["other_host"], names["foreign"], "last.ckpt"])
+
+
+def test_atomic_writes_use_the_pid_tagged_temporary_name(tmp_path, monkeypatch):
+    seen = []
+    real_save = torch.save
+
+    def recording_save(obj, path, *args, **kwargs):
+        seen.append(Path(path).name)
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", recording_save)
+    AtomicCheckpointIO().save_checkpoint({"a": torch.ones(2)}, tmp_path / "last.ckpt")
+    match = checkpoint_io._TEMPORARY.match(seen[0])
+    assert match and match["target"] == "last.ckpt" and int(match["pid"]) == os.getpid()
+    assert match["host"] == checkpoint_io._host()
+
+
 def test_training_with_a_full_disk_fails_loudly(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint_io.torch, "save", _failing_save)
     cfg = make_cfg(*RUN, output_dir=tmp_path)
@@ -286,9 +320,12 @@ def test_sigkill_during_training_then_resume(tmp_path):
     assert not (run_dir / "metrics.json").exists()
     killed_at = read_checkpoint(last)["global_step"]  # whole and loadable
     assert 1 <= killed_at < 24
-    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]  # no half-written leftovers
+    # a kill inside a write may leave the hidden temporary file; it never replaces a whole checkpoint
+    leftovers = [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    assert all(checkpoint_io._TEMPORARY.match(name) for name in leftovers), leftovers
     result = subprocess.run(_train_command(run_dir, "ckpt_path=last"), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]  # the resumed run removed them
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 24  # 6 epochs of 4 batches, counted across the kill
     assert read_checkpoint(last)["global_step"] == 24
