@@ -187,6 +187,28 @@ if triton is not None:
         out = y_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
         tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
+    @triton.jit
+    def _slot(tile, k: tl.constexpr):
+        """Slot ``k`` of a (slots, BLOCK_R, BLOCK_C) tile, bit for bit: the other slots add -0.0, the additive identity
+        of every float (negated zeros, as a -0.0 literal compiles to +0.0). A thread holds all the slots of its
+        elements, so with ``k`` a constant this compiles to a plain register read."""
+        index = tl.arange(0, tile.shape[0])[:, None, None]
+        return tl.sum(tl.where(index == k, tile, -tl.zeros_like(tile)), axis=0)
+
+    @triton.jit
+    def _add_to_slot(tile, k: tl.constexpr, term):
+        """``tile`` with the (BLOCK_R, BLOCK_C) ``term`` added to slot ``k``; a register add with ``k`` a constant."""
+        index = tl.arange(0, tile.shape[0])[:, None, None]
+        # A reshape, unlike term[None], keeps term's register layout: no shuffle through shared memory per step.
+        return tl.where(index == k, tile + tl.reshape(term, (1, term.shape[0], term.shape[1])), tile)
+
+    @triton.jit
+    def _denominator_slot(table, M: tl.constexpr, i: tl.constexpr):
+        """c_i of Q(|x|) = sum_i c_i |x|^i: 1 for i = 0, else |b_i| (slot M + i of the coefficient table)."""
+        if i == 0:
+            return tl.full(table.shape[1:], 1.0, tl.float32)
+        return _slot(table, M + i)
+
     def _group_rational_backward_kernel(
         go_ptr,
         stride_gr,
@@ -205,78 +227,28 @@ if triton is not None:
         BLOCK_C: tl.constexpr,
     ):
         BLOCK_R: tl.constexpr = TILE // BLOCK_C
+        K: tl.constexpr = M + 1 + N  # coefficients: a_0..a_M, then |b_1|..|b_N|
+        SLOTS: tl.constexpr = 16  # a power of two (tl.arange) >= MAX_NUMERATOR_ORDER + 1 + MAX_DENOMINATOR_ORDER
+        tl.static_assert(K <= SLOTS)
         # Each program owns a column block and a strided set of row blocks (pid_r, pid_r + programs, ...). It
-        # writes dx, and accumulates the per-element coefficient-gradient terms in fp32 (BLOCK_R, BLOCK_C) register
-        # tiles; at the end it reduces them over rows and stores one value per (coefficient, column) to
-        # partial[pid_r, k, col]. The host sums partial over programs and the columns of each group.
+        # writes dx, and accumulates the per-element coefficient-gradient terms in fp32 registers, slot k of a
+        # (SLOTS, BLOCK_R, BLOCK_C) tile for coefficient k; at the end it reduces them over rows and stores one
+        # value per (coefficient, column) to partial[pid_r, k, col]. The host sums partial over programs and the
+        # columns of each group. Slots past K are never touched and compile away.
         pid_r = tl.program_id(0)
         pid_c = tl.program_id(1)
         cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cols < n_cols
-        # coef is (M + 1 + N, n_cols) fp32: row k < M+1 holds a_k of each column's group, row M + i holds |b_i|.
-        coef = coef_ptr + cols
-
-        # Coefficients for this column block, loaded once (fp32, shape (1, BLOCK_C)); |b| for the denominator.
-        a0 = tl.load(coef, mask=cmask, other=0.0)[None, :]
-        a1 = 0.0
-        a2 = 0.0
-        a3 = 0.0
-        a4 = 0.0
-        a5 = 0.0
-        a6 = 0.0
-        a7 = 0.0
-        if M >= 1:
-            a1 = tl.load(coef + 1 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 2:
-            a2 = tl.load(coef + 2 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 3:
-            a3 = tl.load(coef + 3 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 4:
-            a4 = tl.load(coef + 4 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 5:
-            a5 = tl.load(coef + 5 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 6:
-            a6 = tl.load(coef + 6 * n_cols, mask=cmask, other=0.0)[None, :]
-        if M >= 7:
-            a7 = tl.load(coef + 7 * n_cols, mask=cmask, other=0.0)[None, :]
-        b1 = 0.0
-        b2 = 0.0
-        b3 = 0.0
-        b4 = 0.0
-        b5 = 0.0
-        b6 = 0.0
-        b7 = 0.0
-        if N >= 1:
-            b1 = tl.load(coef + (M + 1) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 2:
-            b2 = tl.load(coef + (M + 2) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 3:
-            b3 = tl.load(coef + (M + 3) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 4:
-            b4 = tl.load(coef + (M + 4) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 5:
-            b5 = tl.load(coef + (M + 5) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 6:
-            b6 = tl.load(coef + (M + 6) * n_cols, mask=cmask, other=0.0)[None, :]
-        if N >= 7:
-            b7 = tl.load(coef + (M + 7) * n_cols, mask=cmask, other=0.0)[None, :]
-
+        # The coefficients of this column block, loaded once, slot k holding row k of the coefficient table. They
+        # are broadcast over the rows of a tile (a (SLOTS, 1, BLOCK_C) tile would spread its slots over threads
+        # when BLOCK_C is small, and taking one out would then be a reduction across threads).
+        slot = tl.arange(0, SLOTS)[:, None, None]
+        table = tl.zeros([SLOTS, BLOCK_R, BLOCK_C], dtype=tl.float32)
+        for k in tl.static_range(K):
+            row = tl.load(coef_ptr + k * n_cols + cols, mask=cmask, other=0.0)
+            table = tl.where(slot == k, row[None, None, :], table)
+        acc = tl.zeros([SLOTS, BLOCK_R, BLOCK_C], dtype=tl.float32)
         zero = tl.zeros([BLOCK_R, BLOCK_C], dtype=tl.float32)
-        acc_a0 = zero
-        acc_a1 = zero
-        acc_a2 = zero
-        acc_a3 = zero
-        acc_a4 = zero
-        acc_a5 = zero
-        acc_a6 = zero
-        acc_a7 = zero
-        acc_b1 = zero
-        acc_b2 = zero
-        acc_b3 = zero
-        acc_b4 = zero
-        acc_b5 = zero
-        acc_b6 = zero
-        acc_b7 = zero
 
         # Software prefetch: the loads of the next row block are issued before this block's arithmetic, which
         # doubles the bytes in flight per thread (the loop is not pipelined by the compiler).
@@ -302,54 +274,14 @@ if triton is not None:
             # P, P' and Q(|x|), dQ/d|x| together by Horner (the derivative picks up the value before each step).
             p = zero
             dp = zero
-            if M >= 7:
+            for k in tl.static_range(M + 1):
                 dp = dp * x + p
-                p = p * x + a7
-            if M >= 6:
-                dp = dp * x + p
-                p = p * x + a6
-            if M >= 5:
-                dp = dp * x + p
-                p = p * x + a5
-            if M >= 4:
-                dp = dp * x + p
-                p = p * x + a4
-            if M >= 3:
-                dp = dp * x + p
-                p = p * x + a3
-            if M >= 2:
-                dp = dp * x + p
-                p = p * x + a2
-            if M >= 1:
-                dp = dp * x + p
-                p = p * x + a1
-            dp = dp * x + p
-            p = p * x + a0
+                p = p * x + _slot(table, M - k)
             q = zero
             dq = zero
-            if N >= 7:
+            for k in tl.static_range(N + 1):
                 dq = dq * ax + q
-                q = q * ax + b7
-            if N >= 6:
-                dq = dq * ax + q
-                q = q * ax + b6
-            if N >= 5:
-                dq = dq * ax + q
-                q = q * ax + b5
-            if N >= 4:
-                dq = dq * ax + q
-                q = q * ax + b4
-            if N >= 3:
-                dq = dq * ax + q
-                q = q * ax + b3
-            if N >= 2:
-                dq = dq * ax + q
-                q = q * ax + b2
-            if N >= 1:
-                dq = dq * ax + q
-                q = q * ax + b1
-            dq = dq * ax + q
-            q = q * ax + 1.0
+                q = q * ax + _denominator_slot(table, M, N - k)
 
             inv_q = 1.0 / q
             f = p * inv_q
@@ -363,82 +295,17 @@ if triton is not None:
             )
 
             u = -t * f  # -g P / Q^2; times |x|^i gives the |b_i| term (sign(b_i) is applied on the host)
-            acc_a0 += t
-            if M >= 1:
+            for k in tl.static_range(M + 1):
+                acc = _add_to_slot(acc, k, t)
                 t = t * x
-                acc_a1 += t
-            if M >= 2:
-                t = t * x
-                acc_a2 += t
-            if M >= 3:
-                t = t * x
-                acc_a3 += t
-            if M >= 4:
-                t = t * x
-                acc_a4 += t
-            if M >= 5:
-                t = t * x
-                acc_a5 += t
-            if M >= 6:
-                t = t * x
-                acc_a6 += t
-            if M >= 7:
-                t = t * x
-                acc_a7 += t
-            if N >= 1:
+            for i in tl.static_range(1, N + 1):
                 u = u * ax
-                acc_b1 += u
-            if N >= 2:
-                u = u * ax
-                acc_b2 += u
-            if N >= 3:
-                u = u * ax
-                acc_b3 += u
-            if N >= 4:
-                u = u * ax
-                acc_b4 += u
-            if N >= 5:
-                u = u * ax
-                acc_b5 += u
-            if N >= 6:
-                u = u * ax
-                acc_b6 += u
-            if N >= 7:
-                u = u * ax
-                acc_b7 += u
+                acc = _add_to_slot(acc, M + i, u)
 
         # partial has shape (programs along rows, M + 1 + N, n_cols).
-        out = partial_ptr + pid_r.to(tl.int64) * ((M + 1 + N) * n_cols) + cols
-        tl.store(out, tl.sum(acc_a0, axis=0), mask=cmask)
-        if M >= 1:
-            tl.store(out + 1 * n_cols, tl.sum(acc_a1, axis=0), mask=cmask)
-        if M >= 2:
-            tl.store(out + 2 * n_cols, tl.sum(acc_a2, axis=0), mask=cmask)
-        if M >= 3:
-            tl.store(out + 3 * n_cols, tl.sum(acc_a3, axis=0), mask=cmask)
-        if M >= 4:
-            tl.store(out + 4 * n_cols, tl.sum(acc_a4, axis=0), mask=cmask)
-        if M >= 5:
-            tl.store(out + 5 * n_cols, tl.sum(acc_a5, axis=0), mask=cmask)
-        if M >= 6:
-            tl.store(out + 6 * n_cols, tl.sum(acc_a6, axis=0), mask=cmask)
-        if M >= 7:
-            tl.store(out + 7 * n_cols, tl.sum(acc_a7, axis=0), mask=cmask)
-        out = out + (M + 1) * n_cols
-        if N >= 1:
-            tl.store(out, tl.sum(acc_b1, axis=0), mask=cmask)
-        if N >= 2:
-            tl.store(out + 1 * n_cols, tl.sum(acc_b2, axis=0), mask=cmask)
-        if N >= 3:
-            tl.store(out + 2 * n_cols, tl.sum(acc_b3, axis=0), mask=cmask)
-        if N >= 4:
-            tl.store(out + 3 * n_cols, tl.sum(acc_b4, axis=0), mask=cmask)
-        if N >= 5:
-            tl.store(out + 4 * n_cols, tl.sum(acc_b5, axis=0), mask=cmask)
-        if N >= 6:
-            tl.store(out + 5 * n_cols, tl.sum(acc_b6, axis=0), mask=cmask)
-        if N >= 7:
-            tl.store(out + 6 * n_cols, tl.sum(acc_b7, axis=0), mask=cmask)
+        out = partial_ptr + pid_r.to(tl.int64) * (K * n_cols) + cols
+        for k in tl.static_range(K):
+            tl.store(out + k * n_cols, tl.sum(_slot(acc, k), axis=0), mask=cmask)
 
     _forward_jit = triton.jit(_group_rational_forward_kernel)
     _backward_jit = triton.jit(_group_rational_backward_kernel)
