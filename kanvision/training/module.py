@@ -9,10 +9,8 @@ evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -23,57 +21,61 @@ from omegaconf import OmegaConf
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import kanvision  # noqa: F401  (registers kanvision's models with timm)
+from kanvision.training.optim import (
+    create_optimizer,
+    create_scheduler,
+    decay_group_of,
+    factory_from_config,
+    run_length,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageClassifier", "RATIONAL_PARAM_PATTERNS", "build_param_groups"]
-
-# GroupRational coefficients (kanvision.layers.rational, KAT's GR-KAN). They are 2-D, so timm's 1-D rule decays
-# them, which is what the official KAT runs did; ``optimizer.decay_rational=false`` excludes them instead.
-RATIONAL_PARAM_PATTERNS = ("*weight_numerator", "*weight_denominator")
+__all__ = ["ImageClassifier"]
 
 # create_model arguments that only matter when the network is first built (weights to start from); a
 # checkpoint holds the trained weights, so rebuilding from it must not fetch them again.
 INIT_ONLY_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict")
 
-_OPTIMIZER_DEFAULTS = dict(opt="adamw", lr=1e-3, weight_decay=0.05, momentum=0.9)
-_SCHEDULER_DEFAULTS = dict(name="cosine", warmup_epochs=0.0, warmup_steps=None, warmup_lr=1e-6, min_lr=0.0)
+_DEFAULT_OPTIMIZER = {
+    "_target_": "timm.optim.create_optimizer_v2",
+    "_partial_": True,
+    "opt": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "momentum": 0.9,
+}
+_DEFAULT_SCHEDULER = {"_target_": "kanvision.training.optim.cosine_with_warmup", "_partial_": True}
 
 
 def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return OmegaConf.to_container(value, resolve=True, throw_on_missing=True) if OmegaConf.is_config(value) else value
 
 
-def build_param_groups(
-    model: nn.Module, weight_decay: float, decay_rational: bool = True, no_weight_decay: tuple[str, ...] = ()
-) -> list[dict]:
-    """timm's weight-decay groups: no decay for 1-D parameters (norms, biases), the model's ``no_weight_decay()``
-    names (position/class embeddings) and ``no_weight_decay`` patterns, plus the rational coefficients when
-    ``decay_rational`` is False."""
-    skip = set(no_weight_decay)
-    if hasattr(model, "no_weight_decay"):
-        skip |= set(model.no_weight_decay())
-    if not decay_rational:
-        skip |= set(RATIONAL_PARAM_PATTERNS)
-    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=sorted(skip))
+def _from_old_recipe(optimizer: Any, scheduler: Any, param_groups: Any) -> tuple[Any, Any, Any]:
+    """Checkpoints written before the optimizer and scheduler became ``_partial_`` targets stored timm's
+    ``create_optimizer_v2`` arguments (with the weight-decay group options) and a schedule ``name``; they map onto
+    today's targets one to one."""
+    if isinstance(optimizer, Mapping) and "_target_" not in optimizer:
+        if param_groups is None:
+            param_groups = {k: optimizer[k] for k in _GROUP_OPTIONS if k in optimizer}
+        optimizer = {**_DEFAULT_OPTIMIZER, **{k: v for k, v in optimizer.items() if k not in _GROUP_OPTIONS}}
+    if isinstance(scheduler, Mapping) and "_target_" not in scheduler:
+        options = {k: v for k, v in scheduler.items() if k != "name"}
+        name = scheduler.get("name", "cosine")
+        if name not in ("cosine", "constant"):
+            raise ValueError(f"model.scheduler.name must be 'cosine' or 'constant' (or give a _target_), got {name!r}")
+        scheduler = {**_DEFAULT_SCHEDULER, **options} if name == "cosine" else None
+    return optimizer, scheduler, param_groups
 
 
-# Wrappers that insert themselves into parameter names (FSDP, activation checkpointing, torch.compile).
-_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
-
-
-def _plain_name(name: str) -> str:
-    for prefix in _WRAPPER_PREFIXES:
-        name = name.replace(prefix, "")
-    return name
+_GROUP_OPTIONS = ("decay_rational", "no_weight_decay")
 
 
 def _accuracy_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -94,11 +96,14 @@ class ImageClassifier(L.LightningModule):
         name: a registered timm model name (kanvision's ``kat_*``, ``rkan_*``, ``kan_*`` or any timm model).
         kwargs: further ``timm.create_model`` arguments (``drop_path_rate``, ``pretrained``, ``basis``, ...).
         num_classes, in_chans: set from the data by ``train(cfg)`` unless given.
-        optimizer: ``opt`` (any timm optimizer: adamw, sgd, lamb, ...), ``lr``, ``weight_decay``, ``momentum``,
-            ``decay_rational`` (weight decay on GroupRational coefficients, as in the official KAT runs),
-            ``no_weight_decay`` (extra fnmatch patterns), and further optimizer arguments (``betas``, ``eps``, ...).
-        scheduler: ``name`` (``cosine`` or ``constant``), ``warmup_epochs`` or ``warmup_steps``, ``warmup_lr``,
-            ``min_lr``; stepped per optimizer update.
+        optimizer: a Hydra ``_partial_`` config (or a callable) taking the parameter groups first: any torch or timm
+            optimizer class, or ``timm.optim.create_optimizer_v2`` with ``opt=`` (the default: AdamW, lr 1e-3, weight
+            decay 0.05); see :mod:`kanvision.training.optim`.
+        scheduler: a Hydra ``_partial_`` config (or a callable) taking the optimizer first, e.g.
+            :func:`~kanvision.training.optim.cosine_with_warmup` or a torch ``lr_scheduler``; ``None``: constant.
+        param_groups: ``decay_rational`` (weight decay on GroupRational coefficients, as in the official KAT runs;
+            default True) and ``no_weight_decay`` (extra fnmatch patterns of parameter names).
+        scheduler_interval: ``step`` (per optimizer update) or ``epoch``.
         label_smoothing: for the hard-target loss and for Mixup's soft targets.
         mixup: timm ``Mixup`` arguments (``mixup_alpha``, ``cutmix_alpha``, ``prob``, ``switch_prob``, ``mode``);
             ``None``, both alphas 0 or ``prob`` 0 disable it.
@@ -117,8 +122,10 @@ class ImageClassifier(L.LightningModule):
         kwargs: Mapping[str, Any] | None = None,
         num_classes: int | None = None,
         in_chans: int | None = None,
-        optimizer: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | Callable | None = None,
+        scheduler: Mapping[str, Any] | Callable | None = None,
+        param_groups: Mapping[str, Any] | None = None,
+        scheduler_interval: str = "step",
         label_smoothing: float = 0.0,
         mixup: Mapping[str, Any] | None = None,
         ema: Mapping[str, Any] | None = None,
@@ -136,12 +143,19 @@ class ImageClassifier(L.LightningModule):
         in_chans = 3 if in_chans is None else int(in_chans)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
-        optimizer = {**_OPTIMIZER_DEFAULTS, **(_plain(optimizer) or {})}
-        scheduler = {**_SCHEDULER_DEFAULTS, **(_plain(scheduler) or {})}
-        if "layer_decay" in optimizer:
+        optimizer, scheduler, param_groups = _from_old_recipe(
+            _DEFAULT_OPTIMIZER if optimizer is None else _plain(optimizer), _plain(scheduler), _plain(param_groups)
+        )
+        param_groups = dict(param_groups or {})
+        unknown = sorted(set(param_groups) - set(_GROUP_OPTIONS))
+        if unknown:
+            raise ValueError(f"model.param_groups: unknown options {unknown}; valid: {list(_GROUP_OPTIONS)}")
+        self._optimizer_factory = factory_from_config(optimizer, "model.optimizer")
+        self._scheduler_factory = factory_from_config(scheduler, "model.scheduler")
+        if isinstance(optimizer, Mapping) and "layer_decay" in optimizer:
             raise ValueError("model.optimizer.layer_decay is not supported (weight-decay groups are built by name)")
-        if scheduler["name"] not in ("cosine", "constant"):
-            raise ValueError(f"model.scheduler.name must be 'cosine' or 'constant', got {scheduler['name']!r}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"model.scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         # "name.tag" selects pretrained weights; "hf-hub:..." / "local-dir:..." are resolved by timm itself
         if ":" not in name and not timm.is_model(name.split(".")[0]):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
@@ -152,8 +166,11 @@ class ImageClassifier(L.LightningModule):
                 kwargs=kwargs,
                 num_classes=int(num_classes),
                 in_chans=in_chans,
-                optimizer=optimizer,
-                scheduler=scheduler,
+                # a config is kept (checkpoints stay loadable with weights_only=True); a callable is used, not saved
+                optimizer=None if callable(optimizer) else optimizer,
+                scheduler=None if callable(scheduler) else scheduler,
+                param_groups=param_groups,
+                scheduler_interval=scheduler_interval,
                 label_smoothing=float(label_smoothing),
                 mixup=_plain(mixup),
                 ema=_plain(ema),
@@ -169,14 +186,10 @@ class ImageClassifier(L.LightningModule):
             self.model.set_grad_checkpointing(True)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        groups = build_param_groups(
-            self.model,
-            float(optimizer["weight_decay"]),
-            optimizer.get("decay_rational", True),
-            tuple(optimizer.get("no_weight_decay") or ()),
+        # decided once, by name, before any wrapping (see kanvision.training.optim)
+        self._decay_group_of = decay_group_of(
+            self.model, param_groups.get("decay_rational", True), tuple(param_groups.get("no_weight_decay") or ())
         )
-        exempt = {id(p) for group in groups if group["weight_decay"] == 0.0 for p in group["params"]}
-        self._no_decay_names = {name for name, p in self.model.named_parameters() if id(p) in exempt}
         self.model_ema = None
         ema_args = dict(_plain(ema) or {})
         if ema_args.pop("enabled", bool(ema_args)):
@@ -314,73 +327,26 @@ class ImageClassifier(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
-        options = {k: v for k, v in self.hparams.optimizer.items() if k not in ("decay_rational", "no_weight_decay")}
-        weight_decay = float(options.pop("weight_decay", 0.0))
-        # Decided by name against the unwrapped network (see __init__): FSDP flattens sharded parameters to 1-D,
-        # which would silently exempt every weight from decay under timm's 1-D rule.
-        params: dict[str, list] = {"decay": [], "no_decay": [], "rational": []}
-        for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                plain = _plain_name(name)
-                if any(fnmatch.fnmatch(plain, pattern) for pattern in RATIONAL_PARAM_PATTERNS):
-                    params["rational"].append(param)
-                else:
-                    params["no_decay" if plain in self._no_decay_names else "decay"].append(param)
-        rational_decay = weight_decay if self.hparams.optimizer.get("decay_rational", True) else 0.0
-        decays = {"decay": weight_decay, "no_decay": 0.0, "rational": rational_decay}
-        # named groups: the learning-rate monitor logs them as lr/decay, lr/no_decay, lr/rational
-        groups = [{"name": k, "params": v, "weight_decay": decays[k]} for k, v in params.items() if v]
-        optimizer = create_optimizer_v2(groups, weight_decay=weight_decay, **options)
-        sched = self.hparams.scheduler
-        if sched["name"] == "constant":
-            constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": constant, "interval": "step", "name": "lr"}}
-        total_steps, warmup_steps = self._schedule_steps()
-        scheduler = CosineLRScheduler(
-            optimizer,
-            t_initial=max(1, total_steps - warmup_steps),
-            lr_min=float(sched["min_lr"]),
-            warmup_t=warmup_steps,
-            warmup_lr_init=float(sched["warmup_lr"]),
-            warmup_prefix=True,
-            t_in_epochs=False,
-        )
+        if self._optimizer_factory is None:
+            raise ValueError("model.optimizer is null: give a torch or timm optimizer (_target_, _partial_: true)")
+        decay_rational = self.hparams.param_groups.get("decay_rational", True)
+        optimizer = create_optimizer(self._optimizer_factory, self.model, self._decay_group_of, decay_rational)
+        if self._scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = create_scheduler(self._scheduler_factory, optimizer, lambda: run_length(self.trainer))
+        interval = self.hparams.scheduler_interval
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1, "name": "lr"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "frequency": 1, "name": "lr"},
         }
 
-    def _schedule_steps(self) -> tuple[int, int]:
-        """(total optimizer steps, warm-up steps) of the run."""
-        total = self.trainer.estimated_stepping_batches
-        if not 0 < total < float("inf"):
-            raise ValueError("the cosine schedule needs a finite trainer.max_epochs or trainer.max_steps")
-        total = int(total)
-        sched = self.hparams.scheduler
-        if sched.get("warmup_steps") is not None:
-            warmup = int(sched["warmup_steps"])
-        else:
-            warmup = int(round(float(sched["warmup_epochs"]) * self._steps_per_epoch(total)))
-        if warmup < 0:
-            raise ValueError(f"warm-up must be >= 0 steps, got {warmup}")
-        if warmup >= total:  # short (debug, fast_dev_run) runs of a long recipe: keep half the run for the decay
-            log.warning(
-                "warm-up of %d steps is not shorter than the %d training steps; using %d", warmup, total, total // 2
-            )
-            warmup = total // 2
-        return total, warmup
-
-    def _steps_per_epoch(self, total: int) -> float:
-        """Optimizer steps in one epoch (also when trainer.max_steps ends the run before max_epochs)."""
-        batches = getattr(self.trainer, "num_training_batches", None)
-        if batches is not None and 0 < batches < float("inf"):
-            return math.ceil(batches / max(1, getattr(self.trainer, "accumulate_grad_batches", 1)))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-        return total / epochs if epochs else total
-
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        # timm schedulers are stepped with the update count, which is what makes the schedule per step.
-        scheduler.step_update(num_updates=self.global_step)
+        if not hasattr(scheduler, "step_update"):  # a torch scheduler
+            super().lr_scheduler_step(scheduler, metric)
+        elif self.hparams.scheduler_interval == "step":  # timm schedulers take the update count per step
+            scheduler.step_update(num_updates=self.global_step)
+        else:
+            scheduler.step(epoch=self.current_epoch + 1, metric=metric)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -239,7 +239,7 @@ def _check_recipe(recipe: dict, cfg: DictConfig, module, datamodule, trainer) ->
     assert hp.optimizer["opt"] == recipe["opt"]
     for key in ("lr", "weight_decay"):
         assert hp.optimizer[key] == pytest.approx(recipe[key]), key
-    assert hp.scheduler["name"] == "cosine"
+    assert hp.scheduler["_target_"] == "kanvision.training.optim.cosine_with_warmup"
     assert hp.scheduler["warmup_steps"] == recipe.get("warmup_steps")
     if recipe.get("warmup_steps") is None:
         assert hp.scheduler["warmup_epochs"] == pytest.approx(recipe["warmup_epochs"])

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from kanvision.layers import GroupRational
-from kanvision.training.module import ImageClassifier, build_param_groups
+from kanvision.training.module import ImageClassifier
+from kanvision.training.optim import build_param_groups
 
 
 class _Toy(nn.Module):
@@ -46,8 +47,8 @@ def test_weight_decay_groups():
 
 def test_optimizer_groups_are_decided_by_name_before_any_wrapping():
     module = ImageClassifier(
-        "kan_cnn_tiny", num_classes=10, in_chans=1, optimizer=dict(opt="sgd", lr=0.1, weight_decay=0.1),
-        scheduler=dict(name="constant"),
+        "kan_cnn_tiny", num_classes=10, in_chans=1, scheduler=None,
+        optimizer=dict(_target_="timm.optim.create_optimizer_v2", _partial_=True, opt="sgd", lr=0.1, weight_decay=0.1),
     )  # fmt: skip
     expected = {n: (0.0 if p.ndim <= 1 else 0.1) for n, p in module.model.named_parameters()}
     assert sorted(set(expected.values())) == [0.0, 0.1]
@@ -107,23 +108,18 @@ def test_mixup_and_ema_switches():
         (dict(name="kan_cnn_tiny", num_classes=10, label_smoothing=1.5), "label_smoothing"),
         (dict(name="kan_cnn_tiny", num_classes=10, scheduler=dict(name="step")), "cosine"),
         (dict(name="kan_cnn_tiny", num_classes=10, optimizer=dict(layer_decay=0.7)), "layer_decay"),
+        (dict(name="kan_cnn_tiny", num_classes=10, optimizer=dict(_target_="torch.optim.SGD", lr=0.1)), "_partial_"),
+        (
+            dict(name="kan_cnn_tiny", num_classes=10, optimizer=dict(_target_="torch.optim.NoSuch", _partial_=True)),
+            "model.optimizer: cannot build _target_ 'torch.optim.NoSuch'",
+        ),
+        (dict(name="kan_cnn_tiny", num_classes=10, param_groups=dict(decay_bias=True)), "decay_bias"),
+        (dict(name="kan_cnn_tiny", num_classes=10, scheduler_interval="batch"), "scheduler_interval"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ImageClassifier(**kwargs)
-
-
-@pytest.mark.parametrize(("warmup_epochs", "max_epochs", "expected"), [(1, 4, 3), (5, 1, 1), (0, 2, 0)])
-def test_warmup_longer_than_a_short_run_is_capped(warmup_epochs, max_epochs, expected):
-    """A long recipe's warm-up under debug limits keeps half the run for the decay instead of failing."""
-    from types import SimpleNamespace
-
-    module = _net(scheduler=dict(name="cosine", warmup_epochs=warmup_epochs))
-    steps_per_epoch = 3
-    module._trainer = SimpleNamespace(estimated_stepping_batches=steps_per_epoch * max_epochs, max_epochs=max_epochs)
-    total, warmup = ImageClassifier._schedule_steps(module)
-    assert total == steps_per_epoch * max_epochs and warmup == expected
 
 
 def test_fixed_size_networks_report_their_size_and_reject_other_data_sizes():
@@ -135,19 +131,3 @@ def test_fixed_size_networks_report_their_size_and_reject_other_data_sizes():
     cnn = _net()
     assert cnn.fixed_input_size() is None
     cnn.check_input_size({"img_size": [13, 17]})  # any size goes through a convolutional network
-
-
-def test_warmup_epochs_use_the_epoch_length_when_max_steps_ends_the_run():
-    """300 epochs of 10 batches capped by max_steps=1000: 5 warm-up epochs are 50 steps, not 5 * 1000/300."""
-    from types import SimpleNamespace
-
-    module = _net(scheduler=dict(name="cosine", warmup_epochs=5))
-    module._trainer = SimpleNamespace(
-        estimated_stepping_batches=1000, max_epochs=300, num_training_batches=10, accumulate_grad_batches=1
-    )
-    assert ImageClassifier._schedule_steps(module) == (1000, 50)
-    module._trainer.accumulate_grad_batches = 4  # 10 batches -> 3 optimizer steps per epoch
-    assert ImageClassifier._schedule_steps(module) == (1000, 15)
-    module._trainer.estimated_stepping_batches = float("inf")
-    with pytest.raises(ValueError, match="finite trainer.max_epochs or trainer.max_steps"):
-        ImageClassifier._schedule_steps(module)
