@@ -5,7 +5,7 @@ from __future__ import annotations
 from timm.layers import get_act_layer
 from torch import nn
 
-__all__ = ["check_int", "create_activation", "create_norm", "NORM_LAYERS"]
+__all__ = ["check_bool", "check_int", "create_activation", "create_norm", "NORM_LAYERS"]
 
 NORM_LAYERS = ("batchnorm", "instancenorm")
 
@@ -14,6 +14,13 @@ def check_int(name: str, value: int, minimum: int) -> int:
     """``value`` if it is an integer (not a bool) >= ``minimum``, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: bool) -> bool:
+    """``value`` if it is a bool, else a ValueError naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
 
 
