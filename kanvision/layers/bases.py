@@ -496,8 +496,8 @@ class KAGNGramBasis(Basis):
             terms.append(t)
         for i in range(2, self.degree + 1):
             terms.append(t * terms[-1] - self._beta(i - 1).to(t.dtype) * terms[-2])
-        out = torch.cat(terms, 1)
-        return torch.nn.functional.silu(out) if self.activation == "silu" else out
+        # SiLU of each term, not of their concatenation: autograd then saves the terms once, not twice
+        return torch.cat([torch.nn.functional.silu(v) for v in terms] if self.activation == "silu" else terms, 1)
 
     def extra_repr(self) -> str:
         return f"degree={self.degree}, activation={self.activation!r}"
