@@ -39,9 +39,9 @@ def expand(basis: nn.Module, x: Tensor, dim: int, activation: Callable[[Tensor],
     x_gradient_only = not any(p.requires_grad for p in basis.parameters()) and (
         activation is None or has_closed_form_grad(activation)
     )
-    # compiled graphs trace the backward too: autograd of the values inside it is not traceable
-    traceable = has_derivative(basis) or not torch.compiler.is_compiling()
-    if x_gradient_only and traceable and not plain_ops_required():
+    # under an outer torch.compile the plain ops run: inductor fuses them, and autograd's backward of them is exact for
+    # every layout (traced, this Function's backward mixed up the strides of size-1 channel axes)
+    if x_gradient_only and not torch.compiler.is_compiling() and not plain_ops_required():
         return _Expansion.apply(x, basis, dim, activation)
     return reference(basis, x, dim, activation)
 

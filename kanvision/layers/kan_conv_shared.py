@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrize import is_parametrized
 
 from kanvision.layers.bases import Basis, create_basis
+from kanvision.layers.expansion import has_derivative
 from kanvision.layers.helpers import check_bool, check_int
 from kanvision.layers.kan_conv import KANConv2d
 from kanvision.layers.spline_scaler import add_spline_scaler
@@ -38,19 +39,17 @@ class InputScaledBasis(Basis):
         super().__init__()
         self.basis = basis
         self.num_functions = basis.num_functions
-        self._traceable_grad = basis._traceable_grad
 
-    def _values(self, x: Tensor, dim: int) -> Tensor:
-        return self.basis._values(x, dim) * x.unsqueeze(dim)
+    def values(self, x: Tensor) -> Tensor:
+        return self.basis.values(x) * x
 
-    def _fill(self, x: Tensor, out: Tensor, dim: int) -> None:
-        self.basis._fill(x, out, dim)
-        out.mul_(x.unsqueeze(dim))
-
-    def _grad(self, x: Tensor, grad: Tensor, dim: int) -> Tensor | None:
-        # d/dx x B_d(x) = x B_d'(x) + B_d(x)
-        scaled = self.basis._grad(x, grad * x.unsqueeze(dim), dim)
-        return None if scaled is None else scaled + (grad * self.basis._values(x, dim)).sum(dim)
+    def derivative(self, x: Tensor) -> Tensor:
+        # d/dx x B_d(x) = x B_d'(x) + B_d(x); a basis without a closed form gives B_d' by forward-mode AD
+        if has_derivative(self.basis):
+            inner, slope = self.basis.values(x), self.basis.derivative(x)
+        else:
+            inner, slope = torch.func.jvp(self.basis.values, (x,), (torch.ones_like(x),))
+        return x * slope + inner
 
 
 class SharedKANConv2d(nn.Module):

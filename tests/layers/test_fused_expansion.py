@@ -204,3 +204,18 @@ def test_export_and_trace_match_eager(name):
         warnings.simplefilter("ignore")  # torch.jit.trace is deprecated, and warns about the shape checks
         traced = torch.jit.trace(layer, (x,))
     torch.testing.assert_close(traced(x * 1.5), layer(x * 1.5))
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_compiled_conv_gradients_match_eager_for_single_channel_inputs(in_channels):
+    """Under torch.compile a one-channel input (size-1 axis, arbitrary stride) gets eager's input gradient."""
+    from kanvision.layers import KANConv2d
+
+    torch.manual_seed(0)
+    layer = KANConv2d(in_channels, 2, 3, padding=1, basis="chebyshev", base_activation="identity")
+    x = torch.randn(6, in_channels, 9, 9, requires_grad=True)
+    y = torch.compile(layer, fullgraph=True)(x)
+    grad = torch.randn_like(y)
+    got = torch.autograd.grad(y, x, grad)[0]
+    expected = torch.autograd.grad(layer(x), x, grad)[0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
