@@ -12,3 +12,25 @@ import torch  # noqa: E402
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def compiled_calls(monkeypatch):
+    """(kernel name, whether compiled code ran it) for every call of ``kanvision.kernels.compiled.run`` on an input
+    large enough for compiled code, with the compiled kernels enabled."""
+    from kanvision.kernels import compiled
+
+    monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
+    record = []
+    run = compiled.run
+
+    def spy(fn, x, *args, **kwargs):
+        dtypes, key = kwargs.get("dtypes", (torch.float32, torch.float64)), (fn, kwargs.get("variant"))
+        took = key not in compiled._failed and compiled.usable(x, dtypes)
+        out = run(fn, x, *args, **kwargs)
+        if x.numel() >= compiled.MIN_NUMEL:
+            record.append((fn.__name__, took and key not in compiled._failed))
+        return out
+
+    monkeypatch.setattr(compiled, "run", spy)
+    return record

@@ -9,12 +9,11 @@ input channel, kernel position). Every supported module is sampled in one layout
 with ``in`` the inputs each output reads (``in_channels / groups`` for grouped convolutions; :func:`input_index`
 maps them to the module's input channels). Modules whose functions are shared are laid out as:
 
-- :class:`~kanvision.models.rkan.SharedKANConv2d` (RKAN, arXiv 2410.05500): ``(1, 1, k, k, P)``, one k*k kernel for
-  every channel; its recorded input pools all channels.
 - :class:`~kanvision.layers.GroupRational` (KAT, arXiv 2409.10594): ``(1, groups, P)``, one function per channel
   group; its recorded input pools the channels of each group.
-- Bodner et al.'s channel-shared convolutions (:class:`~kanvision.models.kan_cnn.ChannelSharedKANConv2d`) hold a
-  1 -> ``kernels`` :class:`~kanvision.layers.KANConv2d` and are sampled through it.
+- Channel-shared convolutions (:class:`~kanvision.layers.SharedKANConv2d`: RKAN's kernel, Bodner et al.'s) hold a
+  1 -> ``kernels`` :class:`~kanvision.layers.KANConv2d` over the channels folded into the batch and are sampled
+  through it: ``(kernels, 1, k, k, P)``, its recorded input pools all channels.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from torch import Tensor, nn
 
 from kanvision.layers.kan_layer import KANLayer
 from kanvision.layers.rational import GroupRational, group_rational_pytorch
-from kanvision.models.rkan import SharedKANConv2d
 
 __all__ = [
     "FUNCTION_MODULES",
@@ -47,7 +45,7 @@ __all__ = [
     "sample_functions",
 ]
 
-FUNCTION_MODULES = (KANLayer, SharedKANConv2d, GroupRational)
+FUNCTION_MODULES = (KANLayer, GroupRational)
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
 
@@ -80,8 +78,6 @@ def _check_module(module: nn.Module) -> None:
 def _kernel_size(module: nn.Module) -> tuple[int, ...]:
     if isinstance(module, KANLayer):
         return tuple(module.weight.shape[2:])
-    if isinstance(module, SharedKANConv2d):
-        return (module.kernel_size, module.kernel_size)
     return ()
 
 
@@ -90,17 +86,13 @@ def function_shape(module: nn.Module) -> tuple[int, ...]:
     _check_module(module)
     if isinstance(module, KANLayer):
         return (module._out, module._in // module.groups, *_kernel_size(module))
-    if isinstance(module, SharedKANConv2d):
-        return (1, 1, *_kernel_size(module))
     return (1, module.groups)
 
 
 def num_inputs(module: nn.Module) -> int:
     """How many separately recorded inputs the module's functions read (channels, or pooled channel groups)."""
     _check_module(module)
-    if isinstance(module, KANLayer):
-        return module._in
-    return 1 if isinstance(module, SharedKANConv2d) else module.groups
+    return module._in if isinstance(module, KANLayer) else module.groups
 
 
 def input_index(module: nn.Module) -> Tensor:
@@ -118,8 +110,6 @@ def input_columns(module: nn.Module, x: Tensor) -> Tensor:
         if module._channel_dim == -1:
             return module._prepare(x).reshape(-1, module._in).T
         return module._batched(x).movedim(1, 0).reshape(module._in, -1)
-    if isinstance(module, SharedKANConv2d):
-        return x.reshape(1, -1)
     channels_last = x.movedim(module.channel_dim, -1)
     per_group = module.num_channels // module.groups
     return channels_last.reshape(-1, module.groups, per_group).permute(1, 0, 2).reshape(module.groups, -1)
@@ -147,9 +137,6 @@ def evaluate_functions(module: nn.Module, x: Tensor) -> Tensor:
         weight = module.weight.detach().to(dtype).reshape(g, out // g, per_group, m, -1)
         y = torch.einsum("gipm,goimk->goikp", feats.reshape(g, per_group, -1, m), weight)
         return y.reshape(out, per_group, *kernel, x.shape[1])
-    if isinstance(module, SharedKANConv2d):
-        feats = torch.stack(module.features(x), 0).to(dtype)  # (1 + n, 1, P)
-        return torch.einsum("fip,fab->iabp", feats, module.kernel().detach().to(dtype)).unsqueeze(0)
     numerator, denominator = (w.detach().to(dtype) for w in (module.weight_numerator, module.weight_denominator))
     return group_rational_pytorch(x.T.contiguous(), numerator, denominator, module.groups).T.unsqueeze(0)
 

@@ -350,7 +350,7 @@ def _interpreting() -> bool:
         # The kernels were defined in interpreter mode but triton's own library was not: they cannot run here.
         raise RuntimeError(
             "TRITON_INTERPRET=1 was set after triton was imported but before kanvision.kernels.group_rational: "
-            "set it before anything imports triton (torch._dynamo does) or not at all"
+            "set it before anything imports triton (importing torch's compiler does) or not at all"
         )
     return ours
 

@@ -1,4 +1,4 @@
-"""Pure-PyTorch KAN building blocks: bases, KANLinear, KANConv1d/2d/3d, GroupRational."""
+"""Pure-PyTorch KAN building blocks: bases, KANLinear, KANConv1d/2d/3d, SharedKANConv2d, GroupRational."""
 
 from kanvision.layers.bases import (
     Basis,
@@ -15,9 +15,11 @@ from kanvision.layers.bases import (
     register_basis,
 )
 from kanvision.layers.kan_conv import KANConv1d, KANConv2d, KANConv3d
+from kanvision.layers.kan_conv_shared import InputScaledBasis, SharedKANConv2d
 from kanvision.layers.kan_layer import KANLayer
 from kanvision.layers.kan_linear import KANLinear
 from kanvision.layers.rational import GroupRational
+from kanvision.layers.spline_scaler import SplineScaler, add_spline_scaler
 
 __all__ = [
     "Basis",
@@ -37,5 +39,9 @@ __all__ = [
     "KANConv1d",
     "KANConv2d",
     "KANConv3d",
+    "SharedKANConv2d",
+    "InputScaledBasis",
+    "SplineScaler",
+    "add_spline_scaler",
     "GroupRational",
 ]

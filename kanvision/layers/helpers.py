@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from timm.layers import get_act_layer
-from torch import nn
+from torch import Tensor, nn
+from torch.autograd import forward_ad
 
-__all__ = ["check_int", "create_activation", "create_norm", "NORM_LAYERS"]
+__all__ = ["check_bool", "check_int", "create_activation", "create_norm", "plain_ops_required", "NORM_LAYERS"]
 
 NORM_LAYERS = ("batchnorm", "instancenorm")
 
@@ -14,6 +16,13 @@ def check_int(name: str, value: int, minimum: int) -> int:
     """``value`` if it is an integer (not a bool) >= ``minimum``, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: bool) -> bool:
+    """``value`` if it is a bool, else a ValueError naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
 
 
@@ -39,3 +48,16 @@ def create_norm(norm_layer: str | None, channels: int, affine: bool = True) -> n
     if norm_layer == "instancenorm":
         return nn.InstanceNorm2d(channels, affine=affine)
     raise ValueError(f"unknown norm_layer {norm_layer!r}; valid: {list(NORM_LAYERS)} or None")
+
+
+def plain_ops_required(*tensors: Tensor) -> bool:
+    """Whether a custom autograd Function (x's gradient by a hand-written backward) must give way to plain
+    differentiable ops: under functorch transforms and forward-mode AD (it has no rules for them), for batched
+    gradients (``is_grads_batched``: ``tensors`` batched by autograd's own vmap; torch has no public query for any of
+    the three) and while ``torch.jit`` traces (ONNX export wants the plain ops). False inside compiled code."""
+    return not torch.compiler.is_compiling() and (
+        torch._C._are_functorch_transforms_active()
+        or forward_ad._current_level >= 0
+        or torch.jit.is_tracing()
+        or any(torch._C._functorch.is_legacy_batchedtensor(t) for t in tensors)
+    )

@@ -6,7 +6,7 @@ saves only ``x`` and the coefficients. Its backward gives ``x``'s gradient and t
 ``x`` in one pass, the latter summed over the channels of each group in that pass and then over rows.
 
 On CPU, for inputs large enough to matter, both passes run as kernels that inductor generates from the formulas
-below (:mod:`kanvision.kernels.basis_expansion` compiles and caches them): one loop over ``x`` each, where the
+below (:mod:`kanvision.kernels.compiled` compiles them): one loop over ``x`` each, where the
 eager ops would make ~30 passes with a fresh x-sized temporary each. Under ``torch.compile`` the formulas are
 traced into the caller's graph instead, elsewhere (small inputs, other devices, ``KANVISION_CPU_KERNELS=0``)
 they run as eager ops.
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.autograd import forward_ad
 
-from kanvision.kernels import basis_expansion
+from kanvision.kernels import compiled
+from kanvision.layers.helpers import plain_ops_required
 
 __all__ = ["check_arguments", "group_rational_fused"]
 
@@ -107,18 +107,12 @@ def _rational_backward(x: Tensor, grad: Tensor, coef: Tensor, m: int, n: int) ->
     return gx.to(x.dtype), partial.sum(0)
 
 
-def _kernels_usable(x: Tensor) -> bool:
-    return not torch.compiler.is_compiling() and basis_expansion.usable(x, (torch.bfloat16, torch.float16))
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def _grouped(x: Tensor, groups: int, canonical: bool) -> Tensor:
-    """(..., C) as (R, groups, C/groups); ``canonical``: contiguous and not a view (the compiled kernels' input)."""
-    x3 = x.reshape(-1, groups, x.shape[-1] // groups)
-    if canonical:
-        from kanvision.layers.bases import _unviewed
-
-        x3 = _unviewed(x3, canonical=True)
-    return x3
+def _grouped(x: Tensor, groups: int) -> Tensor:
+    """(..., C) as (R, groups, C/groups), contiguous and not a view (the compiled kernels' input)."""
+    return compiled.canonical(x.reshape(-1, groups, x.shape[-1] // groups))
 
 
 class _GroupRational(torch.autograd.Function):
@@ -128,18 +122,14 @@ class _GroupRational(torch.autograd.Function):
         ctx.groups = groups
         m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
         coef = _coefficient_table(weight_numerator.detach(), weight_denominator.detach(), groups, x)
-        y = None
-        if _kernels_usable(x):
-            y = basis_expansion.run_compiled(_rational_forward, (m, n), _grouped(x, groups, True), coef, m, n)
-        if y is None:
-            y = _rational_forward(_grouped(x, groups, False), coef, m, n)
+        y = compiled.run(_rational_forward, _grouped(x, groups), coef, m, n, dtypes=_DTYPES)
         return y.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         x, weight_numerator, weight_denominator = ctx.saved_tensors
         groups = ctx.groups
-        if not torch.compiler.is_compiling() and (torch.is_grad_enabled() or basis_expansion.is_wrapped(grad)):
+        if not torch.compiler.is_compiling() and (torch.is_grad_enabled() or plain_ops_required(grad)):
             # create_graph (double backward) or batched gradients: autograd of the reference ops
             from kanvision.layers.rational import group_rational_pytorch
 
@@ -150,13 +140,10 @@ class _GroupRational(torch.autograd.Function):
             return (*grads, None)
         m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
         coef = _coefficient_table(weight_numerator, weight_denominator, groups, x)
-        result = None
-        if _kernels_usable(x):
-            args = (_grouped(grad.to(x.dtype), groups, True), coef, m, n)
-            result = basis_expansion.run_compiled(_rational_backward, (m, n), _grouped(x, groups, True), *args)
-        if result is None:
-            result = _rational_backward(_grouped(x, groups, False), _grouped(grad, groups, False), coef, m, n)
-        gx, per_group = result  # per_group: (K, groups)
+        args = (_grouped(grad.to(x.dtype), groups), coef, m, n)
+        gx, per_group = compiled.run(
+            _rational_backward, _grouped(x, groups), *args, dtypes=_DTYPES
+        )  # per_group: (K, groups)
         grad_numerator = per_group[: m + 1].t()  # (groups, m+1)
         if weight_numerator.shape[0] == 1:
             grad_numerator = grad_numerator.sum(0, keepdim=True)
@@ -178,10 +165,7 @@ def group_rational_fused(x: Tensor, weight_numerator: Tensor, weight_denominator
     """
     from kanvision.layers.rational import group_rational_pytorch
 
-    if not x.is_floating_point() or (
-        not torch.compiler.is_compiling()
-        and (torch._C._are_functorch_transforms_active() or forward_ad._current_level >= 0 or torch.jit.is_tracing())
-    ):
+    if not x.is_floating_point() or plain_ops_required():
         return group_rational_pytorch(x, weight_numerator, weight_denominator, groups)
     check_arguments(x, weight_numerator, weight_denominator, groups)
     return _GroupRational.apply(x, weight_numerator, weight_denominator, groups)

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 class ClassifierMixin:
     """``forward_head``/``forward`` and head management around a timm ``ClassifierHead`` named ``head``.
 
-    The model provides ``forward_features``, ``grad_checkpointing`` and ``num_classes``.
+    The model provides ``forward_features``, ``grad_checkpointing`` and ``num_classes``. A model whose head lives
+    elsewhere (RKAN: the timm backbone's) overrides ``get_classifier``, ``reset_classifier`` and ``forward_head``.
     """
 
     head: nn.Module

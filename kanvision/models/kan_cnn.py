@@ -9,7 +9,8 @@ Papers and code:
   after ChebyKAN, Sidharth & Gokul arXiv 2405.07200) and KAGN (Gram) baselines.
 
 Every KAN convolution here is :class:`~kanvision.layers.KANConv2d` (per-pixel basis expansion, then one
-convolution). Bodner's networks use no padding, so they are the same function as his unfold-and-loop layers at a
+convolution; the channel-shared ones, :class:`~kanvision.layers.SharedKANConv2d`, run one over the channels folded
+into the batch). Bodner's networks use no padding, so they are the same function as his unfold-and-loop layers at a
 small fraction of their cost. torch-conv-kan's stacks use its border convention, ``border="zero"``: the basis is
 computed on the unpadded input and the convolution pads the expansion, so a padded pixel contributes 0
 (``border="function"`` gives phi(0) there instead).
@@ -19,8 +20,8 @@ Parameter parity with efficient-kan. Bodner's KAN kernels are efficient-kan ``KA
 a standalone *spline scaler* that multiplies all of that position's coefficients: k^2 (G + K + 2) parameters,
 90 for a 3x3 kernel on grid 5 (their README's k^2 (G + 2) forgets the order). ``KANConv2d``/``KANLinear`` have
 no scaler (it is a reparametrisation: coefficient * scaler spans the same functions), so they hold
-k^2 (G + K + 1) = 81. :func:`add_spline_scaler` adds the scaler back (one multiplier per output, input and
-kernel position on the basis coefficients, starting at 1 so the layer's function is unchanged), and the
+k^2 (G + K + 1) = 81. :func:`~kanvision.layers.add_spline_scaler` adds the scaler back (one multiplier per output,
+input and kernel position on the basis coefficients, starting at 1 so the layer's function is unchanged), and the
 ``kan_kkan_*`` / ``kan_kanc_mlp_*`` models use it by default (``spline_scaler=True``), which reproduces the
 published parameter counts exactly: KKAN 94,650 and KANConv & MLP 163,726 (MNIST, README of the first paper
 version), and the Fashion-MNIST table of the later version (KANC MLP Small/Medium/Big 5.31K/9.94K/33.54K and
@@ -49,100 +50,41 @@ import torch
 from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
-from kanvision.layers import KANConv2d, KANLinear
+from kanvision.layers import KANConv2d, KANLinear, SharedKANConv2d, SplineScaler, add_spline_scaler
 from kanvision.layers.helpers import check_int, create_activation, create_norm
-from kanvision.layers.kan_layer import KANLayer
 from kanvision.models._classifier import SequentialFeaturesMixin
 
 __all__ = [
     "KANConvNet",
     "SmallConvKAN",
+    # backward-compatible imports: Bodner's constructor of the one channel-shared conv, and the layers' spline scaler
     "ChannelSharedKANConv2d",
     "SplineScaler",
     "add_spline_scaler",
 ]
 
 
-# -- efficient-kan parameter parity ----------------------------------------------------------------------------
+# -- backward-compatible names ---------------------------------------------------------------------------------
 
 
-class SplineScaler(nn.Module):
-    """Parametrisation ``weight -> weight * s``: efficient-kan's standalone spline scaler on a KAN layer's weight.
-
-    ``s`` has one learnable multiplier per (output, input, kernel position), applied to every basis coefficient of
-    that edge; the base-branch weight is not scaled (as in efficient-kan, where the scaler multiplies only
-    ``spline_weight``). Starts at 1. Register it with :func:`add_spline_scaler`.
-    """
-
-    def __init__(self, layer: KANLayer):
-        super().__init__()
-        weight = layer.weight
-        self.num_basis = layer.basis.num_functions
-        self.num_base = layer.num_terms - self.num_basis  # 1 with a base branch, else 0
-        in_per_group = weight.shape[1] // layer.num_terms
-        kernel = tuple(weight.shape[2:])
-        # (out, in/groups, *kernel): the weight's rank, so memory-format conversions of the model apply to it too
-        self.scale = nn.Parameter(torch.ones(weight.shape[0], in_per_group, *kernel, dtype=weight.dtype))
-
-    def forward(self, weight: Tensor) -> Tensor:
-        out, in_per_group, *kernel = self.scale.shape
-        scale = self.scale.unsqueeze(2)
-        ones = scale.new_ones(out, in_per_group, self.num_base, *kernel)
-        full = torch.cat([ones, scale.expand(out, in_per_group, self.num_basis, *kernel)], 2)
-        return weight * full.flatten(1, 2)  # (out, in/groups * m, *kernel), the layer's weight layout
-
-
-def add_spline_scaler(layer: KANLayer) -> KANLayer:
-    """Give a KANLinear/KANConvNd efficient-kan's spline scaler (see :class:`SplineScaler`); returns the layer.
-
-    Adds ``out * (in / groups) * prod(kernel)`` parameters and leaves the function unchanged at initialisation.
-    The weight becomes a parametrised tensor (``layer.parametrizations.weight.original``), so ``update_grid``,
-    which rewrites the weight in place, is not available on such a layer.
-    """
-    if not isinstance(layer, KANLayer):
-        raise ValueError(f"add_spline_scaler needs a KANLinear or KANConvNd layer, got {type(layer).__name__}")
-    parametrize.register_parametrization(layer, "weight", SplineScaler(layer))
-    return layer
-
-
-class ChannelSharedKANConv2d(nn.Module):
-    """The KAN convolution of Bodner et al.'s first paper version: ``kernels`` k*k KAN kernels shared by all channels.
-
-    Every input channel is convolved on its own with each of the ``kernels`` kernels (the same kernels for every
-    channel), so C_out = C_in * kernels, ordered channel-major (output ``c * kernels + j`` is channel c, kernel j),
-    as in the official ``multiple_convs_kan_conv2d``. Parameters: ``kernels * k^2 * m`` (+ the spline scaler's
-    ``kernels * k^2``), independent of the channel count. Implemented as a 1 -> ``kernels`` KANConv2d over the
-    channels folded into the batch.
-    """
-
-    def __init__(
-        self,
-        kernels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        padding: int = 0,
-        basis: str = "bspline",
-        basis_kwargs: dict | None = None,
-        base_activation: str | None = "silu",
-        spline_scaler: bool = True,
-    ):
-        super().__init__()
-        self.kernels = check_int("kernels", kernels, 1)
-        self.conv = KANConv2d(
-            1, kernels, kernel_size, stride, padding, bias=False, basis=basis, basis_kwargs=basis_kwargs,
-            base_activation=base_activation,
-        )  # fmt: skip
-        if spline_scaler:
-            add_spline_scaler(self.conv)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"ChannelSharedKANConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
-        n, c, h, w = x.shape
-        y = self.conv(x.reshape(n * c, 1, h, w))  # (N*C, kernels, H', W')
-        return y.reshape(n, c * self.kernels, *y.shape[2:])
+# the former class' name and arguments, kept for existing imports; the layer is SharedKANConv2d
+def ChannelSharedKANConv2d(
+    kernels: int,
+    kernel_size: int = 3,
+    stride: int = 1,
+    padding: int = 0,
+    basis: str = "bspline",
+    basis_kwargs: dict | None = None,
+    base_activation: str | None = "silu",
+    spline_scaler: bool = True,
+) -> SharedKANConv2d:
+    """Bodner et al.'s first-version KAN convolution: a :class:`~kanvision.layers.SharedKANConv2d` with ``kernels``
+    efficient-kan kernels (B-spline, SiLU base branch, spline scaler, no padding, uniform init)."""
+    return SharedKANConv2d(
+        kernel_size, stride, padding, basis, basis_kwargs, base_activation, kernels=kernels,
+        spline_scaler=spline_scaler, init="uniform",
+    )  # fmt: skip
 
 
 # -- plain KAN conv stacks ---------------------------------------------------------------------------------------
@@ -224,7 +166,8 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
     Args:
         conv_channels: output channels of the two KAN convs (``shared_kernels=False``, the later paper version's
             full KAN convolutions) or the number of kernels per layer (``shared_kernels=True``, the first
-            version's :class:`ChannelSharedKANConv2d`: layer i outputs C_in * conv_channels[i] channels).
+            version's channel-shared :class:`~kanvision.layers.SharedKANConv2d`: layer i outputs
+            C_in * conv_channels[i] channels).
         head_type: ``"kan"`` (KKAN: KANLinear layers, no bias, as efficient-kan) or ``"mlp"`` (KANC MLP:
             nn.Linear layers).
         head_hidden: widths of the head's hidden layers (``()``: one layer).
@@ -295,9 +238,10 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         channels, size = in_chans, check_int("img_size", img_size, 1)
         for width in conv_channels:
             if shared_kernels:
-                conv = ChannelSharedKANConv2d(
-                    width, kernel_size, 1, 0, basis, basis_kwargs, base_activation, spline_scaler
-                )
+                conv = SharedKANConv2d(
+                    kernel_size, 1, 0, basis, basis_kwargs, base_activation, kernels=width,
+                    spline_scaler=spline_scaler, init="uniform",
+                )  # fmt: skip
                 channels *= width
             else:
                 conv = KANConv2d(

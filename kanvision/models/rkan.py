@@ -7,16 +7,16 @@ RKAN leaves the backbone untouched and adds, around chosen stages, a side path f
 stage output (``ResidualKANBlock``): 1x1 reduce (C_in / 2, no bias) -> SiLU -> 3x3 Chebyshev KAN conv with the
 stage's stride -> BN -> 1x1 expand (C_out, no bias) -> SiLU -> (last stage of the network only) a second KAN
 conv, stride 1 -> BN, combined with the stage output by addition (default), sigmoid gating or SE. The paper's
-KAN conv is ONE k*k -> 1 KAN kernel shared by every channel (``SharedKANConv2d``, 54 and 45 parameters), so
-nearly all added parameters are the two 1x1 convs: ResNet-50 + 1,578,083 = 27,135,115 (ImageNet 77.15 ->
-78.02 top-1 in the paper). RKAN-L is the inverted bottleneck (C_in x 2, 4 or 6 instead of C_in / 2).
+KAN conv is ONE k*k -> 1 KAN kernel shared by every channel (:class:`~kanvision.layers.SharedKANConv2d`, 54 and
+45 parameters), so nearly all added parameters are the two 1x1 convs: ResNet-50 + 1,578,083 = 27,135,115 (ImageNet
+77.15 -> 78.02 top-1 in the paper). RKAN-L is the inverted bottleneck (C_in x 2, 4 or 6 instead of C_in / 2).
 
 What differs from the official code, on purpose:
 - the side path's last BN scale starts at zero, so a freshly wrapped model computes exactly its backbone
   (``add`` and ``se``; ``gate`` mixes ``out * g + r * (1 - g)`` and cannot start as the identity), and
   ``pretrained=True`` loads plain timm backbone checkpoints (``checkpoint_filter_fn``);
-- the KAN conv is computed as 1 + n per-pixel feature maps, each through one depthwise convolution, instead
-  of unfolded patches looped through a KANLinear (the same function, a fraction of the time and memory);
+- the KAN conv is one KANConv2d over the channels folded into the batch instead of unfolded patches looped
+  through a KANLinear (the same function, a fraction of the time and memory);
 - DenseNet stages (dense block + transition) halve odd sizes by flooring while a stride-2 KAN conv rounds up:
   the side path is cropped to the stage output there instead of failing;
 - ``control=True`` replaces every KAN conv by a depthwise conv + SiLU of the same shape, the experiment the
@@ -25,23 +25,22 @@ What differs from the official code, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import timm
 import torch
-import torch.nn.functional as F
 from timm.layers import SEModule
 from timm.models import DenseNet, RegNet, ResNet, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kanvision.layers import ChebyshevBasis, KANConv2d, basis_parameters, create_basis
-from kanvision.layers.activations import resolve_activation
+from kanvision.layers import KANConv2d, SharedKANConv2d, basis_parameters
 from kanvision.layers.helpers import check_int
+from kanvision.models._classifier import ClassifierMixin
 
 __all__ = [
-    "SharedKANConv2d",
+    "SharedKANConv2d",  # backward-compatible import: the layer lives in kanvision.layers
     "ResidualKANBlock",
     "ResidualKANNet",
     "create_rkan",
@@ -60,106 +59,6 @@ SUPPORTED_FAMILIES = (
 )
 
 _PROBE_SIZE = 64  # a multiple of every supported output stride (32), so stage strides come out exact
-
-
-class SharedKANConv2d(nn.Module):
-    """The RKAN paper's KAN convolution: ONE k*k -> 1 KAN kernel shared by all channels (Yu et al., 2410.05500).
-
-    Channel c of the output at a position is ``sum_p phi_p(x_c at kernel position p)``: each channel is
-    convolved on its own, with the same k*k univariate functions for every channel, so C_out = C_in. With
-    n basis functions B_d (Chebyshev T_d(tanh x) by default, degree 3 -> n = 4)::
-
-        phi_p(x) = w_p * b(x) + s_p * g(x) * sum_d c_pd B_d(x)
-
-    Default: the newest official ``ChebyshevKANLinear`` (``KAN_Conv/chebyshevkan.py``: ``skip_activation=True``,
-    an identity base branch b(x) = x, and g(x) = 1). Earlier released forms stay reachable:
-    ``base_activation="silu"`` (b = SiLU) and ``scale_by_input=True`` (g(x) = x, the first commit's
-    ``x * T_d(tanh x)`` einsum). Any registered basis works (``basis=``). Per kernel position: n coefficients, a base
-    weight and a scale, k^2 (n + 2)
-    parameters: 54 for 3x3 degree 3, 45 for 3x3 degree 2. Zero padding is applied to the input before the
-    expansion, exactly like the official unfold (a padded pixel contributes phi_p(0)). Computed as 1 + n
-    per-pixel feature maps, each through one depthwise convolution with its shared kernel, summed; the official
-    code unfolds every patch through a KANLinear (the same function, far slower).
-
-    Init as released: coefficients N(0, 1 / (k^2 n)) (its ``std = 1 / (in * (degree + 1))``), scales 1,
-    base weights U(-1/k, 1/k) (nn.Linear's default over k^2 inputs).
-    """
-
-    def __init__(
-        self,
-        kernel_size: int = 3,
-        stride: int = 1,
-        padding: int | None = None,
-        basis: str = "chebyshev",
-        basis_kwargs: dict | None = None,
-        base_activation: str | Callable[[Tensor], Tensor] = "identity",
-        scale_by_input: bool = False,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ):
-        super().__init__()
-        self.kernel_size = check_int("kernel_size", kernel_size, 1)
-        self.stride = check_int("stride", stride, 1)
-        self.padding = check_int("padding", kernel_size // 2 if padding is None else padding, 0)
-        self.basis = create_basis(basis, **(basis_kwargs or {}))
-        self.base_activation = resolve_activation(base_activation)
-        if self.base_activation is None:
-            raise ValueError("base_activation must be an activation name or callable, got None")
-        self.scale_by_input = scale_by_input
-        dd = dict(device=device, dtype=dtype)
-        k, n = kernel_size, self.basis.num_functions
-        self.coefficients = nn.Parameter(torch.empty(n, k, k, **dd))  # c_pd, basis index first
-        self.base_weight = nn.Parameter(torch.empty(k, k, **dd))  # w_p
-        self.scale = nn.Parameter(torch.empty(k, k, **dd))  # s_p
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        k2 = self.kernel_size**2
-        nn.init.normal_(self.coefficients, std=1.0 / (k2 * self.basis.num_functions))
-        nn.init.ones_(self.scale)
-        nn.init.uniform_(self.base_weight, -(k2**-0.5), k2**-0.5)
-
-    def kernel(self) -> Tensor:
-        """(1 + n, k, k): the weights of [b, B_0..B_{n-1}] at every kernel position."""
-        return torch.cat([self.base_weight.unsqueeze(0), self.scale.unsqueeze(0) * self.coefficients], 0)
-
-    def features(self, x: Tensor) -> list[Tensor]:
-        """The 1 + n maps b(x), g(x) B_0(x), .., g(x) B_{n-1}(x), each shaped like ``x`` (float32 math)."""
-        dtype = x.dtype
-        if dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        if self.scale_by_input and isinstance(self.basis, ChebyshevBasis):
-            # x T_d(t) obeys the Chebyshev recurrence itself: no separate products
-            t = torch.tanh(x)
-            terms = [x, x * t][: self.basis.degree + 1]
-            for _ in range(2, self.basis.degree + 1):
-                terms.append(2 * t * terms[-1] - terms[-2])
-        else:
-            terms = list(self.basis(x, 1).unbind(1))
-            if self.scale_by_input:
-                terms = [x * term for term in terms]
-        return [feature.to(dtype) for feature in (self.base_activation(x), *terms)]
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"SharedKANConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
-        if self.padding:
-            x = F.pad(x, (self.padding,) * 4)
-        channels, k = x.shape[1], self.kernel_size
-        kernel = self.kernel()
-        # one depthwise conv per feature map with its shared kernel expanded (a view) over the channels, summed:
-        # no (C * m)-channel stack is materialised (CPU: 1.7-2.2x faster than stacking + one grouped conv)
-        out = None
-        for feature, weight in zip(self.features(x), kernel, strict=True):
-            y = F.conv2d(feature, weight.expand(channels, 1, k, k), stride=self.stride, groups=channels)
-            out = y if out is None else out + y
-        return out
-
-    def extra_repr(self) -> str:
-        return (
-            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-            f"scale_by_input={self.scale_by_input}"
-        )
 
 
 def _make_kan_conv(
@@ -184,7 +83,7 @@ def _make_kan_conv(
     basis_kwargs = dict(degree=degree) if "degree" in basis_parameters(basis) else {}
     if kan_conv == "shared":
         return SharedKANConv2d(
-            kernel_size, stride, padding, basis, basis_kwargs, base_activation, scale_by_input, **dd
+            kernel_size, stride, padding, basis, basis_kwargs, base_activation, scale_by_input, init="normal", **dd
         )  # fmt: skip
     groups = channels if kan_conv == "depthwise" else 1
     return KANConv2d(
@@ -211,7 +110,7 @@ class ResidualKANBlock(nn.Module):
         inverted_expansion: RKAN-L: width ``in_chs * inverted_expansion`` (2, 4 or 6) instead of ``reduction``.
         second_kan: add the second KAN conv (stride 1, on ``out_chs`` channels).
         combine: ``add`` | ``gate`` | ``se``.
-        kan_conv: ``shared`` (the paper's channel-shared k*k -> 1 kernel, :class:`SharedKANConv2d`),
+        kan_conv: ``shared`` (the paper's channel-shared k*k -> 1 kernel, :class:`~kanvision.layers.SharedKANConv2d`),
             ``depthwise`` (KANConv2d with one kernel per channel) or ``full`` (a dense KANConv2d, C*C kernels).
         degrees: Chebyshev degrees of the first and second KAN conv (paper: 3 and 2).
         control: replace each KAN conv by a depthwise conv + SiLU with the same channels, kernel and stride.
@@ -361,7 +260,7 @@ def _normalize_stages(stages: int | Iterable[int], num_stages: int) -> tuple[int
     return tuple(sorted(values))
 
 
-class ResidualKANNet(nn.Module):
+class ResidualKANNet(ClassifierMixin, nn.Module):
     """A timm ResNet/ResNeXt/Wide-ResNet/RegNet/DenseNet with RKAN side paths around chosen stages (RKANet).
 
     The backbone is an ordinary timm model kept whole under ``backbone`` (its own head, ``forward_head``,
@@ -457,7 +356,7 @@ class ResidualKANNet(nn.Module):
             self.backbone.train(was_training)
         return shapes
 
-    # -- timm model API -----------------------------------------------------------------------------------
+    # -- timm model API (set_grad_checkpointing, forward: ClassifierMixin; the head is the backbone's) -----
     @property
     def num_classes(self) -> int:
         return self.backbone.num_classes
@@ -485,11 +384,6 @@ class ResidualKANNet(nn.Module):
                 matcher[group] = [(prefixed(pattern), suffix) for pattern, suffix in spec]
         matcher["side_paths"] = r"^side_paths\.(\d+)"
         return matcher
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage (with its side path) in backward instead of storing its activations."""
-        self.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -524,9 +418,6 @@ class ResidualKANNet(nn.Module):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.backbone.forward_head(x, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: ResidualKANNet) -> dict[str, Tensor]:

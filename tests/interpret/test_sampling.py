@@ -14,9 +14,8 @@ from kanvision.interpret import (
     record_inputs,
     sample_functions,
 )
-from kanvision.layers import GroupRational, KANConv2d, KANLinear
+from kanvision.layers import GroupRational, KANConv2d, KANLinear, SharedKANConv2d
 from kanvision.models.kan_cnn import ChannelSharedKANConv2d
-from kanvision.models.rkan import SharedKANConv2d
 
 
 @pytest.mark.parametrize("basis", ["bspline", "chebyshev", "rbf"])
@@ -48,9 +47,9 @@ def test_kan_conv2d_functions_sum_to_the_output(padding, border, groups):
 def test_rkan_shared_kernel_functions_sum_to_the_output():
     layer = SharedKANConv2d(3, padding=0).double()
     x = torch.randn(2, 3, 5, 5, dtype=torch.float64)
-    assert function_shape(layer) == (1, 1, 3, 3)
+    assert function_shape(layer.conv) == (1, 1, 3, 3)  # sampled through its 1 -> 1 KANConv2d
     patches = F.unfold(x.reshape(6, 1, 5, 5), 3)  # (N*C, 9, L)
-    phi = evaluate_functions(layer, patches.permute(1, 0, 2).reshape(1, -1))[0, 0]  # (3, 3, 9 * N*C * L)
+    phi = evaluate_functions(layer.conv, patches.permute(1, 0, 2).reshape(1, -1))[0, 0]  # (3, 3, 9 * N*C * L)
     phi = phi.flatten(0, 1).unflatten(-1, (9, 6, 9)).diagonal(dim1=0, dim2=1).sum(-1)  # (N*C, L)
     torch.testing.assert_close(phi.view(2, 3, 3, 3), layer(x), atol=1e-12, rtol=0)
 
@@ -91,11 +90,11 @@ def test_record_inputs_ranges_quantiles_and_grids():
 
 def test_modules_found_in_models():
     model = torch.nn.Sequential(ChannelSharedKANConv2d(2, spline_scaler=True), SharedKANConv2d(), GroupRational(4, 2))
-    assert list(find_function_modules(model)) == ["0.conv", "1", "2"]
+    assert list(find_function_modules(model)) == ["0.conv", "1.conv", "2"]
     assert list(find_function_modules(model, "0.*,2")) == ["0.conv", "2"]
     x = torch.randn(2, 2, 6, 6)
     records = collect_inputs(model[:2], [x])
-    assert records["0.conv"].minimum.shape == (1,) and records["1"].minimum.shape == (1,)
+    assert records["0.conv"].minimum.shape == (1,) and records["1.conv"].minimum.shape == (1,)
     # the channel-shared convolution's functions, evaluated through its inner KANConv2d, give its output
     conv = model[0].conv
     patches = F.unfold(x.reshape(4, 1, 6, 6).double(), 3)  # (N*C, 9, L)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kanvision.kernels import basis_expansion
+from kanvision.kernels import compiled
 from kanvision.layers import GroupRational
 from kanvision.layers.rational import RATIONAL_INITS, group_rational_pytorch
 from kanvision.layers.rational_fused import group_rational_fused
@@ -86,30 +86,12 @@ def test_double_backward_matches_reference():
         torch.testing.assert_close(got, expected)
 
 
-@pytest.fixture
-def compiled_kernels(monkeypatch):
-    """The compiled CPU kernels enabled and a record of whether each call used one."""
-    monkeypatch.delenv("KANVISION_CPU_KERNELS", raising=False)
-    if basis_expansion._broken:
-        pytest.skip("no working C++ toolchain for inductor in this process")
-    record = []
-    run = basis_expansion._run
-
-    def spy(fn, key, *args):
-        out = run(fn, key, *args)
-        record.append((fn.__name__, out is not None))
-        return out
-
-    monkeypatch.setattr(basis_expansion, "_run", spy)
-    return record
-
-
 @pytest.mark.parametrize(("groups", "shared", "dtype"), [(8, True, torch.float64), (1, False, torch.float32)])
-def test_compiled_kernels_match_direct_formula(compiled_kernels, groups, shared, dtype):
+def test_compiled_kernels_match_direct_formula(compiled_calls, groups, shared, dtype):
     a, b = coefficients(groups, shared, dtype=dtype)
-    x = moderate_inputs(basis_expansion.MIN_NUMEL // 256, 256, dtype=dtype)
+    x = moderate_inputs(compiled.MIN_NUMEL // 256, 256, dtype=dtype)
     check_against_direct(x, a, b, groups, rtol=1e-10 if dtype == torch.float64 else 2e-5)
-    assert compiled_kernels == [("_rational_forward", True), ("_rational_backward", True)]
+    assert compiled_calls == [("_rational_forward", True), ("_rational_backward", True)]
 
 
 def test_module_takes_the_fused_path_on_cpu():
@@ -120,7 +102,7 @@ def test_module_takes_the_fused_path_on_cpu():
 
 
 @pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [6, basis_expansion.MIN_NUMEL // 64])  # eager ops, compiled kernels
+@pytest.mark.parametrize("rows", [6, compiled.MIN_NUMEL // 64])  # eager ops, compiled kernels
 def test_bf16_autocast_computes_in_float32(input_dtype, rows):
     layer = GroupRational(64, groups=8, init="gelu")
     x = moderate_inputs(rows, 64, dtype=torch.float32).clamp(-8, 8).to(input_dtype).requires_grad_()
@@ -157,7 +139,7 @@ def test_torch_compile_fullgraph_matches_eager(backend):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("rows", [4, basis_expansion.MIN_NUMEL // 32])  # eager ops, compiled kernels
+@pytest.mark.parametrize("rows", [4, compiled.MIN_NUMEL // 32])  # eager ops, compiled kernels
 def test_float32_finite_up_to_1e30(rows):
     numerator, denominator = (torch.tensor(c, dtype=torch.float32) for c in RATIONAL_INITS["gelu"])
     a, b = numerator.reshape(1, -1).clone(), denominator.repeat(2, 1)

@@ -19,13 +19,8 @@ from omegaconf import OmegaConf
 from timm.models import group_parameters
 
 import kanvision  # noqa: F401  (registers the rkan_* models)
-from kanvision.models.rkan import (
-    ResidualKANBlock,
-    ResidualKANNet,
-    SharedKANConv2d,
-    checkpoint_filter_fn,
-    create_rkan,
-)
+from kanvision.layers import SharedKANConv2d
+from kanvision.models.rkan import ResidualKANBlock, ResidualKANNet, checkpoint_filter_fn, create_rkan
 
 REGISTERED = sorted(timm.list_models("rkan_*"))
 HEAVY = {"rkan_resnet101", "rkan_densenet121", "rkan_regnety_032"}  # run at 32 px to fit the time budget

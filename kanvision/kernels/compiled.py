@@ -1,0 +1,112 @@
+"""Elementwise formulas run as CPU kernels that ``torch.compile`` generates, with the plain ops as the fallback.
+
+Why: on CPU the eager ops make one pass over memory per op, each with a fresh x-sized (or expansion-sized)
+temporary whose page faults cost more than the arithmetic. Compiled, a branch-free formula becomes one loop that
+writes every output once, and a reduction over the basis functions runs in the loop that computes them. The basis
+expansion of :mod:`kanvision.layers.expansion` and the group rational of :mod:`kanvision.layers.rational_fused`
+run here on CPU.
+
+:func:`run` compiles ``fn`` once per process with dynamic sizes (inductor caches the code on disk). Dynamo keeps
+its usual variants: dtypes, sizes 0 and 1, the Python constants ``fn`` reads (such as a basis' number of
+functions) and the global state it guards on, up to its recompile limit per function, past which it runs plain
+ops. Where :func:`usable` says no (small inputs, other devices, tensor subclasses, inside an outer
+``torch.compile``, ``KANVISION_CPU_KERNELS=0``) and where compiling ``fn`` failed once (with a warning, e.g. no
+C++ toolchain), ``fn`` runs as plain ops, with the same results. Under a dispatch mode (FLOP counters) and under
+``torch.compiler.set_stance("force_eager")`` dynamo itself runs ``fn`` as plain ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import types
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["MIN_NUMEL", "canonical", "reset", "run", "unviewed", "usable"]
+
+log = logging.getLogger(__name__)
+
+# Below this many inputs the eager ops are already fast, and small inputs (unit tests, gradcheck) need no compile.
+MIN_NUMEL = 1 << 15
+
+_compiled: dict[tuple, Callable] = {}
+_failed: set[tuple] = set()  # (function, variant) whose compile raised once: plain ops from then on
+
+
+def usable(x: Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)) -> bool:
+    """Whether a kernel for input ``x`` (in its compute dtype, one of ``dtypes``) should be compiled code."""
+    return (
+        not torch.compiler.is_compiling()
+        and type(x) is Tensor
+        and x.layout == torch.strided
+        and x.device.type == "cpu"
+        and x.dtype in dtypes
+        and x.numel() >= MIN_NUMEL
+        and os.environ.get("KANVISION_CPU_KERNELS", "1") != "0"
+    )
+
+
+def run(
+    fn: Callable,
+    x: Tensor,
+    *args,
+    variant: type | None = None,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
+):
+    """``fn(x, *args)``: compiled where :func:`usable` ``(x, dtypes)`` says so, otherwise as plain ops.
+
+    ``fn`` is a module-level function of traceable ops; ``x`` should be :func:`canonical` (compiled code guards on
+    the sizes of a view's base). Each ``variant`` (e.g. the basis class) compiles its own copy of ``fn``, so that
+    its variants do not count against the recompile limit of the others.
+    """
+    key = (fn, variant)
+    if key in _failed or not usable(x, dtypes):
+        return fn(x, *args)
+    compiled = _compiled.get(key)
+    if compiled is None:
+        # dynamic_threads: the generated code reads the OpenMP thread count at run time
+        compiled = _compiled[key] = torch.compile(
+            _copy(fn, variant), dynamic=True, options={"cpp.dynamic_threads": True}
+        )
+    try:
+        return compiled(x, *args)
+    except Exception as error:  # the plain ops are correct, only slower
+        _failed.add(key)
+        log.debug("compiling %s failed", fn.__name__, exc_info=True)
+        warnings.warn(f"kanvision: compiling {fn.__name__} failed, plain ops instead ({error!r})", stacklevel=3)
+        return fn(x, *args)
+
+
+def _copy(fn: Callable, variant: type | None) -> Callable:
+    """``fn`` with a code object of its own (dynamo keeps its compiled variants per code object)."""
+    if variant is None:
+        return fn
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{variant.__name__}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+
+
+def reset() -> None:
+    """Try compiling again the functions that failed (dynamo's own caches stay: see ``torch.compiler.reset``)."""
+    _failed.clear()
+
+
+def unviewed(t: Tensor) -> Tensor:
+    """``t`` as a fresh tensor on the same storage, not a view (outside compiled code): compiled code would guard on
+    the sizes of a view's base, and autograd forbids in-place changes of views made inside a custom Function."""
+    if torch.compiler.is_compiling():
+        return t
+    return t.new_empty(0).set_(t.untyped_storage(), t.storage_offset(), t.shape, t.stride())
+
+
+def canonical(t: Tensor) -> Tensor:
+    """``t`` contiguous with the standard strides (also on size-1 axes, which ``contiguous()`` keeps as they are),
+    :func:`unviewed`."""
+    t = t.contiguous()
+    strides = [1] * t.dim()
+    for d in range(t.dim() - 2, -1, -1):
+        strides[d] = strides[d + 1] * t.shape[d + 1]
+    return unviewed(t.as_strided(t.shape, strides))
