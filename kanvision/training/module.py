@@ -18,6 +18,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
@@ -56,6 +57,18 @@ _DEFAULT_SCHEDULER = {"_target_": "kanvision.training.optim.cosine_with_warmup",
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True, throw_on_missing=True) if OmegaConf.is_config(value) else value
+
+
+def _check_no_missing(value: Any, key: str) -> None:
+    """Raise for a ``???`` (mandatory, unset) value left in a config that Hydra passed on as plain Python."""
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_no_missing(item, f"{key}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_no_missing(item, f"{key}[{index}]")
+    elif value == "???":
+        raise MissingMandatoryValue(f"Missing mandatory value: {key} (set it on the command line or in the config)")
 
 
 def _from_old_recipe(optimizer: Any, scheduler: Any, param_groups: Any) -> tuple[Any, Any, Any]:
@@ -135,6 +148,7 @@ class ImageClassifier(L.LightningModule):
     ):
         super().__init__()
         kwargs = dict(_plain(kwargs) or {})
+        _check_no_missing(kwargs, "model.kwargs")
         for key in ("num_classes", "in_chans"):
             if key in kwargs:
                 raise ValueError(f"set model.{key}, not model.kwargs.{key} (got kwargs.{key}={kwargs[key]})")
