@@ -11,18 +11,16 @@ median of the per-round ratios with its quartiles. ``--reference`` adds the plai
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import platform
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kanvision.bench.throughput import time_callable, write_result
+from kanvision.bench.throughput import benchmark_parser, check_benchmark_args, time_callable, write_result
 from kanvision.layers import GroupRational
 from kanvision.layers.rational import group_rational_pytorch
 
@@ -119,20 +117,14 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--tokens", type=int, default=16 * 197)
     parser.add_argument("--channels", type=int, default=768)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--reference", action="store_true", help="also time the plain PyTorch formula")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.warmup < 0:
-        parser.error(f"--rounds must be >= 1 and --warmup >= 0, got --rounds {args.rounds} --warmup {args.warmup}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
+    check_benchmark_args(parser, args, "rounds")
     result = run(args.device, args.tokens, args.channels, args.groups, args.rounds, args.warmup, args.reference)
     print_table(result)
     write_result(result, args.out, f"activations-{torch.device(args.device).type}-{result['date']}.json")

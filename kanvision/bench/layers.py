@@ -10,17 +10,15 @@ allocated during the step. Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import platform
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from kanvision.bench.throughput import time_callable, write_result
+from kanvision.bench.throughput import benchmark_parser, check_benchmark_args, time_callable, write_result
 from kanvision.layers import KANConv2d, list_bases
 
 
@@ -163,20 +161,14 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--reps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(KANConv2d)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.warmup < 0:
-        parser.error(f"--reps must be >= 1 and --warmup >= 0, got --reps {args.reps} --warmup {args.warmup}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
+    check_benchmark_args(parser, args, "reps")
     result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)
     print_table(result)
     write_result(result, args.out, f"layers-{torch.device(args.device).type}-{result['date']}.json")

@@ -37,6 +37,24 @@ __all__ = ["RESULTS_DIR", "TrainingThroughput", "build_model", "measure_training
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
+def benchmark_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the options the micro-benchmarks share: ``--device``, ``--warmup`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default: benchmarks/results/...)")
+    return parser
+
+
+def check_benchmark_args(parser: argparse.ArgumentParser, args: argparse.Namespace, steps: str) -> None:
+    """Refuse ``--<steps>`` < 1, ``--warmup`` < 0 and a CUDA device on a machine without one."""
+    count = getattr(args, steps)
+    if count < 1 or args.warmup < 0:
+        parser.error(f"--{steps} must be >= 1 and --warmup >= 0, got --{steps} {count} --warmup {args.warmup}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
+
+
 def write_result(result: dict, out: Path | None, default_name: str) -> Path:
     """Write a benchmark's JSON to ``out`` or ``benchmarks/results/<default_name>`` and say where."""
     out = out or RESULTS_DIR / default_name
