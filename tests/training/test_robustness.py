@@ -305,7 +305,17 @@ def test_sigkill_during_training_then_resume(tmp_path):
 
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(_train_command(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Each step lasts at least 0.1 s, so the kill lands mid-run however fast the machine is.
+    (tmp_path / "throttle.py").write_text(
+        "import time\nfrom lightning.pytorch.callbacks import Callback\n\n\n"
+        "class Throttle(Callback):\n"
+        "    def on_train_batch_end(self, *args, **kwargs):\n        time.sleep(0.1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    throttle = "+callbacks.throttle._target_=throttle.Throttle"
+    process = subprocess.Popen(
+        _train_command(run_dir, throttle), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     try:
         deadline = time.monotonic() + 240
         while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
@@ -323,7 +333,9 @@ def test_sigkill_during_training_then_resume(tmp_path):
     # a kill inside a write may leave the hidden temporary file; it never replaces a whole checkpoint
     leftovers = [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
     assert all(checkpoint_io._TEMPORARY.match(name) for name in leftovers), leftovers
-    result = subprocess.run(_train_command(run_dir, "ckpt_path=last"), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        _train_command(run_dir, throttle, "ckpt_path=last"), capture_output=True, text=True, timeout=300, env=env
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]  # the resumed run removed them
     metrics = json.loads((run_dir / "metrics.json").read_text())
