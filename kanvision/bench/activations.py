@@ -11,8 +11,6 @@ median of the per-round ratios with its quartiles. ``--reference`` adds the plai
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
 import statistics
 from collections.abc import Callable
 
@@ -20,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kanvision.bench.throughput import benchmark_parser, check_benchmark_args, time_callable, write_result
+from kanvision.bench.throughput import (
+    benchmark_parser,
+    print_table_header,
+    result_header,
+    run_benchmark,
+    time_callable,
+)
 from kanvision.layers import GroupRational
 from kanvision.layers.rational import group_rational_pytorch
 
@@ -81,14 +85,7 @@ def run(device: str, tokens: int, channels: int, groups: int, rounds: int, warmu
         row["x_gelu_quartiles"] = _quartiles(ratios[name])
         rows.append(row)
     return {
-        "benchmark": "kanvision.bench.activations",
-        "date": dt.date.today().isoformat(),
-        "machine": {
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-            "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-        },
-        "torch": torch.__version__,
+        **result_header("kanvision.bench.activations", dev),
         "shape": [tokens, channels],
         "groups": groups,
         "timing": (
@@ -102,11 +99,9 @@ def run(device: str, tokens: int, channels: int, groups: int, rounds: int, warmu
 
 
 def print_table(result: dict) -> None:
-    print(f"{result['benchmark']}  {result['date']}  {result['machine']['device']}  torch {result['torch']}")
-    print(f"input {tuple(result['shape'])}, groups {result['groups']}, {result['timing']}")
-    header = f"{'activation':34s} {'ms':>9s} {'ms q1-q3':>17s} {'x GELU':>7s} {'x GELU q1-q3':>13s}"
-    print(header)
-    print("-" * len(header))
+    settings = f"input {tuple(result['shape'])}, groups {result['groups']}, {result['timing']}"
+    columns = f"{'activation':34s} {'ms':>9s} {'ms q1-q3':>17s} {'x GELU':>7s} {'x GELU q1-q3':>13s}"
+    print_table_header(result, settings, columns)
     for r in result["rows"]:
         low, high = r["ms_quartiles"]
         line = f"{r['activation']:34s} {r['ms']:9.2f} {low:8.2f}-{high:<8.2f}"
@@ -123,12 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--reference", action="store_true", help="also time the plain PyTorch formula")
-    args = parser.parse_args(argv)
-    check_benchmark_args(parser, args, "rounds")
-    result = run(args.device, args.tokens, args.channels, args.groups, args.rounds, args.warmup, args.reference)
-    print_table(result)
-    write_result(result, args.out, f"activations-{torch.device(args.device).type}-{result['date']}.json")
-    return result
+    return run_benchmark(parser, argv, "rounds", run, print_table)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,19 @@ allocated during the step. Prints a table and writes JSON.
 
 from __future__ import annotations
 
-import datetime as dt
-import platform
 import statistics
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from kanvision.bench.throughput import benchmark_parser, check_benchmark_args, time_callable, write_result
+from kanvision.bench.throughput import (
+    benchmark_parser,
+    print_table_header,
+    result_header,
+    run_benchmark,
+    time_callable,
+)
 from kanvision.layers import KANConv2d, list_bases
 
 
@@ -127,14 +131,7 @@ def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: in
             row["x_wide_conv"] = ratio
             rows.append(row)
     return {
-        "benchmark": "kanvision.bench.layers",
-        "date": dt.date.today().isoformat(),
-        "machine": {
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-            "cpu_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-        },
-        "torch": torch.__version__,
+        **result_header("kanvision.bench.layers", dev),
         "shape": [batch, channels, size, size],
         "timing": (
             f"median of {reps} forward+backward steps after {warmup} warm-up steps; each KAN layer alternates step "
@@ -146,11 +143,8 @@ def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: in
 
 
 def print_table(result: dict) -> None:
-    print(f"{result['benchmark']}  {result['date']}  {result['machine']['device']}  torch {result['torch']}")
-    print(f"input {tuple(result['shape'])}, {result['timing']}")
-    header = f"{'layer':34s} {'ms':>9s} {'x conv':>7s} {'x wide':>7s} {'saved MiB':>10s} {'peak MiB':>9s}"
-    print(header)
-    print("-" * len(header))
+    columns = f"{'layer':34s} {'ms':>9s} {'x conv':>7s} {'x wide':>7s} {'saved MiB':>10s} {'peak MiB':>9s}"
+    print_table_header(result, f"input {tuple(result['shape'])}, {result['timing']}", columns)
     for r in result["rows"]:
         nan = float("nan")
         saved = r["saved_MiB"] if r["saved_MiB"] is not None else nan
@@ -167,12 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--reps", type=int, default=30)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile(KANConv2d)")
-    args = parser.parse_args(argv)
-    check_benchmark_args(parser, args, "reps")
-    result = run(args.device, args.batch, args.channels, args.size, args.reps, args.warmup, args.compile)
-    print_table(result)
-    write_result(result, args.out, f"layers-{torch.device(args.device).type}-{result['date']}.json")
-    return result
+    return run_benchmark(parser, argv, "reps", run, print_table)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import timm
 import torch
 
 import kanvision  # noqa: F401  (registers the kan_* and rkan_* models)
-from kanvision.bench.throughput import build_model, measure_training, write_result
+from kanvision.bench.throughput import build_model, measure_training, print_table_header, write_result
 
 # (group baseline, [(row label, timm name, model kwargs)]); the baseline is the first row of its group
 GROUPS: list[tuple[str, list[tuple[str, str, dict]]]] = [
@@ -140,18 +140,15 @@ def run(
 
 def print_table(result: dict) -> None:
     s = result["settings"]
-    print(f"{result['benchmark']}  {result['date']}  {result['machine']['device']}  torch {result['torch']}")
-    print(
+    settings = (
         f"batch {s['batch_size']} x {s['img_size']} px, amp {s['amp']}, channels_last {s['channels_last']}, "
-        f"threads {s['threads']}"
+        f"threads {s['threads']}\n{result['timing']}"
     )
-    print(result["timing"])
-    header = (
+    columns = (
         f"{'model':26s} {'params':>12s} {'img/s':>9s} {'x base':>7s} {'step ms':>9s} {'cpu ms':>9s} "
         f"{'x base cpu':>10s} {'peak GiB':>9s}"
     )
-    print(header)
-    print("-" * len(header))
+    print_table_header(result, settings, columns)
     nan = float("nan")
     for r in result["rows"]:
         print(
