@@ -313,6 +313,25 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
 _SIMPLE8_WIDTHS = (16, 32, 64, 128, 256, 256, 512, 512)
 _SIMPLE8_STRIDES = (1, 2, 2, 1, 1, 2, 1, 1)
 
+# the model arguments of each registered model, side by side (a caller's kwargs override them)
+_KAN_CNN_ARGS = {
+    "kan_cnn_tiny": dict(widths=(16, 32, 64), strides=(1, 2, 2)),
+    "kan_kacn_simple4": dict(widths=(32, 64, 128, 256), strides=(1, 2, 2, 1), groups=4, base_activation=None),
+    "kan_kacn_simple8": dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, base_activation=None),
+    "kan_kagn_simple8": dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, basis="kagn", act_layer="silu"),
+}
+_SMALL_CONV_KAN_ARGS = {
+    # Bodner et al.'s first version (MNIST): channel-shared kernels
+    "kan_kkan_mnist": dict(conv_channels=(5, 5), shared_kernels=True, head_type="kan", head_grid_size=10),
+    "kan_kanc_mlp_mnist": dict(conv_channels=(5, 5), shared_kernels=True, head_type="mlp", head_hidden=(256,)),
+    # the later version's Fashion-MNIST table, grid 10
+    "kan_kkan_small": dict(conv_channels=(5, 5), head_type="kan", grid_size=10),
+    "kan_kkan_medium": dict(conv_channels=(5, 10), head_type="kan", grid_size=10),
+    "kan_kanc_mlp_small": dict(conv_channels=(5, 5), head_type="mlp", grid_size=10),
+    "kan_kanc_mlp_medium": dict(conv_channels=(5, 10), head_type="mlp", grid_size=10),
+    "kan_kanc_mlp_big": dict(conv_channels=(5, 10), head_type="mlp", head_hidden=(100,), grid_size=10),
+}
+
 
 def _cfg(**kwargs) -> dict:
     return {
@@ -364,12 +383,14 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANConvNet:
+    kwargs = dict(_KAN_CNN_ARGS[variant], **kwargs)
     out_indices = tuple(range(len(kwargs.get("widths", (16, 32)))))  # one feature map per KAN conv
     feature_cfg = dict(flatten_sequential=True, out_indices=out_indices)
     return build_model_with_cfg(KANConvNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
-def _create_small_conv_kan(variant: str, pretrained: bool, model_args: dict, kwargs: dict) -> SmallConvKAN:
+def _create_small_conv_kan(variant: str, pretrained: bool = False, **kwargs) -> SmallConvKAN:
+    model_args = _SMALL_CONV_KAN_ARGS[variant]
     if kwargs.get("basis", "bspline") != "bspline":  # the preset's grid belongs to its B-splines
         model_args = {k: v for k, v in model_args.items() if k not in ("grid_size", "head_grid_size")}
     kwargs = dict(model_args, **kwargs)
@@ -381,79 +402,68 @@ def _create_small_conv_kan(variant: str, pretrained: bool, model_args: dict, kwa
 @register_model
 def kan_cnn_tiny(pretrained: bool = False, **kwargs) -> KANConvNet:
     """Three 3x3 KAN convs (16, 32, 64 channels): the demo network for small images such as the 8x8 digits."""
-    model_args = dict(widths=(16, 32, 64), strides=(1, 2, 2))
-    return _create_kan_cnn("kan_cnn_tiny", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_cnn("kan_cnn_tiny", pretrained, **kwargs)
 
 
 @register_model
 def kan_kkan_mnist(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KKAN (Bodner et al. v1, MNIST 98.7%): 2 x 5 channel-shared KAN kernels, KANLinear(625 -> 10, grid 10); 94,650."""
-    model_args = dict(conv_channels=(5, 5), shared_kernels=True, head_type="kan", head_grid_size=10)
-    return _create_small_conv_kan("kan_kkan_mnist", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kkan_mnist", pretrained, **kwargs)
 
 
 @register_model
 def kan_kanc_mlp_mnist(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANConv & MLP (Bodner et al. v1, MNIST 98.5%): 2 x 5 shared KAN kernels, Linear 625 -> 256 -> 10; 163,726."""
-    model_args = dict(conv_channels=(5, 5), shared_kernels=True, head_type="mlp", head_hidden=(256,))
-    return _create_small_conv_kan("kan_kanc_mlp_mnist", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kanc_mlp_mnist", pretrained, **kwargs)
 
 
 @register_model
 def kan_kkan_small(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KKAN (Small) (Bodner et al., Fashion-MNIST): KAN convs 1->5->5, KANLinear 125 -> 10; 22,800 at grid 10."""
-    model_args = dict(conv_channels=(5, 5), head_type="kan", grid_size=10)
-    return _create_small_conv_kan("kan_kkan_small", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kkan_small", pretrained, **kwargs)
 
 
 @register_model
 def kan_kkan_medium(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KKAN (Medium) (Bodner et al., Fashion-MNIST): KAN convs 1->5->10, KANLinear 250 -> 10; 44,925 at grid 10."""
-    model_args = dict(conv_channels=(5, 10), head_type="kan", grid_size=10)
-    return _create_small_conv_kan("kan_kkan_medium", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kkan_medium", pretrained, **kwargs)
 
 
 @register_model
 def kan_kanc_mlp_small(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANC MLP (Small) (Bodner et al., Fashion-MNIST 87.43%): KAN convs 1->5->5, Linear 125 -> 10; 5,310 at grid 10."""
-    model_args = dict(conv_channels=(5, 5), head_type="mlp", grid_size=10)
-    return _create_small_conv_kan("kan_kanc_mlp_small", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kanc_mlp_small", pretrained, **kwargs)
 
 
 @register_model
 def kan_kanc_mlp_medium(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANC MLP (Medium) (Bodner et al., Fashion-MNIST 88.99%): KAN convs 1->5->10, Linear 250 -> 10; 9,935."""
-    model_args = dict(conv_channels=(5, 10), head_type="mlp", grid_size=10)
-    return _create_small_conv_kan("kan_kanc_mlp_medium", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kanc_mlp_medium", pretrained, **kwargs)
 
 
 @register_model
 def kan_kanc_mlp_big(pretrained: bool = False, **kwargs) -> SmallConvKAN:
     """KANC MLP (Big) (Bodner et al., Fashion-MNIST 89.15%): KAN convs 1->5->10, Linear 250 -> 100 -> 10; 33,535."""
-    model_args = dict(conv_channels=(5, 10), head_type="mlp", head_hidden=(100,), grid_size=10)
-    return _create_small_conv_kan("kan_kanc_mlp_big", pretrained, model_args, kwargs)
+    return _create_small_conv_kan("kan_kanc_mlp_big", pretrained, **kwargs)
 
 
 @register_model
 def kan_kacn_simple4(pretrained: bool = False, **kwargs) -> KANConvNet:
     """torch-conv-kan's 4-layer KACN (Chebyshev degree 3, BN, groups 4, no base branch); 394,058 on CIFAR-10."""
-    model_args = dict(widths=(32, 64, 128, 256), strides=(1, 2, 2, 1), groups=4, base_activation=None)
-    return _create_kan_cnn("kan_kacn_simple4", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_cnn("kan_kacn_simple4", pretrained, **kwargs)
 
 
 @register_model
 def kan_kacn_simple8(pretrained: bool = False, **kwargs) -> KANConvNet:
     """torch-conv-kan's 8-layer KACN (Chebyshev degree 3, BN, no base branch; CIFAR-10 62.1%); 18,092,202."""
-    model_args = dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, base_activation=None)
-    return _create_kan_cnn("kan_kacn_simple8", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_cnn("kan_kacn_simple8", pretrained, **kwargs)
 
 
 @register_model
 def kan_kagn_simple8(pretrained: bool = False, **kwargs) -> KANConvNet:
     """torch-conv-kan's 8-layer KAGN (its Gram basis with learnable scales and SiLU on the values, SiLU base,
     BN + SiLU, zero border; CIFAR-10 84.1%); 22,613,114 parameters, as released."""
-    model_args = dict(widths=_SIMPLE8_WIDTHS, strides=_SIMPLE8_STRIDES, basis="kagn", act_layer="silu")
-    return _create_kan_cnn("kan_kagn_simple8", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_cnn("kan_kagn_simple8", pretrained, **kwargs)
 
 
 def kagn_conv_weight_from_torch_conv_kan(

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
 from kanvision.layers.helpers import create_activation
+from kanvision.models._cfg import imagenet_cfg
 from kanvision.models._classifier import ClassifierMixin
 
 __all__ = ["KANBasicBlock", "KANResNet"]
@@ -167,20 +168,7 @@ class KANResNet(ClassifierMixin, nn.Module):
 
 
 def _cfg(**kwargs) -> dict:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "first_conv": "conv1",
-        "classifier": "head.fc",
-        "paper_ids": "arXiv:2406.13155",
-        **kwargs,
-    }
+    return imagenet_cfg(dict(interpolation="bicubic", first_conv="conv1", paper_ids="arXiv:2406.13155"), **kwargs)
 
 
 def _cifar_cfg(**kwargs) -> dict:
@@ -200,33 +188,33 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _create_kan_resnet(variant: str, pretrained: bool = False, **kwargs) -> KANResNet:
-    return build_model_with_cfg(KANResNet, variant, pretrained, **kwargs)
+def _create_kan_resnet(
+    variant: str, layers: tuple[int, ...], stem_type: str, pretrained: bool = False, /, **kwargs
+) -> KANResNet:
+    # positional-only, so that a caller's layers= or stem_type= lands in kwargs and overrides the preset
+    model_args = dict(layers=layers, stem_type=stem_type)
+    return build_model_with_cfg(KANResNet, variant, pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def kan_resnet18(pretrained: bool = False, **kwargs) -> KANResNet:
     """KAN-ResNet-18, 224 px stem; any basis (default Chebyshev degree 3: 5x a ResNet-18's conv parameters)."""
-    model_args = dict(layers=(2, 2, 2, 2), stem_type="imagenet")
-    return _create_kan_resnet("kan_resnet18", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_resnet("kan_resnet18", (2, 2, 2, 2), "imagenet", pretrained, **kwargs)
 
 
 @register_model
 def kan_resnet34(pretrained: bool = False, **kwargs) -> KANResNet:
     """KAN-ResNet-34, 224 px stem; any basis (default Chebyshev degree 3)."""
-    model_args = dict(layers=(3, 4, 6, 3), stem_type="imagenet")
-    return _create_kan_resnet("kan_resnet34", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_resnet("kan_resnet34", (3, 4, 6, 3), "imagenet", pretrained, **kwargs)
 
 
 @register_model
 def kan_resnet18_cifar(pretrained: bool = False, **kwargs) -> KANResNet:
     """KAN-ResNet-18 with the CIFAR stem (3x3 stride 1, no max pool) for 32 px input."""
-    model_args = dict(layers=(2, 2, 2, 2), stem_type="cifar")
-    return _create_kan_resnet("kan_resnet18_cifar", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_resnet("kan_resnet18_cifar", (2, 2, 2, 2), "cifar", pretrained, **kwargs)
 
 
 @register_model
 def kan_resnet34_cifar(pretrained: bool = False, **kwargs) -> KANResNet:
     """KAN-ResNet-34 with the CIFAR stem (3x3 stride 1, no max pool) for 32 px input."""
-    model_args = dict(layers=(3, 4, 6, 3), stem_type="cifar")
-    return _create_kan_resnet("kan_resnet34_cifar", pretrained, **dict(model_args, **kwargs))
+    return _create_kan_resnet("kan_resnet34_cifar", (3, 4, 6, 3), "cifar", pretrained, **kwargs)

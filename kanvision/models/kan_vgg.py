@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from kanvision.layers import KANConv2d
 from kanvision.layers.activations import resolve_activation
 from kanvision.layers.helpers import create_activation, create_norm
+from kanvision.models._cfg import imagenet_cfg
 from kanvision.models._classifier import SequentialFeaturesMixin
 from kanvision.models.kan_cnn import kagn_conv_weight_from_torch_conv_kan
 
@@ -251,21 +252,10 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: KANVGG) -> dict[s
 
 
 def _cfg(**kwargs) -> dict:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": 0.875,
-        "interpolation": "bilinear",
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "first_conv": "features.0.base_conv",
-        "classifier": "head.fc",
-        "paper_ids": "arXiv:2407.01092",
-        "license": "mit",
-        **kwargs,
-    }
+    family = dict(
+        interpolation="bilinear", first_conv="features.0.base_conv", paper_ids="arXiv:2407.01092", license="mit"
+    )
+    return imagenet_cfg(family, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(

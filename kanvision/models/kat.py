@@ -415,7 +415,8 @@ def checkpoint_filter_fn(
 # registry
 
 
-def _create_kat(variant: str, pretrained: bool = False, **kwargs: Any) -> Kat:
+def _create_kat(variant: str, pretrained: bool, model_args: dict[str, Any], kwargs: dict[str, Any]) -> Kat:
+    kwargs = dict(patch_size=16, **model_args) | kwargs  # every registered KAT has 16 px patches
     out_indices = kwargs.pop("out_indices", 3)
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if overlay.get("file") or overlay.get("url"):
@@ -457,35 +458,23 @@ def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
 _RELEASE = "https://github.com/Adamdad/kat/releases/download/checkpoint/"
 # Official checkpoints (MIT), named as in the official timm configs and evaluation log. The official README's
 # table swaps the tiny and small "from scratch" links; these names are the right ones.
+_RELEASED_URLS = {
+    "kat_tiny_patch16_224.in1k": _RELEASE
+    + "kat_tiny_patch16_224_1f3ad3b2e69821f3d412f2924cf159a0e266f142d739cb68f68f796f5a0fe289.pth",
+    "kat_tiny_patch16_224.vitft_in1k": _RELEASE
+    + "kat_tiny_patch16_224-finetune_64f124d003803e4a7e1aba1ba23500ace359b544e8a5f0110993f25052e402fb.pth",
+    "kat_small_patch16_224.in1k": _RELEASE
+    + "kat_small_patch16_224_32487885cf13d2c14e461c9016fac8ad43f7c769171f132530941e930aeb5fe2.pth",
+    "kat_small_patch16_224.vitft_in1k": _RELEASE
+    + "kat_small_patch_224-finetune_3ae087a4c28e2993468eb377d5151350c52c80b2a70cc48ceec63d1328ba58e0.pth",
+    "kat_base_patch16_224.in1k": _RELEASE
+    + "kat_base_patch16_224_abff874d925d756d15cde97303f772a3460ddbd44b9c53fb9ce5cf15be230fb6.pth",
+    "kat_base_patch16_224.vitft_in1k": "https://huggingface.co/adamdad/kat_pretained/resolve/main/"
+    "kat_base_patch16_224-finetune_440bf1ead9dd8ecab642078cfb60ae542f1fa33ca65517260501e02c011e38f2.pth",
+}
 default_cfgs = generate_default_cfgs(
     {
-        "kat_tiny_patch16_224.in1k": _cfg(
-            url=_RELEASE + "kat_tiny_patch16_224_1f3ad3b2e69821f3d412f2924cf159a0e266f142d739cb68f68f796f5a0fe289.pth",
-            license="mit",
-        ),
-        "kat_tiny_patch16_224.vitft_in1k": _cfg(
-            url=_RELEASE
-            + "kat_tiny_patch16_224-finetune_64f124d003803e4a7e1aba1ba23500ace359b544e8a5f0110993f25052e402fb.pth",
-            license="mit",
-        ),
-        "kat_small_patch16_224.in1k": _cfg(
-            url=_RELEASE + "kat_small_patch16_224_32487885cf13d2c14e461c9016fac8ad43f7c769171f132530941e930aeb5fe2.pth",
-            license="mit",
-        ),
-        "kat_small_patch16_224.vitft_in1k": _cfg(
-            url=_RELEASE
-            + "kat_small_patch_224-finetune_3ae087a4c28e2993468eb377d5151350c52c80b2a70cc48ceec63d1328ba58e0.pth",
-            license="mit",
-        ),
-        "kat_base_patch16_224.in1k": _cfg(
-            url=_RELEASE + "kat_base_patch16_224_abff874d925d756d15cde97303f772a3460ddbd44b9c53fb9ce5cf15be230fb6.pth",
-            license="mit",
-        ),
-        "kat_base_patch16_224.vitft_in1k": _cfg(
-            url="https://huggingface.co/adamdad/kat_pretained/resolve/main/"
-            "kat_base_patch16_224-finetune_440bf1ead9dd8ecab642078cfb60ae542f1fa33ca65517260501e02c011e38f2.pth",
-            license="mit",
-        ),
+        **{name: _cfg(url=url, license="mit") for name, url in _RELEASED_URLS.items()},
         "kat_tiny_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
         "kat_small_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
         "kat_base_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
@@ -497,47 +486,43 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def kat_tiny_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-T/16 (5,718,328 parameters): ViT-Ti/16 with GR-KAN MLPs; 74.6 top-1 from scratch, 75.7 from ViT."""
-    model_args = dict(patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create_kat("kat_tiny_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_kat("kat_tiny_patch16_224", pretrained, dict(embed_dim=192, depth=12, num_heads=3), kwargs)
 
 
 @register_model
 def kat_small_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-S/16 (22.1M): ViT-S/16 with GR-KAN MLPs; 81.2 top-1 from scratch, 82.0 from ViT."""
-    model_args = dict(patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create_kat("kat_small_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_kat("kat_small_patch16_224", pretrained, dict(embed_dim=384, depth=12, num_heads=6), kwargs)
 
 
 @register_model
 def kat_base_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-B/16 (86.6M): ViT-B/16 with GR-KAN MLPs; 82.3 top-1 from scratch, 82.8 from ViT."""
-    model_args = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    return _create_kat("kat_base_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_kat("kat_base_patch16_224", pretrained, dict(embed_dim=768, depth=12, num_heads=12), kwargs)
 
 
 @register_model
 def kat_tiny_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-T/16 at 384 px (fine-tuning size of the AugReg ViT-Ti/16 384 weights)."""
-    model_args = dict(img_size=384, patch_size=16, embed_dim=192, depth=12, num_heads=3)
-    return _create_kat("kat_tiny_patch16_384", pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(img_size=384, embed_dim=192, depth=12, num_heads=3)
+    return _create_kat("kat_tiny_patch16_384", pretrained, model_args, kwargs)
 
 
 @register_model
 def kat_small_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-S/16 at 384 px (fine-tuning size of the AugReg ViT-S/16 384 weights)."""
-    model_args = dict(img_size=384, patch_size=16, embed_dim=384, depth=12, num_heads=6)
-    return _create_kat("kat_small_patch16_384", pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(img_size=384, embed_dim=384, depth=12, num_heads=6)
+    return _create_kat("kat_small_patch16_384", pretrained, model_args, kwargs)
 
 
 @register_model
 def kat_base_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-B/16 at 384 px (fine-tuning size of the AugReg ViT-B/16 384 weights)."""
-    model_args = dict(img_size=384, patch_size=16, embed_dim=768, depth=12, num_heads=12)
-    return _create_kat("kat_base_patch16_384", pretrained=pretrained, **dict(model_args, **kwargs))
+    model_args = dict(img_size=384, embed_dim=768, depth=12, num_heads=12)
+    return _create_kat("kat_base_patch16_384", pretrained, model_args, kwargs)
 
 
 @register_model
 def kat_large_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-L/16: ViT-L/16 (24 blocks, width 1024) with GR-KAN MLPs; not in the paper, for ViT-L initialisation."""
-    model_args = dict(patch_size=16, embed_dim=1024, depth=24, num_heads=16)
-    return _create_kat("kat_large_patch16_224", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_kat("kat_large_patch16_224", pretrained, dict(embed_dim=1024, depth=24, num_heads=16), kwargs)

@@ -481,12 +481,18 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def _create_rkan(variant: str, pretrained: bool = False, **kwargs) -> ResidualKANNet:
+def _create_rkan(variant: str, backbone: str, pretrained: bool = False, /, **kwargs) -> ResidualKANNet:
     if kwargs.pop("features_only", False):
         raise ValueError(f"{variant} does not support features_only; use the backbone's timm model for features")
+    kwargs = {"backbone": backbone, **kwargs}  # positional-only backbone: a caller's backbone= lands here and wins
     return build_model_with_cfg(
         ResidualKANNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
     )
+
+
+def _create_rkan_cifar(variant: str, backbone: str, pretrained: bool = False, /, **kwargs) -> ResidualKANNet:
+    """An RKAN for 32 px CIFAR images: the CIFAR stem and 10 classes unless ``kwargs`` say otherwise."""
+    return _create_rkan(variant, backbone, pretrained, **{"stem": "cifar", "num_classes": 10, **kwargs})
 
 
 def create_rkan(
@@ -511,7 +517,7 @@ def create_rkan(
     if "stages" in kwargs and not isinstance(kwargs["stages"], int):
         kwargs["stages"] = tuple(kwargs["stages"])  # a Hydra ListConfig or a list
     variant = f"rkan_{backbone.partition('.')[0]}"
-    return _create_rkan(variant, pretrained, pretrained_cfg=cfg, backbone=backbone, **kwargs)
+    return _create_rkan(variant, backbone, pretrained, pretrained_cfg=cfg, **kwargs)
 
 
 @register_model
@@ -523,75 +529,64 @@ def rkan_generic(pretrained: bool = False, **kwargs) -> ResidualKANNet:
 @register_model
 def rkan_resnet18(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNet-18: stage-4 side path (256 -> 128 -> 512), +99,683 parameters."""
-    model_args = dict(backbone="resnet18")
-    return _create_rkan("rkan_resnet18", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_resnet18", "resnet18", pretrained, **kwargs)
 
 
 @register_model
 def rkan_resnet18_cifar(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNet-18 for 32 px CIFAR images: the CIFAR stem (3x3 stride-1 conv, no max pooling), stage-4 side path."""
-    model_args = dict(backbone="resnet18", stem="cifar", num_classes=10)
-    return _create_rkan("rkan_resnet18_cifar", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan_cifar("rkan_resnet18_cifar", "resnet18", pretrained, **kwargs)
 
 
 @register_model
 def rkan_resnet34_cifar(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNet-34 for 32 px CIFAR images: the CIFAR stem, stage-4 side path."""
-    model_args = dict(backbone="resnet34", stem="cifar", num_classes=10)
-    return _create_rkan("rkan_resnet34_cifar", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan_cifar("rkan_resnet34_cifar", "resnet34", pretrained, **kwargs)
 
 
 @register_model
 def rkan_resnet34(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNet-34: stage-4 side path (256 -> 128 -> 512), +99,683 parameters."""
-    model_args = dict(backbone="resnet34")
-    return _create_rkan("rkan_resnet34", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_resnet34", "resnet34", pretrained, **kwargs)
 
 
 @register_model
 def rkan_resnet50(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNet-50 (paper, ImageNet 78.02): stage-4 side path, 25,557,032 + 1,578,083 = 27,135,115 parameters."""
-    model_args = dict(backbone="resnet50")
-    return _create_rkan("rkan_resnet50", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_resnet50", "resnet50", pretrained, **kwargs)
 
 
 @register_model
 def rkan_resnet101(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKANet-101 (paper, CIFAR-100 85.12 at 128 px): +1,578,083 parameters, 44,283,143 with 100 classes."""
-    model_args = dict(backbone="resnet101")
-    return _create_rkan("rkan_resnet101", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_resnet101", "resnet101", pretrained, **kwargs)
 
 
 @register_model
 def rkan_resnext50_32x4d(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-ResNeXt-50 32x4d: stage-4 side path (1024 -> 512 -> 2048), +1,578,083 parameters."""
-    model_args = dict(backbone="resnext50_32x4d")
-    return _create_rkan("rkan_resnext50_32x4d", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_resnext50_32x4d", "resnext50_32x4d", pretrained, **kwargs)
 
 
 @register_model
 def rkan_densenet121(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-DenseNet-121: side path around dense block 4 + norm5 (512 -> 256 -> 1024), +395,875 parameters."""
-    model_args = dict(backbone="densenet121")
-    return _create_rkan("rkan_densenet121", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_densenet121", "densenet121", pretrained, **kwargs)
 
 
 @register_model
 def rkan_regnety_008(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-RegNetY-800MF: stage-4 side path (320 -> 160 -> 768), +176,035 parameters."""
-    model_args = dict(backbone="regnety_008")
-    return _create_rkan("rkan_regnety_008", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_regnety_008", "regnety_008", pretrained, **kwargs)
 
 
 @register_model
 def rkan_regnety_016(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-RegNetY-1.6GF: stage-4 side path (336 -> 168 -> 888), +207,843 parameters."""
-    model_args = dict(backbone="regnety_016")
-    return _create_rkan("rkan_regnety_016", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_regnety_016", "regnety_016", pretrained, **kwargs)
 
 
 @register_model
 def rkan_regnety_032(pretrained: bool = False, **kwargs) -> ResidualKANNet:
     """RKAN-RegNetY-3.2GF: stage-4 side path (576 -> 288 -> 1512), +605,043 parameters."""
-    model_args = dict(backbone="regnety_032")
-    return _create_rkan("rkan_regnety_032", pretrained, **dict(model_args, **kwargs))
+    return _create_rkan("rkan_regnety_032", "regnety_032", pretrained, **kwargs)
