@@ -100,19 +100,10 @@ class _KANConvNd(KANLayer):
             raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
         self.padding_mode = padding_mode
         super().__init__(
-            in_features=in_channels,
-            out_features=out_channels,
-            kernel_size=self.kernel_size,
-            groups=groups,
-            basis=basis,
-            basis_kwargs=basis_kwargs,
-            base_activation=base_activation,
-            bias=bias,
-            drop_rate=drop_rate,
-            recompute_basis=recompute_basis,
-            device=device,
-            dtype=dtype,
-        )
+            in_features=in_channels, out_features=out_channels, kernel_size=self.kernel_size, groups=groups,
+            basis=basis, basis_kwargs=basis_kwargs, base_activation=base_activation, bias=bias, drop_rate=drop_rate,
+            recompute_basis=recompute_basis, device=device, dtype=dtype,
+        )  # fmt: skip
         self.in_channels = in_channels
         self.out_channels = out_channels
         self._pad = self._explicit_padding()

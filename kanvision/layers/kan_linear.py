@@ -39,19 +39,10 @@ class KANLinear(KANLayer):
         dtype: torch.dtype | None = None,
     ):
         super().__init__(
-            in_features=in_features,
-            out_features=out_features,
-            kernel_size=(),
-            groups=1,
-            basis=basis,
-            basis_kwargs=basis_kwargs,
-            base_activation=base_activation,
-            bias=bias,
-            drop_rate=drop_rate,
-            recompute_basis=recompute_basis,
-            device=device,
-            dtype=dtype,
-        )
+            in_features=in_features, out_features=out_features, kernel_size=(), groups=1, basis=basis,
+            basis_kwargs=basis_kwargs, base_activation=base_activation, bias=bias, drop_rate=drop_rate,
+            recompute_basis=recompute_basis, device=device, dtype=dtype,
+        )  # fmt: skip
         self.in_features = in_features
         self.out_features = out_features
 
