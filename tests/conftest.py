@@ -25,7 +25,8 @@ def compiled_calls(monkeypatch):
     run = compiled.run
 
     def spy(fn, x, *args, **kwargs):
-        dtypes, key = kwargs.get("dtypes", (torch.float32, torch.float64)), (fn, kwargs.get("variant"))
+        dtypes = kwargs.get("dtypes", (torch.float32, torch.float64))
+        key = (fn, kwargs.get("variant"), compiled._vector_bits(x))
         took = key not in compiled._failed and compiled.usable(x, dtypes)
         out = run(fn, x, *args, **kwargs)
         if x.numel() >= compiled.MIN_NUMEL:

@@ -12,7 +12,8 @@ the measured size (``torch.utils.flop_counter`` on the meta device, custom ops i
 machine slows both alike; each round gives one ratio, and the table reports the median ratio with its spread
 (half the interquartile range of the per-round ratios, relative to the median). Peak memory is measured for one
 model at a time over its first two training steps: CUDA ``max_memory_allocated``, on CPU the weights plus the rise
-of the process' peak resident set (gradients, optimizer state and activations).
+of the process' peak resident set (gradients, optimizer state and activations) after one untimed forward and
+backward, which loads what is built once per process.
 
 Writes ``benchmarks/results/zoo-<device>-<date>.csv`` and ``.json``.
 """
@@ -147,11 +148,16 @@ class _Runner:
     def peak_memory_bytes(self) -> int:
         """Peak memory of the model's first two training steps (the first creates the optimizer state): CUDA
         ``max_memory_allocated``; on CPU the weights' bytes plus the rise of the process' peak resident set over the
-        steps, after returning freed heap memory to the system (``malloc_trim``, glibc) so that it is not reused."""
+        steps, after returning freed heap memory to the system (``malloc_trim``, glibc) so that it is not reused.
+        On CPU a forward and backward without an optimizer step comes first, so that what is built once per process
+        on first use (kernels compiled or loaded, lazily imported modules) is not counted as the model's memory."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.train(), self.train()
             return torch.cuda.max_memory_allocated(self.device)
+        self.model.train()
+        F.cross_entropy(self.model(self.images), self.labels).backward()
+        self.model.zero_grad(set_to_none=True)
         gc.collect()
         _malloc_trim()
         if not _reset_cpu_peak_rss():

@@ -121,7 +121,8 @@ class _GroupRational(torch.autograd.Function):
         ctx.save_for_backward(x, weight_numerator, weight_denominator)
         ctx.groups = groups
         m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
-        coef = _coefficient_table(weight_numerator.detach(), weight_denominator.detach(), groups, x)
+        # an intermediate, not an input or output: kept on ctx for the backward, which then skips rebuilding it
+        ctx.coef = coef = _coefficient_table(weight_numerator.detach(), weight_denominator.detach(), groups, x)
         y = compiled.run(_rational_forward, _grouped(x, groups), coef, m, n, dtypes=_DTYPES)
         return y.reshape(x.shape)
 
@@ -139,8 +140,7 @@ class _GroupRational(torch.autograd.Function):
                 grads = torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True)
             return (*grads, None)
         m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
-        coef = _coefficient_table(weight_numerator, weight_denominator, groups, x)
-        args = (_grouped(grad.to(x.dtype), groups), coef, m, n)
+        args = (_grouped(grad.to(x.dtype), groups), ctx.coef, m, n)
         gx, per_group = compiled.run(
             _rational_backward, _grouped(x, groups), *args, dtypes=_DTYPES
         )  # per_group: (K, groups)

@@ -118,8 +118,9 @@ def test_half_precision_input_computes_in_float32(compiled_calls):
 
 def test_new_sizes_and_grids_reuse_the_compiled_kernels(compiled_calls):
     first = create_basis("bspline", grid_size=5)
-    x = _x((4, 16, 24, 24), dtype=torch.float32)
-    first(x, 2, F.silu).sum().backward()  # compiles this variant (or finds it compiled)
+    # compiles this variant (or finds it compiled) for rows that are a multiple of the vector width and for others
+    for shape in [(4, 16, 24, 24), (4, 16, 24, 25)]:
+        first(_x(shape, dtype=torch.float32), 2, F.silu).sum().backward()
     graphs = counters["stats"]["unique_graphs"]
     # P = Q, sizes equal to n, other grids with the same number of functions, other batch sizes and instances
     for shape, basis in [
@@ -133,7 +134,7 @@ def test_new_sizes_and_grids_reuse_the_compiled_kernels(compiled_calls):
         torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-5, rtol=0)  # float32 rounding
         y.sum().backward()
     assert counters["stats"]["unique_graphs"] == graphs
-    assert all(ok for _, ok in compiled_calls) and len(compiled_calls) == 10
+    assert all(ok for _, ok in compiled_calls) and len(compiled_calls) == 12
 
 
 def test_a_function_that_fails_to_compile_runs_the_plain_ops_with_a_warning(compiled_calls, monkeypatch):
@@ -324,3 +325,12 @@ def test_size_one_axes_and_thread_counts_give_the_same_values(compiled_calls):
     finally:
         torch.set_num_threads(threads)
     assert all(ok for _, ok in compiled_calls)
+
+
+@pytest.mark.parametrize(("capability", "last", "dtype", "bits"), [
+    ("AVX512", 24, torch.float32, 256), ("AVX512", 96, torch.float32, None), ("AVX512", 12, torch.float64, 256),
+    ("AVX512", 24, torch.float64, None), ("AVX2", 24, torch.float32, None), ("DEFAULT", 7, torch.float32, None),
+])  # fmt: skip
+def test_rows_off_the_widest_vector_get_half_width_vectors(monkeypatch, capability, last, dtype, bits):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert compiled._vector_bits(torch.empty(3, last, dtype=dtype)) == bits

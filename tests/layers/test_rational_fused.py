@@ -86,10 +86,13 @@ def test_double_backward_matches_reference():
         torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize(("groups", "shared", "dtype"), [(8, True, torch.float64), (1, False, torch.float32)])
-def test_compiled_kernels_match_direct_formula(compiled_calls, groups, shared, dtype):
+@pytest.mark.parametrize(
+    ("groups", "shared", "dtype", "channels"),
+    [(8, True, torch.float64, 256), (1, False, torch.float32, 256), (8, False, torch.float32, 192)],
+)  # 192 / 8: groups of 24 channels, not a multiple of a 512-bit vector of float32
+def test_compiled_kernels_match_direct_formula(compiled_calls, groups, shared, dtype, channels):
     a, b = coefficients(groups, shared, dtype=dtype)
-    x = moderate_inputs(compiled.MIN_NUMEL // 256, 256, dtype=dtype)
+    x = moderate_inputs(-(-compiled.MIN_NUMEL // channels), channels, dtype=dtype)
     check_against_direct(x, a, b, groups, rtol=1e-10 if dtype == torch.float64 else 2e-5)
     assert compiled_calls == [("_rational_forward", True), ("_rational_backward", True)]
 
