@@ -8,8 +8,8 @@
 For each model (and its baseline, built and measured in the same process): parameters, forward GFLOPs per image at
 the measured size (``torch.utils.flop_counter`` on the meta device, custom ops included), inference images/s
 (``eval``, ``no_grad``), training images/s (AdamW steps) and peak memory. Model and baseline alternate step by step
-(one step of each per round, as in timm's benchmark and kanvision's layer benchmark) so that the load of a shared
-machine slows both alike; each round gives one ratio, and the table reports the median ratio with its spread
+(one step of each per round, in ABBA order as kanvision's layer benchmark) so that the load of a shared machine
+slows both alike; each round gives one ratio, and the table reports the median ratio with its spread
 (half the interquartile range of the per-round ratios, relative to the median). Peak memory is measured for one
 model at a time over its first two training steps: CUDA ``max_memory_allocated``, on CPU the weights plus the rise
 of the process' peak resident set (gradients, optimizer state and activations) after one untimed forward and
@@ -203,10 +203,13 @@ def measure_pair(
             runner.infer(), runner.train()
     infer: list[list[float]] = [[] for _ in runners]
     train: list[list[float]] = [[] for _ in runners]
-    for _ in range(rounds):
-        for i, runner in enumerate(runners):
+    for r in range(rounds):
+        # ABBA: a step runs after a different kind of step each round (an inference step frees less memory than a
+        # training step, and the allocator's state then favours whichever follows the larger step)
+        order = list(enumerate(runners)) if r % 2 == 0 else list(enumerate(runners))[::-1]
+        for i, runner in order:
             infer[i].append(batch_size / runner.infer())
-        for i, runner in enumerate(runners):
+        for i, runner in order:
             train[i].append(batch_size / runner.train())
     del runners
     gc.collect()

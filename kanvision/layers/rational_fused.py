@@ -34,9 +34,9 @@ from kanvision.layers.helpers import plain_ops_required
 __all__ = ["check_arguments", "group_rational_fused"]
 
 
-def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, groups: int, x: Tensor) -> Tensor:
+def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, x: Tensor) -> Tensor:
     """(m + 1 + n, groups, 1) in x's compute dtype (float32 or float64): a_0..a_m, |b_1|..|b_n| of each group."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
+    dtype, groups = torch.promote_types(x.dtype, torch.float32), weight_denominator.shape[0]
     per_group = torch.cat([weight_numerator.to(dtype).expand(groups, -1), weight_denominator.to(dtype).abs()], 1)
     return per_group.t().unsqueeze(-1).contiguous()
 
@@ -80,15 +80,20 @@ def _safe_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
     return t, s, big, p, inverse_q, scale, dp, dq
 
 
-def _rational_forward(x: Tensor, coef: Tensor, m: int, n: int) -> Tensor:
-    """F(x) in x's dtype for ``x`` (R, groups, C/groups) and ``coef`` from ``_coefficient_table``."""
+# The kernels take the weights, not a table built from them: building it inside costs nothing there, where eager
+# ops would cost more per call than the whole kernel on small inputs.
+def _rational_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int) -> Tensor:
+    """F(x) in x's dtype for ``x`` (R, groups, C/groups)."""
+    coef = _coefficient_table(weight_numerator, weight_denominator, x)
     _, _, _, p, inverse_q, scale, _, _ = _safe_terms(x, coef, m, n, derivatives=False)
     return (scale * p * inverse_q).to(x.dtype)
 
 
-def _rational_backward(x: Tensor, grad: Tensor, coef: Tensor, m: int, n: int) -> tuple[Tensor, Tensor]:
-    """x's gradient (x's dtype) and the (m + 1 + n, groups) gradients of a_0..a_m, |b_1|..|b_n|, summed over all
-    rows and channels of each group, for ``x`` and ``grad`` (R, groups, C/groups)."""
+def _rational_backward(
+    x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients of x and of both weights (each in its dtype), for ``x`` and ``grad`` (R, groups, C/groups)."""
+    coef = _coefficient_table(weight_numerator, weight_denominator, x)
     t, s, big, p, inverse_q, scale, dp, dq = _safe_terms(x, coef, m, n, derivatives=True)
     g = grad.to(coef.dtype)
     r = p * inverse_q
@@ -103,8 +108,12 @@ def _rational_backward(x: Tensor, grad: Tensor, coef: Tensor, m: int, n: int) ->
     # summed over the channels of a group first: the reductions then run in the loop that writes gx (R, K, groups)
     terms = [u * torch.where(big, powers_t[m - k], powers_t[k]) for k in range(m + 1)]
     terms += [v * torch.where(big, powers_s[n - i], powers_s[i]) for i in range(1, n + 1)]
-    partial = torch.stack([term.sum(-1) for term in terms], 1)
-    return gx.to(x.dtype), partial.sum(0)
+    per_group = torch.stack([term.sum(-1) for term in terms], 1).sum(0)  # (m + 1 + n, groups)
+    grad_numerator = per_group[: m + 1].t()
+    if weight_numerator.shape[0] == 1:
+        grad_numerator = grad_numerator.sum(0, keepdim=True)
+    grad_denominator = per_group[m + 1 :].t() * torch.sign(weight_denominator).to(per_group.dtype)
+    return gx.to(x.dtype), grad_numerator.to(weight_numerator.dtype), grad_denominator.to(weight_denominator.dtype)
 
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -121,9 +130,8 @@ class _GroupRational(torch.autograd.Function):
         ctx.save_for_backward(x, weight_numerator, weight_denominator)
         ctx.groups = groups
         m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
-        # an intermediate, not an input or output: kept on ctx for the backward, which then skips rebuilding it
-        ctx.coef = coef = _coefficient_table(weight_numerator.detach(), weight_denominator.detach(), groups, x)
-        y = compiled.run(_rational_forward, _grouped(x, groups), coef, m, n, dtypes=_DTYPES)
+        weights = (weight_numerator.detach(), weight_denominator.detach())
+        y = compiled.run(_rational_forward, _grouped(x, groups), *weights, m, n, dtypes=_DTYPES)
         return y.reshape(x.shape)
 
     @staticmethod
@@ -140,18 +148,14 @@ class _GroupRational(torch.autograd.Function):
                 grads = torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True)
             return (*grads, None)
         m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
-        args = (_grouped(grad.to(x.dtype), groups), ctx.coef, m, n)
-        gx, per_group = compiled.run(
+        args = (_grouped(grad.to(x.dtype), groups), weight_numerator, weight_denominator, m, n)
+        gx, grad_numerator, grad_denominator = compiled.run(
             _rational_backward, _grouped(x, groups), *args, dtypes=_DTYPES
-        )  # per_group: (K, groups)
-        grad_numerator = per_group[: m + 1].t()  # (groups, m+1)
-        if weight_numerator.shape[0] == 1:
-            grad_numerator = grad_numerator.sum(0, keepdim=True)
-        grad_denominator = per_group[m + 1 :].t() * torch.sign(weight_denominator).to(per_group.dtype)
+        )
         return (
             gx.reshape(x.shape) if ctx.needs_input_grad[0] else None,
-            grad_numerator.to(weight_numerator.dtype) if ctx.needs_input_grad[1] else None,
-            grad_denominator.to(weight_denominator.dtype) if ctx.needs_input_grad[2] else None,
+            grad_numerator if ctx.needs_input_grad[1] else None,
+            grad_denominator if ctx.needs_input_grad[2] else None,
             None,
         )
 
