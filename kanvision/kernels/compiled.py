@@ -6,7 +6,10 @@ writes every output once, and a reduction over the basis functions runs in the l
 expansion of :mod:`kanvision.layers.expansion` and the group rational of :mod:`kanvision.layers.rational_fused`
 run here on CPU.
 
-:func:`run` compiles ``fn`` once per process with dynamic sizes (inductor caches the code on disk). Dynamo keeps
+:func:`run` compiles ``fn`` once per process with dynamic sizes (inductor caches the code on disk), twice on AVX-512
+machines: a second copy with half-width vectors serves inputs whose rows are not a multiple of 16 float32 (passed
+as inductor's ``cpp.simdlen`` option; were a torch release to drop it, that copy would fail to compile and run as
+plain ops, with a warning). Dynamo keeps
 its usual variants: dtypes, sizes 0 and 1, the Python constants ``fn`` reads (such as a basis' number of
 functions) and the global state it guards on, up to its recompile limit per function, past which it runs plain
 ops. Where :func:`usable` says no (small inputs, other devices, tensor subclasses, inside an outer
@@ -69,12 +72,12 @@ def run(
     key = (fn, variant, vector_bits)
     if key in _failed:
         return fn(x, *args)
-    compiled = _compiled.get(key)
-    if compiled is None:
-        # dynamic_threads: the generated code reads the OpenMP thread count at run time
-        options = {"cpp.dynamic_threads": True} | ({"cpp.simdlen": vector_bits} if vector_bits else {})
-        compiled = _compiled[key] = torch.compile(_copy(fn, variant, vector_bits), dynamic=True, options=options)
     try:
+        compiled = _compiled.get(key)
+        if compiled is None:  # torch.compile checks the options here
+            # dynamic_threads: the generated code reads the OpenMP thread count at run time
+            options = {"cpp.dynamic_threads": True} | ({"cpp.simdlen": vector_bits} if vector_bits else {})
+            compiled = _compiled[key] = torch.compile(_copy(fn, variant, vector_bits), dynamic=True, options=options)
         return compiled(x, *args)
     except Exception as error:  # the plain ops are correct, only slower
         _failed.add(key)

@@ -334,3 +334,18 @@ def test_size_one_axes_and_thread_counts_give_the_same_values(compiled_calls):
 def test_rows_off_the_widest_vector_get_half_width_vectors(monkeypatch, capability, last, dtype, bits):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert compiled._vector_bits(torch.empty(3, last, dtype=dtype)) == bits
+
+
+def test_options_torch_compile_refuses_give_the_plain_ops_with_a_warning(compiled_calls, monkeypatch):
+    def refuse(fn, **kwargs):  # what torch.compile does with an option its inductor does not know
+        raise RuntimeError(f"Unexpected optimization option {next(iter(kwargs['options']))}")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    monkeypatch.setattr(compiled, "_compiled", {})
+    monkeypatch.setattr(compiled, "_failed", set())
+    basis = create_basis("bspline")
+    x = _x((4, 16, 24, 24))
+    with pytest.warns(UserWarning, match="Unexpected optimization option"):
+        y = basis(x, 2, F.silu)
+    torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
+    assert compiled_calls == [("_forward", False)]
