@@ -137,13 +137,19 @@ def test_new_sizes_and_grids_reuse_the_compiled_kernels(compiled_calls):
     assert all(ok for _, ok in compiled_calls) and len(compiled_calls) == 12
 
 
-def test_a_function_that_fails_to_compile_runs_the_plain_ops_with_a_warning(compiled_calls, monkeypatch):
-    def broken(fn, **kwargs):
-        def fail(*args):
-            raise RuntimeError("cannot trace this")
+def _fails_when_called(fn, **kwargs):
+    def fail(*args):
+        raise RuntimeError("cannot trace this")
 
-        return fail
+    return fail
 
+
+def _refuses_the_options(fn, **kwargs):  # torch.compile with an option its inductor does not know
+    raise RuntimeError("cannot trace this: unexpected optimization option")
+
+
+@pytest.mark.parametrize("broken", [_fails_when_called, _refuses_the_options])
+def test_a_function_that_fails_to_compile_runs_the_plain_ops_with_a_warning(compiled_calls, monkeypatch, broken):
     monkeypatch.setattr(torch, "compile", broken)
     monkeypatch.setattr(compiled, "_compiled", {})
     monkeypatch.setattr(compiled, "_failed", set())
@@ -334,18 +340,3 @@ def test_size_one_axes_and_thread_counts_give_the_same_values(compiled_calls):
 def test_rows_off_the_widest_vector_get_half_width_vectors(monkeypatch, capability, last, dtype, bits):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert compiled._vector_bits(torch.empty(3, last, dtype=dtype)) == bits
-
-
-def test_options_torch_compile_refuses_give_the_plain_ops_with_a_warning(compiled_calls, monkeypatch):
-    def refuse(fn, **kwargs):  # what torch.compile does with an option its inductor does not know
-        raise RuntimeError(f"Unexpected optimization option {next(iter(kwargs['options']))}")
-
-    monkeypatch.setattr(torch, "compile", refuse)
-    monkeypatch.setattr(compiled, "_compiled", {})
-    monkeypatch.setattr(compiled, "_failed", set())
-    basis = create_basis("bspline")
-    x = _x((4, 16, 24, 24))
-    with pytest.warns(UserWarning, match="Unexpected optimization option"):
-        y = basis(x, 2, F.silu)
-    torch.testing.assert_close(y, basis.reference(x, 2, F.silu), atol=1e-12, rtol=0)
-    assert compiled_calls == [("_forward", False)]
