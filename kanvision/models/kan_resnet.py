@@ -30,7 +30,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
-from kanvision.layers.helpers import create_activation
+from kanvision.layers.helpers import create_activation, create_norm
 from kanvision.models._cfg import imagenet_cfg
 from kanvision.models._classifier import ClassifierMixin
 
@@ -51,22 +51,24 @@ class KANBasicBlock(nn.Module):
         act_layer: str | None = None,
         drop_path_rate: float = 0.0,
         zero_init_last: bool = True,
+        norm_layer: str | None = "batchnorm",
+        norm_affine: bool = True,
     ):
         super().__init__()
         kan_kwargs = kan_kwargs or {}
         self.conv1 = KANConv2d(in_chs, out_chs, 3, stride, 1, bias=False, **kan_kwargs)
-        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.bn1 = create_norm(norm_layer, out_chs, norm_affine)
         self.act1 = create_activation(act_layer)
         self.conv2 = KANConv2d(out_chs, out_chs, 3, 1, 1, bias=False, **kan_kwargs)
-        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.bn2 = create_norm(norm_layer, out_chs, norm_affine)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.act2 = create_activation(act_layer)
         self.downsample = None
         if stride != 1 or in_chs != out_chs:
             self.downsample = nn.Sequential(
-                nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), nn.BatchNorm2d(out_chs)
+                nn.Conv2d(in_chs, out_chs, 1, stride, bias=False), create_norm(norm_layer, out_chs, norm_affine)
             )  # fmt: skip
-        if zero_init_last:
+        if zero_init_last and getattr(self.bn2, "weight", None) is not None:
             nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -89,6 +91,8 @@ class KANResNet(ClassifierMixin, nn.Module):
         drop_rate, drop_path_rate: classifier dropout and stochastic depth (linearly increasing per block).
         border: what zero-padded pixels contribute, ``"zero"`` (torch-conv-kan's convention, default) or
             ``"function"`` (phi(0)); see :class:`~kanvision.layers.KANConv2d`.
+        norm_layer, norm_affine: the norm after every conv, ``batchnorm`` (default, torch-conv-kan's ResKANet),
+            ``instancenorm`` or None, with affine parameters or not (the choice torch-conv-kan's KAN layers offer).
     """
 
     def __init__(
@@ -109,6 +113,8 @@ class KANResNet(ClassifierMixin, nn.Module):
         zero_init_last: bool = True,
         global_pool: str = "avg",
         border: str = "zero",
+        norm_layer: str | None = "batchnorm",
+        norm_affine: bool = True,
     ):
         super().__init__()
         if stem_type not in STEM_TYPES:
@@ -128,7 +134,7 @@ class KANResNet(ClassifierMixin, nn.Module):
         self.conv1 = KANConv2d(
             in_chans, stem_width, stem_kernel, stem_stride, stem_kernel // 2, bias=False, **kan_kwargs
         )
-        self.bn1 = nn.BatchNorm2d(stem_width)
+        self.bn1 = create_norm(norm_layer, stem_width, norm_affine)
         self.act1 = create_activation(act_layer)
         self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_type == "imagenet" else nn.Identity()
         reduction = 4 if stem_type == "imagenet" else 1
@@ -142,8 +148,11 @@ class KANResNet(ClassifierMixin, nn.Module):
             for j in range(depth):
                 dpr = drop_path_rate * block_idx / max(total_blocks - 1, 1)
                 blocks.append(
-                    KANBasicBlock(prev, width, stride if j == 0 else 1, kan_kwargs, act_layer, dpr, zero_init_last)
-                )
+                    KANBasicBlock(
+                        prev, width, stride if j == 0 else 1, kan_kwargs, act_layer, dpr, zero_init_last, norm_layer,
+                        norm_affine,
+                    )
+                )  # fmt: skip
                 prev, block_idx = width, block_idx + 1
             reduction *= stride
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import kanvision  # noqa: F401  (registers the kan_* models)
 from kanvision.layers import KANConv2d, KANLinear, list_bases
-from kanvision.models.kan_cnn import ChannelSharedKANConv2d, SmallConvKAN, add_spline_scaler
+from kanvision.models.kan_cnn import ChannelSharedKANConv2d, KANConvNet, SmallConvKAN, add_spline_scaler
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -318,3 +318,17 @@ def test_bspline_grid_options_are_refused_for_other_bases():
     assert timm.create_model("kan_kkan_small").fc.basis.grid_size == 10
     with pytest.raises(ValueError, match="apply to basis='bspline' only"):
         timm.create_model("kan_kkan_small", basis="chebyshev", grid_size=10)  # given by the user: refused
+
+
+@pytest.mark.parametrize(("norm_layer", "affine", "kind"), [
+    ("batchnorm", True, torch.nn.BatchNorm2d), ("instancenorm", True, torch.nn.InstanceNorm2d),
+    ("instancenorm", False, torch.nn.InstanceNorm2d), (None, True, None),
+])  # fmt: skip
+def test_kan_conv_net_norm_layer_choice(norm_layer, affine, kind):
+    model = KANConvNet(widths=(4, 8), num_classes=3, norm_layer=norm_layer, norm_affine=affine)
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d))]
+    assert [type(m) for m in norms] == ([kind] * 2 if kind else [])
+    assert all(m.affine == affine for m in norms)
+    plain = sum(p.numel() for p in KANConvNet(widths=(4, 8), num_classes=3, norm_layer=None).parameters())
+    assert sum(p.numel() for p in model.parameters()) - plain == (2 * (4 + 8) if kind and affine else 0)
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 3)

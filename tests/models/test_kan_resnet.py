@@ -139,3 +139,23 @@ def test_bad_arguments_raise_value_errors():
         KANResNet(basis="legendre", **NARROW)
     with pytest.raises(ValueError, match="unknown activation 'swishy'"):
         KANResNet(act_layer="swishy", **NARROW)
+
+
+def test_norm_layer_choice():
+    """BatchNorm (torch-conv-kan's ResKANet), InstanceNorm with or without affine parameters, or none, everywhere."""
+    kwargs = dict(layers=(1, 1), channels=(4, 8), stem_width=4, stem_type="cifar", num_classes=3)
+    bn = KANResNet(**kwargs)
+    inst = KANResNet(**kwargs, norm_layer="instancenorm", norm_affine=False)
+    none = KANResNet(**kwargs, norm_layer=None)
+    norms = [m for m in inst.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    # stem 4, block one 4 + 4, block two 8 + 8 and its projection shortcut 8
+    assert len(norms) == 6 and not any(m.affine for m in norms)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in [*inst.modules(), *none.modules()])
+    assert _count(bn) - _count(inst) == 2 * (4 + 4 + 4 + 8 + 8 + 8) and _count(inst) == _count(none)
+    affine = KANResNet(**kwargs, norm_layer="instancenorm")
+    assert torch.count_nonzero(affine.layer2[0].bn2.weight) == 0  # zero_init_last holds for any affine norm
+    x = torch.randn(2, 3, 16, 16)
+    for model in (bn, inst, none, affine):
+        assert model(x).shape == (2, 3)
+    with pytest.raises(ValueError, match="unknown norm_layer 'layernorm'"):
+        KANResNet(**kwargs, norm_layer="layernorm")
