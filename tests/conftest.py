@@ -25,12 +25,11 @@ def compiled_calls(monkeypatch):
     run = compiled.run
 
     def spy(fn, x, *args, **kwargs):
-        dtypes = kwargs.get("dtypes", (torch.float32, torch.float64))
-        key = (fn, kwargs.get("variant"), compiled._vector_bits(x))
-        took = key not in compiled._failed and compiled.usable(x, dtypes)
+        check = (fn, x, kwargs.get("variant"), kwargs.get("dtypes", (torch.float32, torch.float64)))
+        took = compiled.compiles(*check)
         out = run(fn, x, *args, **kwargs)
         if x.numel() >= compiled.MIN_NUMEL:
-            record.append((fn.__name__, took and key not in compiled._failed))
+            record.append((fn.__name__, took and compiled.compiles(*check)))
         return out
 
     monkeypatch.setattr(compiled, "run", spy)

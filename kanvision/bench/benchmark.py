@@ -134,12 +134,15 @@ class _Runner:
         self._sync()
         return time.perf_counter() - t0
 
-    def train(self) -> float:
+    def _forward_backward(self) -> None:
         self.model.train()
-        t0 = time.perf_counter()
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             loss = F.cross_entropy(self.model(self.images), self.labels)
         loss.backward()
+
+    def train(self) -> float:
+        t0 = time.perf_counter()
+        self._forward_backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._sync()
@@ -155,8 +158,7 @@ class _Runner:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.train(), self.train()
             return torch.cuda.max_memory_allocated(self.device)
-        self.model.train()
-        F.cross_entropy(self.model(self.images), self.labels).backward()
+        self._forward_backward()
         self.model.zero_grad(set_to_none=True)
         gc.collect()
         _malloc_trim()

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_NUMEL", "canonical", "reset", "run", "unviewed", "usable"]
+__all__ = ["MIN_NUMEL", "canonical", "compiles", "reset", "run", "unviewed", "usable"]
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,10 @@ def run(
     the sizes of a view's base). Each ``variant`` (e.g. the basis class) compiles its own copy of ``fn``, so that
     its variants do not count against the recompile limit of the others.
     """
-    if not usable(x, dtypes):
+    if not compiles(fn, x, variant, dtypes):
         return fn(x, *args)
-    vector_bits = _vector_bits(x)
-    key = (fn, variant, vector_bits)
-    if key in _failed:
-        return fn(x, *args)
+    key = _key(fn, x, variant)
+    vector_bits = key[2]
     try:
         compiled = _compiled.get(key)
         if compiled is None:  # torch.compile checks the options here
@@ -84,6 +82,21 @@ def run(
         log.debug("compiling %s failed", fn.__name__, exc_info=True)
         warnings.warn(f"kanvision: compiling {fn.__name__} failed, plain ops instead ({error!r})", stacklevel=3)
         return fn(x, *args)
+
+
+def compiles(
+    fn: Callable,
+    x: Tensor,
+    variant: type | None = None,
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
+) -> bool:
+    """Whether :func:`run` ``(fn, x, ..., variant=variant, dtypes=dtypes)`` runs compiled code (it may still fail on
+    its first call, and run the plain ops from then on)."""
+    return usable(x, dtypes) and _key(fn, x, variant) not in _failed
+
+
+def _key(fn: Callable, x: Tensor, variant: type | None) -> tuple:
+    return fn, variant, _vector_bits(x)
 
 
 def _vector_bits(x: Tensor) -> int | None:
