@@ -1,11 +1,11 @@
 """Forward FLOPs of a network, counted by ``torch.utils.flop_counter`` plus the ops it has no formula for.
 
-``torch.utils.flop_counter.FlopCounterMode`` counts matmuls and convolutions. Two things a vision KAN zoo needs are
-missing from it: the CPU flash-attention kernel that ``F.scaled_dot_product_attention`` dispatches to on CPU (its
-formula is registered here through the public ``register_flop_formula``), and kanvision's group-rational activation
-when it runs as plain PyTorch elementwise ops (counted per call with the fused kernel's formula,
-``forward_flops_per_element``: 2(m+1) + 2n + 1 FLOPs per element, 21 for KAT's (5, 4)). On CUDA the fused kernel
-is a custom op with its own registered formula, so it is not counted twice.
+``torch.utils.flop_counter.FlopCounterMode`` counts matmuls and convolutions, and kanvision's group-rational
+activation through the formulas its custom ops register (``forward_flops_per_element``: 2(m+1) + 2n + 1 FLOPs per
+element, 21 for KAT's (5, 4)). One op it has no formula for is the flash-attention kernel that
+``F.scaled_dot_product_attention`` dispatches to on CPU; its formula is registered here through the public
+``register_flop_formula``. Lightning's model summary uses the same counter, so it shows the same totals once this
+module is imported (kanvision's training callbacks import it).
 """
 
 from __future__ import annotations
@@ -38,17 +38,6 @@ if _CPU_ATTENTION is not None:
 
 def count_forward_flops(model: nn.Module, example: Tensor) -> int:
     """FLOPs of one forward pass of ``model`` on ``example`` (no gradients, eval mode, restored afterwards)."""
-    from kanvision.kernels.group_rational import forward_flops_per_element
-    from kanvision.layers.rational import GroupRational
-
-    extra = 0
-
-    def count_rational(module: GroupRational, args, output) -> None:
-        nonlocal extra
-        if not module.uses_kernel(args[0]):  # the kernel's custom op is counted by FlopCounterMode itself
-            extra += output.numel() * forward_flops_per_element(*module.order)
-
-    hooks = [m.register_forward_hook(count_rational) for m in model.modules() if isinstance(m, GroupRational)]
     was_training = model.training
     model.eval()
     try:
@@ -56,6 +45,4 @@ def count_forward_flops(model: nn.Module, example: Tensor) -> int:
             model(example)
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return int(counter.get_total_flops()) + extra
+    return int(counter.get_total_flops())

@@ -45,6 +45,8 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
+from kanvision.layers.rational_fused import backward_flops_per_element, forward_flops_per_element
+
 try:
     import triton
     import triton.language as tl
@@ -62,22 +64,6 @@ __all__ = [
 
 MAX_NUMERATOR_ORDER = 7
 MAX_DENOMINATOR_ORDER = 7
-
-
-def forward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
-    """FLOPs per element of the forward: a multiply-add per coefficient and one division (21 for orders (5, 4))."""
-    return 2 * (numerator_order + 1) + 2 * denominator_order + 1
-
-
-def backward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
-    """FLOPs per element of the backward kernel, counted from its arithmetic.
-
-    |x| (1); P and P' by Horner (2m + 2(m-1)); Q and dQ/d|x| (2n + 2(n-1)); 1/Q and F (2); dx (5); the numerator
-    gradient terms x^k/Q with their running sums (2m + 2); the denominator terms -P|x|^i/Q^2 with theirs (2n + 1).
-    61 for orders (5, 4).
-    """
-    m, n = numerator_order, denominator_order
-    return 6 * m + 6 * n + 7
 
 
 def is_available(x: Tensor | None = None) -> bool:

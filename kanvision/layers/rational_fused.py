@@ -25,13 +25,16 @@ are evaluated with their coefficients reversed: ``F = scale P~(t) / Q~(s)`` with
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import register_flop_formula
 
 from kanvision.kernels import compiled
 from kanvision.layers.helpers import plain_ops_required
 
-__all__ = ["check_arguments", "group_rational_fused"]
+__all__ = ["backward_flops_per_element", "check_arguments", "forward_flops_per_element", "group_rational_fused"]
 
 
 def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, x: Tensor) -> Tensor:
@@ -80,6 +83,22 @@ def _safe_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
     return t, s, big, p, inverse_q, scale, dp, dq
 
 
+def forward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
+    """FLOPs per element of the forward: a multiply-add per coefficient and one division (21 for orders (5, 4))."""
+    return 2 * (numerator_order + 1) + 2 * denominator_order + 1
+
+
+def backward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
+    """FLOPs per element of the backward (Triton kernel and fused CPU path), counted from the kernel's arithmetic.
+
+    |x| (1); P and P' by Horner (2m + 2(m-1)); Q and dQ/d|x| (2n + 2(n-1)); 1/Q and F (2); dx (5); the numerator
+    gradient terms x^k/Q with their running sums (2m + 2); the denominator terms -P|x|^i/Q^2 with theirs (2n + 1).
+    61 for orders (5, 4).
+    """
+    m, n = numerator_order, denominator_order
+    return 6 * m + 6 * n + 7
+
+
 # The kernels take the weights, not a table built from them: building it inside costs nothing there, where eager
 # ops would cost more per call than the whole kernel on small inputs.
 def _rational_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int) -> Tensor:
@@ -124,14 +143,55 @@ def _grouped(x: Tensor, groups: int) -> Tensor:
     return compiled.canonical(x.reshape(-1, groups, x.shape[-1] // groups))
 
 
+# Outside torch.compile both passes are custom ops, so that torch.utils.flop_counter (and with it Lightning's model
+# summary) counts them by the formulas above; under torch.compile the formulas are traced into the caller's graph.
+@torch.library.custom_op("kanvision::group_rational_fused", mutates_args=())
+def _forward_op(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor) -> Tensor:
+    m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+    return compiled.run(_rational_forward, x, weight_numerator, weight_denominator, m, n, dtypes=_DTYPES)
+
+
+@_forward_op.register_fake
+def _forward_fake(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("kanvision::group_rational_fused_backward", mutates_args=())
+def _backward_op(
+    x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+    return compiled.run(_rational_backward, x, grad, weight_numerator, weight_denominator, m, n, dtypes=_DTYPES)
+
+
+@_backward_op.register_fake
+def _backward_fake(
+    x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    return x.new_empty(x.shape), torch.empty_like(weight_numerator), torch.empty_like(weight_denominator)
+
+
+@register_flop_formula(torch.ops.kanvision.group_rational_fused)
+def _forward_flops(x_shape, numerator_shape, denominator_shape, *args, out_shape=None, **kwargs) -> int:
+    return math.prod(x_shape) * forward_flops_per_element(numerator_shape[1] - 1, denominator_shape[1])
+
+
+@register_flop_formula(torch.ops.kanvision.group_rational_fused_backward)
+def _backward_flops(x_shape, grad_shape, numerator_shape, denominator_shape, *args, out_shape=None, **kwargs) -> int:
+    return math.prod(x_shape) * backward_flops_per_element(numerator_shape[1] - 1, denominator_shape[1])
+
+
 class _GroupRational(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
         ctx.save_for_backward(x, weight_numerator, weight_denominator)
         ctx.groups = groups
-        m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
         weights = (weight_numerator.detach(), weight_denominator.detach())
-        y = compiled.run(_rational_forward, _grouped(x, groups), *weights, m, n, dtypes=_DTYPES)
+        if torch.compiler.is_compiling():
+            m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+            y = _rational_forward(_grouped(x, groups), *weights, m, n)
+        else:
+            y = _forward_op(_grouped(x, groups), *weights)
         return y.reshape(x.shape)
 
     @staticmethod
@@ -147,11 +207,12 @@ class _GroupRational(torch.autograd.Function):
                 out = group_rational_pytorch(*inputs, groups)
                 grads = torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True)
             return (*grads, None)
-        m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
-        args = (_grouped(grad.to(x.dtype), groups), weight_numerator, weight_denominator, m, n)
-        gx, grad_numerator, grad_denominator = compiled.run(
-            _rational_backward, _grouped(x, groups), *args, dtypes=_DTYPES
-        )
+        args = (_grouped(x, groups), _grouped(grad.to(x.dtype), groups), weight_numerator, weight_denominator)
+        if torch.compiler.is_compiling():
+            m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+            gx, grad_numerator, grad_denominator = _rational_backward(*args, m, n)
+        else:
+            gx, grad_numerator, grad_denominator = _backward_op(*args)
         return (
             gx.reshape(x.shape) if ctx.needs_input_grad[0] else None,
             grad_numerator if ctx.needs_input_grad[1] else None,
