@@ -94,7 +94,42 @@ def test_compiled_kernels_match_direct_formula(compiled_calls, groups, shared, d
     a, b = coefficients(groups, shared, dtype=dtype)
     x = moderate_inputs(-(-compiled.MIN_NUMEL // channels), channels, dtype=dtype)
     check_against_direct(x, a, b, groups, rtol=1e-10 if dtype == torch.float64 else 2e-5)
-    assert compiled_calls == [("_rational_forward", True), ("_rational_backward", True)]
+    assert compiled_calls == [("_direct_forward", True), ("_direct_backward", True)]
+
+
+@pytest.mark.parametrize(("numerator_order", "denominator_order"), [(2, 3), (0, 1)])
+def test_compiled_kernels_at_other_orders(compiled_calls, numerator_order, denominator_order):
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, numerator_order + 1, generator=g, dtype=torch.float64)
+    b = torch.randn(2, denominator_order, generator=g, dtype=torch.float64)
+    x = moderate_inputs(compiled.MIN_NUMEL // 64, 64)
+    check_against_direct(x, a, b, 2, rtol=1e-10)
+    assert compiled_calls == [("_direct_forward", True), ("_direct_backward", True)]
+
+
+@pytest.mark.parametrize("case", ["x beyond the direct limit", "coefficients that overflow x^5"])
+def test_compiled_kernels_fall_back_to_the_safe_form(compiled_calls, case):
+    """The direct form P(x) / Q(|x|) is tried first; where a power would overflow float32 the safe form runs."""
+    a, b = coefficients(2, False, dtype=torch.float32)
+    x = moderate_inputs(compiled.MIN_NUMEL // 64, 64, dtype=torch.float32)
+    if case == "x beyond the direct limit":
+        x.view(-1)[8:12] = torch.tensor([3e6, -1e30, 2e12, -5e6])  # the limit is 2^20 ~ 1.05e6 for order (5, 4)
+    else:
+        a[:, 5] = 1e33  # a_5 x^5 overflows at |x| = 40, the safe form's |x|^(m - n) P~(1/x) does not
+    inputs = [t.clone().requires_grad_() for t in (x, a, b)]
+    out = group_rational_fused(*inputs, 2)
+    reference_inputs = [t.double().requires_grad_() for t in (x, a, b)]
+    want = group_rational_pytorch(*reference_inputs, 2)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(x)
+    for g, e in zip(
+        torch.autograd.grad(out, inputs, grad), torch.autograd.grad(want, reference_inputs, grad.double()), strict=True
+    ):
+        scale = e.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(g.double() / scale, e / scale, rtol=1e-5, atol=1e-5)
+    names = ["_direct_forward", "_rational_forward", "_direct_backward", "_rational_backward"]
+    assert compiled_calls == [(name, True) for name in names]
 
 
 def test_module_takes_the_fused_path_on_cpu():
