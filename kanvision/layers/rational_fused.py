@@ -7,13 +7,13 @@ saves only ``x`` and the coefficients. Its backward gives ``x``'s gradient and t
 
 On CPU, for inputs large enough to matter, both passes run as kernels that inductor generates from the formulas
 below (:mod:`kanvision.kernels.compiled` compiles them): one loop over ``x`` each, where the
-eager ops would make ~30 passes with a fresh x-sized temporary each. These kernels first try the direct form
-``P(x) / Q(|x|)``, about a sixth faster (no reciprocal of x, no selects between the two forms below), and keep its
-result when every |x| is at most ``2^((e - d) // max(m, n))`` (``e``, ``d``: the compute dtype's largest binary
-exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|) overflowed, which the same
-loop checks; otherwise the pass runs again in the safe form. Under ``torch.compile`` the safe formulas are traced
-into the caller's graph instead, elsewhere (small inputs, other devices, ``KANVISION_CPU_KERNELS=0``) they run as
-eager ops.
+eager ops would make ~30 passes with a fresh x-sized temporary each. The backward kernel first tries the direct
+form ``P(x) / Q(|x|)``, about a fifth faster (no reciprocal of x, no selects between the two forms below), and
+keeps its result when every |x| is at most ``2^((e - d) // max(m, n))`` (``e``, ``d``: the compute dtype's largest
+binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|) overflowed, which the
+same loop counts; otherwise it runs again in the safe form. (In the forward the check would cost what the direct
+form saves.) Under ``torch.compile`` the safe formulas are traced into the caller's graph instead, elsewhere
+(small inputs, other devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
 
 The formulas work in ``t`` = x for |x| <= 1 and ``t`` = 1/x for |x| > 1 (``s`` = |t|), where both polynomials
 are evaluated with their coefficients reversed: ``F = scale P~(t) / Q~(s)`` with ``scale = 1`` or
@@ -127,7 +127,7 @@ def _rational_backward(
     powers_t, powers_s = _powers(t, max(m, n)), _powers(s, max(m, n))
     terms = [u * torch.where(big, powers_t[m - k], powers_t[k]) for k in range(m + 1)]
     terms += [v * torch.where(big, powers_s[n - i], powers_s[i]) for i in range(1, n + 1)]
-    return (gx.to(x.dtype), *_coefficient_gradients(terms, weight_numerator, weight_denominator))
+    return (gx.to(x.dtype), *_coefficient_gradients(_sums_per_group(terms), weight_numerator, weight_denominator))
 
 
 def _powers(t: Tensor, k: int) -> list[Tensor]:
@@ -138,12 +138,16 @@ def _powers(t: Tensor, k: int) -> list[Tensor]:
     return powers
 
 
-def _coefficient_gradients(terms: list[Tensor], weight_numerator: Tensor, weight_denominator: Tensor):
-    """The weights' gradients (each in its dtype) from the m + 1 + n per-element terms dF/dA_k, dF/dC_i (R, groups,
-    C/groups), already multiplied by the upstream gradient."""
-    m = weight_numerator.shape[1] - 1
+def _sums_per_group(terms: list[Tensor]) -> Tensor:
+    """(len(terms), groups): each term (R, groups, C/groups) summed over rows and the channels of each group."""
     # summed over the channels of a group first: the reductions then run in the loop that writes gx (R, K, groups)
-    per_group = torch.stack([term.sum(-1) for term in terms], 1).sum(0)  # (m + 1 + n, groups)
+    return torch.stack([term.sum(-1) for term in terms], 1).sum(0)
+
+
+def _coefficient_gradients(per_group: Tensor, weight_numerator: Tensor, weight_denominator: Tensor):
+    """The weights' gradients (each in its dtype) from the sums per group of dF/dA_k and dF/dC_i, already multiplied
+    by the upstream gradient."""
+    m = weight_numerator.shape[1] - 1
     grad_numerator = per_group[: m + 1].t()
     if weight_numerator.shape[0] == 1:
         grad_numerator = grad_numerator.sum(0, keepdim=True)
@@ -160,51 +164,26 @@ def _direct_limit(dtype: torch.dtype, m: int, n: int) -> float:
     return 2.0 ** ((max_exponent - mantissa_bits) // max(m, n, 1))
 
 
-def _horner(t: Tensor, coefficients: list, derivative: bool) -> tuple[Tensor, Tensor | float]:
-    """sum_k c_k t^k and (with ``derivative``) its derivative, by Horner's rule, for c_0..c_K (floats or tensors
-    that broadcast with ``t``); the value has t's shape."""
+def _horner(t: Tensor, coefficients: list) -> tuple[Tensor, Tensor | float]:
+    """sum_k c_k t^k (t's shape) and its derivative by Horner's rule, for c_0..c_K (floats or tensors that broadcast
+    with ``t``)."""
     if len(coefficients) == 1:
         return coefficients[0] + torch.zeros_like(t), 0.0
     value, slope = coefficients[-1] * t + coefficients[-2], coefficients[-1]
     for c in reversed(coefficients[:-2]):
-        if derivative:
-            slope = slope * t + value
+        slope = slope * t + value
         value = value * t + c
     return value, slope
 
 
-def _direct_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
-    """x, |x|, P(x), Q(|x|) and, with ``derivatives``, P'(x) and dQ/d|x|, in the coefficients' dtype."""
-    x = x.to(coef.dtype)
-    ax = x.abs()
-    p, dp = _horner(x, [coef[k] for k in range(m + 1)], derivatives)
-    q, dq = _horner(ax, [1.0] + [coef[m + i] for i in range(1, n + 1)], derivatives)
-    return x, ax, p, q, dp, dq
-
-
-def _range_checks(ax: Tensor, p: Tensor, q: Tensor, m: int, n: int) -> Tensor:
-    """(R, 2, groups), at most 1 everywhere where the direct form was exact: max |x| / :func:`_direct_limit` and
-    max 0 * (P + Q) (NaN where P(x) or Q(|x|) overflowed) per row and group. Kept per (row, group), the layout of
-    the coefficient sums, these reductions run in the loop that writes the result; reduced further inside the
-    compiled code (or stacked on another axis), they would get loops of their own."""
-    return torch.stack([(ax * (1.0 / _direct_limit(ax.dtype, m, n))).amax(-1), ((p + q) * 0.0).amax(-1)], 1)
-
-
-def _exact(checks: Tensor) -> bool:
-    return checks.max().item() <= 1.0  # False for NaN
-
-
-def _direct_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
-    """F(x) in x's dtype by the direct form, and its :func:`_range_checks`."""
-    coef = _coefficient_table(weight_numerator, weight_denominator, x)
-    _, ax, p, q, _, _ = _direct_terms(x, coef, m, n, derivatives=False)
-    return (p / q).to(x.dtype), _range_checks(ax, p, q, m, n)
-
-
 def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
-    """:func:`_rational_backward` by the direct form, and its :func:`_range_checks`."""
+    """:func:`_rational_backward` by the direct form, and the number of elements where it was not exact (NaN if P(x)
+    or Q(|x|) overflowed): |x| beyond :func:`_direct_limit`, counted in the loop that sums the coefficient terms."""
     coef = _coefficient_table(weight_numerator, weight_denominator, x)
-    x_, ax, p, q, dp, dq = _direct_terms(x, coef, m, n, derivatives=True)
+    x_ = x.to(coef.dtype)
+    ax = x_.abs()
+    p, dp = _horner(x_, [coef[k] for k in range(m + 1)])
+    q, dq = _horner(ax, [1.0] + [coef[m + i] for i in range(1, n + 1)])
     g = grad.to(coef.dtype)
     inverse_q = 1.0 / q
     r = p * inverse_q
@@ -213,8 +192,9 @@ def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_d
     v = -(u * r)  # dF/d|b_i| = v |x|^i
     powers_x, powers_ax = _powers(x_, m), _powers(ax, n)
     terms = [u * powers_x[k] for k in range(m + 1)] + [v * powers_ax[i] for i in range(1, n + 1)]
-    gradients = _coefficient_gradients(terms, weight_numerator, weight_denominator)
-    return gx.to(x.dtype), *gradients, _range_checks(ax, p, q, m, n)
+    inexact = (ax > _direct_limit(coef.dtype, m, n)).to(coef.dtype) + (p + q) * 0.0  # 0 * inf = NaN
+    per_group = _sums_per_group([*terms, inexact])
+    return gx.to(x.dtype), *_coefficient_gradients(per_group[:-1], weight_numerator, weight_denominator), per_group[-1]
 
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -230,10 +210,6 @@ def _grouped(x: Tensor, groups: int) -> Tensor:
 @torch.library.custom_op("kanvision::group_rational_fused", mutates_args=())
 def _forward_op(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor) -> Tensor:
     m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
-    if compiled.compiles(_direct_forward, x, dtypes=_DTYPES):
-        y, checks = compiled.run(_direct_forward, x, weight_numerator, weight_denominator, m, n, dtypes=_DTYPES)
-        if _exact(checks):
-            return y
     return compiled.run(_rational_forward, x, weight_numerator, weight_denominator, m, n, dtypes=_DTYPES)
 
 
@@ -249,8 +225,8 @@ def _backward_op(
     m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
     args = (x, grad, weight_numerator, weight_denominator, m, n)
     if compiled.compiles(_direct_backward, x, dtypes=_DTYPES):
-        *grads, checks = compiled.run(_direct_backward, *args, dtypes=_DTYPES)
-        if _exact(checks):
+        *grads, inexact = compiled.run(_direct_backward, *args, dtypes=_DTYPES)
+        if inexact.sum().item() == 0:  # False for NaN
             return tuple(grads)
     return compiled.run(_rational_backward, *args, dtypes=_DTYPES)
 
