@@ -1,16 +1,19 @@
 """Activation benchmark: GroupRational (KAT's GR-KAN unit) against GELU, forward+backward on a token tensor.
 
 Both run on the same ``(tokens, C)`` input (default 16 x 197 tokens of ViT-T's MLP width 768, float32) with a dense
-upstream gradient. Each round times one GELU step and one GroupRational step back to back (ABBA order, so neither
-always runs first); the ratio of a round compares the two under the same machine load, and the summary is the
+upstream gradient. Each round times GELU and GroupRational back to back (ABBA order, so neither always runs
+first), each as the fastest of ``--steps-per-round`` consecutive steps (a step that another process interrupted is
+only ever slower); the ratio of a round compares the two under the same machine load, and the summary is the
 median of the per-round ratios with its quartiles. ``--reference`` adds the plain PyTorch formula
 (``group_rational_pytorch``). Prints a table and writes JSON.
 
     python -m kanvision.bench.activations [--device cpu] [--tokens 3152] [--channels 768] [--rounds 40]
+        [--steps-per-round 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from collections.abc import Callable
 
@@ -49,12 +52,28 @@ def _step(fn: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter]
     return step
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
 def _quartiles(values: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
     return q[0], q[2]
 
 
-def run(device: str, tokens: int, channels: int, groups: int, rounds: int, warmup: int, reference: bool) -> dict:
+def run(
+    device: str,
+    tokens: int,
+    channels: int,
+    groups: int,
+    rounds: int,
+    warmup: int,
+    steps_per_round: int,
+    reference: bool,
+) -> dict:
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(0)
     x = torch.randn(tokens, channels, device=dev, generator=gen).requires_grad_()
@@ -73,7 +92,7 @@ def run(device: str, tokens: int, channels: int, groups: int, rounds: int, warmu
     for i in range(rounds):
         for name, step in steps.items():
             pair = (gelu_step, step) if i % 2 == 0 else (step, gelu_step)
-            first, second = (time_callable(s, dev, warmup=0, reps=1)[0] for s in pair)
+            first, second = (min(time_callable(s, dev, warmup=0, reps=steps_per_round)) for s in pair)
             gelu, other = (first, second) if i % 2 == 0 else (second, first)
             gelu_ms.append(gelu)
             times[name].append(other)
@@ -89,9 +108,9 @@ def run(device: str, tokens: int, channels: int, groups: int, rounds: int, warmu
         "shape": [tokens, channels],
         "groups": groups,
         "timing": (
-            f"{rounds} rounds after {warmup} warm-up steps; a round times one GELU and one GroupRational "
-            "forward+backward step back to back (ABBA order); ms = median with quartiles, x_gelu = median of the "
-            "per-round ratios with quartiles"
+            f"{rounds} rounds after {warmup} warm-up steps; a round times GELU and GroupRational forward+backward "
+            f"back to back (ABBA order), each the fastest of {steps_per_round} consecutive steps; ms = median with "
+            "quartiles, x_gelu = median of the per-round ratios with quartiles"
         ),
         "goal": "GroupRational forward+backward <= 1.5x GELU's",
         "rows": rows,
@@ -117,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--channels", type=int, default=768)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--steps-per-round", type=_at_least_one, default=5, help="steps per timing; the fastest counts")
     parser.add_argument("--reference", action="store_true", help="also time the plain PyTorch formula")
     return run_benchmark(parser, argv, "rounds", run, print_table)
 

@@ -11,7 +11,7 @@ def test_activation_benchmark_writes_ratios(tmp_path, capsys):
     out = tmp_path / "activations.json"
     result = activations.main(
         ["--device", "cpu", "--tokens", "6", "--channels", "16", "--groups", "4", "--rounds", "3", "--warmup", "1"]
-        + ["--reference", "--out", str(out)]
+        + ["--steps-per-round", "2", "--reference", "--out", str(out)]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     names = [row["activation"] for row in result["rows"]]
@@ -20,9 +20,12 @@ def test_activation_benchmark_writes_ratios(tmp_path, capsys):
         low, high = row["x_gelu_quartiles"]
         assert row["x_gelu"] > 0 and low <= row["x_gelu"] <= high
     assert result["shape"] == [6, 16] and result["torch"] and result["machine"]["cpu_threads"] >= 1
+    assert "fastest of 2 consecutive steps" in result["timing"]
     assert "GroupRational" in capsys.readouterr().out
 
 
-def test_activation_benchmark_rejects_zero_rounds(capsys):
+@pytest.mark.parametrize("option", ["--rounds", "--steps-per-round"])
+def test_activation_benchmark_rejects_zero(option, capsys):
     with pytest.raises(SystemExit):
-        activations.main(["--device", "cpu", "--rounds", "0"])
+        activations.main(["--device", "cpu", option, "0"])
+    assert option in capsys.readouterr().err
