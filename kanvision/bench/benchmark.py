@@ -3,6 +3,7 @@
     kanvision-bench                        # every registered kanvision model at its default input size
     kanvision-bench 'kat_*' --batch-size 16
     kanvision-bench --quick                # tiny sizes, a smoke run of the whole zoo
+    kanvision-bench 'kat_tiny*' --compile  # both models under torch.compile (inductor, or --compile BACKEND)
     kanvision-bench --readme               # rewrite the README's zoo table from the newest CSV
 
 For each model (and its baseline, built and measured in the same process): parameters, forward GFLOPs per image at
@@ -15,7 +16,9 @@ model at a time over its first two training steps: CUDA ``max_memory_allocated``
 of the process' peak resident set (gradients, optimizer state and activations) after one untimed forward and
 backward, which loads what is built once per process.
 
-Writes ``benchmarks/results/zoo-<device>-<date>.csv`` and ``.json``.
+Writes ``benchmarks/results/zoo-<device>-<date>.csv`` and ``.json`` (``zoo-<device>-<date>-compiled.*`` with
+``--compile``: model and baseline both run under ``torch.compile``, compiled by the warm-up steps; the README table
+comes from the eager files).
 """
 
 from __future__ import annotations
@@ -112,10 +115,14 @@ def _spread(values: list[float]) -> float:
 class _Runner:
     """One model with its optimizer, batch and step functions."""
 
-    def __init__(self, name: str, input_size, batch_size: int, device: torch.device, amp, num_classes: int):
+    def __init__(
+        self, name: str, input_size, batch_size: int, device: torch.device, amp, num_classes: int, compile_backend
+    ):
         torch.manual_seed(0)
         self.name, self.device, self.amp = name, device, amp
         self.model = _build(name, input_size, num_classes).to(device)
+        # the compiled module shares the model's parameters; the optimizer and memory count use the model itself
+        self.forward = torch.compile(self.model, backend=compile_backend) if compile_backend else self.model
         self.params = sum(p.numel() for p in self.model.parameters())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(0)
@@ -130,14 +137,14 @@ class _Runner:
         self.model.eval()
         t0 = time.perf_counter()
         with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            self.model(self.images)
+            self.forward(self.images)
         self._sync()
         return time.perf_counter() - t0
 
     def _forward_backward(self) -> None:
         self.model.train()
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            loss = F.cross_entropy(self.model(self.images), self.labels)
+            loss = F.cross_entropy(self.forward(self.images), self.labels)
         loss.backward()
 
     def train(self) -> float:
@@ -187,9 +194,13 @@ def measure_pair(
     device: torch.device,
     amp: torch.dtype | None,
     num_classes: int | None = None,
+    compile_backend: str | None = None,
 ) -> ZooRow:
     """Measure ``name`` against ``baseline`` (alternating step by step) at the model's input size (or ``img_size``)
-    and number of classes; the baseline is built for the same input and classes."""
+    and number of classes; the baseline is built for the same input and classes. ``compile_backend``: run both
+    under ``torch.compile`` with that backend (needs ``warmup`` >= 1, the steps that compile)."""
+    if compile_backend and warmup < 1:
+        raise ValueError(f"compiling needs warmup >= 1 (the first steps compile), got warmup={warmup}")
     input_size, num_classes = _input_size(name, img_size), num_classes or _num_classes(name)
     names = [name] + ([baseline] if baseline else [])
     flops = []
@@ -198,7 +209,7 @@ def measure_pair(
             flops.append(count_forward_flops(_build(n, input_size, num_classes), torch.zeros(1, *input_size)) / 1e9)
     runners, memory = [], []
     for n in names:  # memory first, one model at a time, before the other one's steps
-        runners.append(_Runner(n, input_size, batch_size, device, amp, num_classes))
+        runners.append(_Runner(n, input_size, batch_size, device, amp, num_classes, compile_backend))
         memory.append(runners[-1].peak_memory_bytes() / 2**20)
     for _ in range(warmup):
         for runner in runners:
@@ -267,11 +278,13 @@ def run(
     baselines: bool = True,
     num_classes: int | None = None,
     merge: bool = False,
+    compile_backend: str | None = None,
 ) -> tuple[Path, list[ZooRow]]:
     """Measure every kanvision model matching ``patterns`` (against its baseline unless ``baselines=False``); write
     the CSV and JSON; return the CSV path and the rows measured. ``num_classes``: override every model's head size.
     ``merge``: keep the other models' rows of the same day's file (re-measure some models, e.g. after a change);
-    the JSON lists the settings of every run that contributed."""
+    the JSON lists the settings of every run that contributed. ``compile_backend``: both models under
+    ``torch.compile`` with that backend, written to ``zoo-<device>-<date>-compiled.csv``."""
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}.get(amp, "bad")
     if amp_dtype == "bad":
         raise ValueError(f"amp must be one of ['bf16', 'fp16', 'none'], got {amp!r}")
@@ -283,9 +296,10 @@ def run(
     dev = torch.device(device)
     date = dt.date.today().isoformat()
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / f"zoo-{dev.type}-{date}.csv"
+    csv_path = out_dir / f"zoo-{dev.type}-{date}{'-compiled' if compile_backend else ''}.csv"
     settings = dict(batch_size=batch_size, img_size=img_size, rounds=rounds, warmup=warmup, amp=amp,
-                    threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes)  # fmt: skip
+                    threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes,
+                    compile_backend=compile_backend)  # fmt: skip
     previous: list[dict] = []
     runs = [settings]
     if merge and csv_path.exists():
@@ -302,7 +316,11 @@ def run(
     rows: list[ZooRow] = []
     for name in names:
         baseline = baseline_for(name) if baselines else None
-        rows.append(measure_pair(name, baseline, batch_size, img_size, rounds, warmup, dev, amp_dtype, num_classes))
+        rows.append(
+            measure_pair(
+                name, baseline, batch_size, img_size, rounds, warmup, dev, amp_dtype, num_classes, compile_backend
+            )
+        )
         log(_format_row(rows[-1]))
         _write(csv_path, rows, meta, previous)  # after every model: a run cut short keeps what it measured
     log(f"wrote {csv_path} and {csv_path.with_suffix('.json').name}")
@@ -338,8 +356,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def latest_csv(results_dir: Path = RESULTS_DIR) -> Path:
-    """The newest ``zoo-*.csv`` (by the date in its name, then device)."""
-    found = sorted(results_dir.glob("zoo-*-*.csv"), key=lambda p: (p.stem.split("-", 2)[-1], p.stem))
+    """The newest eager ``zoo-<device>-<date>.csv`` (by the date in its name, then device)."""
+    eager = [p for p in results_dir.glob("zoo-*.csv") if re.fullmatch(r"zoo-\w+-\d{4}-\d{2}-\d{2}", p.stem)]
+    found = sorted(eager, key=lambda p: (p.stem.split("-", 2)[-1], p.stem))
     if not found:
         raise FileNotFoundError(f"no zoo-<device>-<date>.csv in {results_dir}; run kanvision-bench first")
     return found[-1]
@@ -390,12 +409,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--amp", default=None, help="bf16, fp16 or none (default: none on CPU, bf16 on CUDA)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="64 px, 10 classes, batch 2, 1 round: a smoke run")
+    quick_help = "64 px, 10 classes, batch 2, 1 round (a warm-up step only to compile): a smoke run"
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--no-baseline", action="store_true", help="measure the kanvision models alone")
     parser.add_argument("--num-classes", type=int, default=None, help="default: each model's own")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--readme", action="store_true", help="only rewrite the README table from the newest CSV")
     parser.add_argument("--merge", action="store_true", help="keep the other models' rows of today's CSV")
+    parser.add_argument(
+        "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+        help="run model and baseline under torch.compile (default backend: inductor)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.readme:
         path = latest_csv(args.out_dir)
@@ -408,11 +432,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     if args.quick:
-        args.img_size, args.batch_size, args.rounds, args.warmup, args.num_classes = 64, 2, 1, 0, 10
+        args.img_size, args.batch_size, args.rounds, args.num_classes = 64, 2, 1, 10
+        args.warmup = 1 if args.compile else 0
     run(
         args.patterns, args.batch_size or (64 if cuda else 2), args.img_size, args.rounds, args.warmup, args.device,
         args.amp or ("bf16" if cuda else "none"), args.out_dir, baselines=not args.no_baseline,
-        num_classes=args.num_classes, merge=args.merge,
+        num_classes=args.num_classes, merge=args.merge, compile_backend=args.compile,
     )  # fmt: skip
 
 

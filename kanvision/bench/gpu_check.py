@@ -11,7 +11,8 @@ c. cnn       rkan_resnet50 vs resnet50 and kan_resnet18 (chebyshev, bspline, rbf
 d. kat       KAT-T/S against timm's ViT-T/S training, batch 256, bf16 autocast, AdamW, eager and torch.compile,
              img/s and peak memory (goals: KAT-T >= 0.92x ViT-T's img/s, <= 1.1x its peak memory);
 e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_resnet18 against their baselines
-             (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv);
+             (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv); zoo_compiled: the
+             same pairs under torch.compile (``kanvision-bench --compile``, zoo-cuda-<date>-compiled.csv);
 f. layers    ``python -m kanvision.bench.layers`` rows;
 g. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
 
@@ -84,7 +85,8 @@ QUICK_CNN_GROUPS = [
         ],
     )
 ]
-SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "layers", "kat_pt")  # cheap, must-have measurements first
+# cheap, must-have measurements first
+SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "zoo_compiled", "layers", "kat_pt")
 # kanvision-bench's pairs on the GPU: KAT-T/S vs ViT-T/S, rkan_resnet50 vs resnet50, kan_resnet18 vs resnet18
 ZOO_MODELS = ("kat_tiny_patch16_224", "kat_small_patch16_224", "rkan_resnet50", "kan_resnet18")
 GOALS = {
@@ -495,15 +497,18 @@ def main(argv: list[str] | None = None) -> dict:
         groups = [("vit_tiny", [vit, ("kat_tiny[pytorch]", kat[1], {**kat[2], "use_kernel": False})])]
         return run_training_groups(groups, device, training, (False,), deadline, per_row_s=40 * slack)
 
-    def run_zoo() -> dict:
+    def run_zoo(compiled: bool = False) -> dict:
         from kanvision.bench import benchmark
 
         if args.quick:  # one pair on tiny shapes, written outside the results folder
             models, out_dir = ZOO_MODELS[:1], Path(tempfile.mkdtemp(prefix="zoo-quick-"))
-            size = dict(batch_size=2, img_size=64, rounds=1, warmup=0, num_classes=10)
+            size = dict(batch_size=2, img_size=64, rounds=1, warmup=int(compiled), num_classes=10)
         else:
-            models, out_dir, size = ZOO_MODELS, out.parent, dict(batch_size=64, rounds=5)
-        path, rows = benchmark.run(models, device=device.type, amp="bf16", out_dir=out_dir, **size)
+            models, out_dir, size = ZOO_MODELS, out.parent, dict(batch_size=64, rounds=5, warmup=1 + 2 * compiled)
+        backend = compile_backend if compiled else None
+        path, rows = benchmark.run(
+            models, device=device.type, amp="bf16", out_dir=out_dir, compile_backend=backend, **size
+        )
         return {"csv": str(path), "rows": [dataclasses.asdict(r) for r in rows]}
 
     plan = {
@@ -526,6 +531,11 @@ def main(argv: list[str] | None = None) -> dict:
         "zoo": (
             "[e] kanvision-bench pairs (bf16)",
             lambda: _guarded(run_zoo, 120 * slack, deadline),
+            None,
+        ),
+        "zoo_compiled": (
+            "[e] kanvision-bench pairs (bf16) under torch.compile",
+            lambda: _guarded(lambda: run_zoo(compiled=True), 150 * slack, deadline),
             None,
         ),
         "layers": (

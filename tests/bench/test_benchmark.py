@@ -114,3 +114,32 @@ def test_merge_keeps_the_other_rows_and_lists_every_run(tmp_path):
     assert [run["batch_size"] for run in meta["runs"]] == [2, 3] and len(meta["rows"]) == 2
     benchmark.run(["kan_kkan_mnist"], **quiet)  # without merge: a fresh file
     assert [r["model"] for r in _rows(path)] == ["kan_kkan_mnist"]
+
+
+def test_compiled_run_compiles_model_and_baseline(tmp_path, monkeypatch):
+    compiled = []
+    real_compile = torch.compile
+
+    def spy(model, backend="inductor", **kwargs):
+        compiled.append((type(model).__name__, backend))
+        return real_compile(model, backend=backend, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    path, _ = benchmark.run(
+        ["rkan_resnet18"], batch_size=2, img_size=32, rounds=2, warmup=1, out_dir=tmp_path, log=lambda _: None,
+        num_classes=10, compile_backend="eager",
+    )  # fmt: skip
+    assert compiled == [("ResidualKANNet", "eager"), ("ResNet", "eager")]  # the model, then its baseline
+    assert path.name.endswith("-compiled.csv") and path.name.startswith("zoo-cpu-")
+    (row,) = _rows(path)
+    assert row["model"] == "rkan_resnet18" and float(row["train_x_baseline"]) > 0
+    assert json.loads(path.with_suffix(".json").read_text())["runs"][-1]["compile_backend"] == "eager"
+    # the README's table keeps coming from the eager results
+    (tmp_path / "zoo-cpu-2000-01-01.csv").write_text(path.read_text())
+    assert benchmark.latest_csv(tmp_path).name == "zoo-cpu-2000-01-01.csv"
+
+
+def test_compiled_run_needs_a_warmup_step(tmp_path):
+    with pytest.raises(ValueError, match="warmup >= 1"):
+        benchmark.run(["rkan_resnet18"], warmup=0, out_dir=tmp_path, log=lambda _: None, compile_backend="eager")
+    assert not list(tmp_path.iterdir())

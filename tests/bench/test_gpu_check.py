@@ -66,9 +66,11 @@ def test_quick_cpu_run_of_gpu_check_sh_exercises_every_section(tmp_path):
     assert set(sections["kat"]["goals"]) >= {"kat_tiny_eager_img_s_ratio", "kat_tiny_compiled_memory_goal_met"}
     # d, e, f
     assert [r["label"] for r in sections["cnn"]["rows"]] == ["resnet18", "kan_resnet18[chebyshev]"]
-    zoo = sections["zoo"]
-    assert [(r["model"], r["baseline"]) for r in zoo["rows"]] == [("kat_tiny_patch16_224", "vit_tiny_patch16_224")]
-    assert zoo["rows"][0]["train_x_baseline"] > 0 and not zoo["csv"].startswith(str(REPO_ROOT))
+    for name, suffix in (("zoo", ".csv"), ("zoo_compiled", "-compiled.csv")):
+        zoo = sections[name]
+        assert [(r["model"], r["baseline"]) for r in zoo["rows"]] == [("kat_tiny_patch16_224", "vit_tiny_patch16_224")]
+        assert zoo["rows"][0]["train_x_baseline"] > 0 and not zoo["csv"].startswith(str(REPO_ROOT))
+        assert zoo["csv"].endswith(suffix) and (name == "zoo_compiled") == zoo["csv"].endswith("-compiled.csv")
     assert sections["layers"]["returncode"] == 0 and sections["layers"]["result"]["rows"]
     assert [r["label"] for r in sections["kat_pt"]["rows"]] == ["vit_tiny_patch16_224", "kat_tiny[pytorch]"]
     assert "summary: " in proc.stdout
