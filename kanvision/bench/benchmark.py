@@ -159,14 +159,15 @@ class _Runner:
         """Peak memory of the model's first two training steps (the first creates the optimizer state): CUDA
         ``max_memory_allocated``; on CPU the weights' bytes plus the rise of the process' peak resident set over the
         steps, after returning freed heap memory to the system (``malloc_trim``, glibc) so that it is not reused.
-        On CPU a forward and backward without an optimizer step comes first, so that what is built once per process
-        on first use (kernels compiled or loaded, lazily imported modules) is not counted as the model's memory."""
+        A forward and backward without an optimizer step comes first, so that what is built once per process on
+        first use (kernels compiled or loaded, lazily imported modules, a compiled model's graphs) is not counted
+        as the model's memory."""
+        self._forward_backward()
+        self.model.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.train(), self.train()
             return torch.cuda.max_memory_allocated(self.device)
-        self._forward_backward()
-        self.model.zero_grad(set_to_none=True)
         gc.collect()
         _malloc_trim()
         if not _reset_cpu_peak_rss():
@@ -421,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="run model and baseline under torch.compile (default backend: inductor)",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    backends = torch.compiler.list_backends(exclude_tags=())
+    if args.compile is not None and args.compile not in backends:
+        parser.error(f"--compile {args.compile!r} is not a torch.compile backend; valid: {', '.join(backends)}")
     if args.readme:
         path = latest_csv(args.out_dir)
         update_readme(path)

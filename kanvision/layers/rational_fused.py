@@ -8,7 +8,7 @@ saves only ``x`` and the coefficients. Its backward gives ``x``'s gradient and t
 On CPU, for inputs large enough to matter, both passes run as kernels that inductor generates from the formulas
 below (:mod:`kanvision.kernels.compiled` compiles them): one loop over ``x`` each, where the
 eager ops would make ~30 passes with a fresh x-sized temporary each. The backward kernel first tries the direct
-form ``P(x) / Q(|x|)``, about a fifth faster (no reciprocal of x, no selects between the two forms below), and
+form ``P(x) / Q(|x|)``, which needs fewer operations (no reciprocal of x, no selects between the two forms below), and
 keeps its result when every |x| is at most ``2^((e - d) // max(m, n))`` (``e``, ``d``: the compute dtype's largest
 binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|) overflowed, which the
 same loop counts; otherwise it runs again in the safe form. (In the forward the check would cost what the direct
@@ -152,13 +152,18 @@ def _coefficient_gradients(per_group: Tensor, weight_numerator: Tensor, weight_d
     if weight_numerator.shape[0] == 1:
         grad_numerator = grad_numerator.sum(0, keepdim=True)
     grad_denominator = per_group[m + 1 :].t() * torch.sign(weight_denominator).to(per_group.dtype)
-    return grad_numerator.to(weight_numerator.dtype), grad_denominator.to(weight_denominator.dtype)
+    # contiguous, as the custom op's fake implementation says (they are tiny)
+    return (
+        grad_numerator.to(weight_numerator.dtype).contiguous(),
+        grad_denominator.to(weight_denominator.dtype).contiguous(),
+    )
 
 
 # The direct form P(x) / Q(|x|), exact while no power of x overflows (see the module docstring).
 def _direct_limit(dtype: torch.dtype, m: int, n: int) -> float:
-    """|x| up to which P(x) and Q(|x|) cannot overflow: |x|^max(m, n) stays 2^(mantissa bits) below the largest
-    number (headroom for coefficients up to ~1.6e7 in float32)."""
+    """|x| up to which P(x), Q(|x|) and their derivatives cannot overflow: |x|^max(m, n) stays 2^(mantissa bits + 1)
+    below the largest number, so sums of absolute coefficients below 2^(mantissa bits + 1) (~1.7e7 in float32) are
+    safe; larger ones are caught by the overflow check."""
     info = torch.finfo(dtype)
     max_exponent, mantissa_bits = math.floor(math.log2(info.max)), round(-math.log2(info.eps))
     return 2.0 ** ((max_exponent - mantissa_bits) // max(m, n, 1))
@@ -187,8 +192,8 @@ def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_d
     g = grad.to(coef.dtype)
     inverse_q = 1.0 / q
     r = p * inverse_q
-    gx = g * (dp - torch.sign(x_) * r * dq) * inverse_q
     u = g * inverse_q  # dF/da_k = u x^k
+    gx = u * (dp - torch.sign(x_) * r * dq)  # g / Q first: g P' alone could overflow
     v = -(u * r)  # dF/d|b_i| = v |x|^i
     powers_x, powers_ax = _powers(x_, m), _powers(ax, n)
     terms = [u * powers_x[k] for k in range(m + 1)] + [v * powers_ax[i] for i in range(1, n + 1)]
@@ -308,7 +313,9 @@ def check_arguments(x: Tensor, weight_numerator: Tensor, weight_denominator: Ten
     channels = x.shape[-1] if x.dim() else 0
     if x.dim() == 0 or channels % groups != 0:
         raise ValueError(f"channel count {channels} is not divisible by groups={groups}")
-    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups:
-        raise ValueError(f"weight_denominator must be (groups={groups}, n), got {tuple(weight_denominator.shape)}")
+    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups or weight_denominator.shape[1] < 1:
+        raise ValueError(
+            f"weight_denominator must be (groups={groups}, n) with n >= 1, got {tuple(weight_denominator.shape)}"
+        )
     if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
         raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")
