@@ -13,7 +13,6 @@ median of the per-round ratios with its quartiles. ``--reference`` adds the plai
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections.abc import Callable
 
@@ -23,6 +22,7 @@ from torch import nn
 
 from kanvision.bench.throughput import (
     benchmark_parser,
+    positive_int,
     print_table_header,
     result_header,
     run_benchmark,
@@ -50,13 +50,6 @@ def _step(fn: Callable[[torch.Tensor], torch.Tensor], params: list[nn.Parameter]
         fn(x).backward(grad)
 
     return step
-
-
-def _at_least_one(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
 
 
 def _quartiles(values: list[float]) -> tuple[float, float]:
@@ -136,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--channels", type=int, default=768)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--steps-per-round", type=_at_least_one, default=5, help="steps per timing; the fastest counts")
+    parser.add_argument("--steps-per-round", type=positive_int, default=5, help="steps per timing; the fastest counts")
     parser.add_argument("--reference", action="store_true", help="also time the plain PyTorch formula")
     return run_benchmark(parser, argv, "rounds", run, print_table)
 

@@ -34,9 +34,25 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["RESULTS_DIR", "TrainingThroughput", "build_model", "measure_training", "time_callable", "write_result"]
+__all__ = [
+    "RESULTS_DIR",
+    "TrainingThroughput",
+    "build_model",
+    "measure_training",
+    "positive_int",
+    "time_callable",
+    "write_result",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1, refused with the value otherwise."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
 
 
 def benchmark_parser(description: str) -> argparse.ArgumentParser:

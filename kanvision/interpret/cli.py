@@ -22,6 +22,7 @@ import torch
 from timm.data import resolve_model_data_config
 from torch import Tensor, nn
 
+from kanvision.bench.throughput import positive_int
 from kanvision.interpret.report import inspect_model
 
 __all__ = ["load_model", "input_batches", "main"]
@@ -122,13 +123,6 @@ def _keyword(text: str) -> tuple[str, object]:
         return key, value  # a plain string
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="kanvision-inspect",
@@ -138,10 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="digits, another data config name, or an image folder root (default: random)")
     parser.add_argument("--data-root", help="where the files of a --data config are")
     parser.add_argument("--layers", help="comma-separated patterns of module names, e.g. 'features.*,head.*'")
-    parser.add_argument("--top-k", type=_positive, default=8, help="functions plotted and fitted per layer")
-    parser.add_argument("--num-samples", type=_positive, default=256, help="input images recorded")
-    parser.add_argument("--batch-size", type=_positive, default=64)
-    parser.add_argument("--num-points", type=_positive, default=101, help="points per function")
+    parser.add_argument("--top-k", type=positive_int, default=8, help="functions plotted and fitted per layer")
+    parser.add_argument("--num-samples", type=positive_int, default=256, help="input images recorded")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--num-points", type=positive_int, default=101, help="points per function")
     parser.add_argument("--pretrained", action="store_true", help="pretrained weights for a timm model name")
     parser.add_argument(
         "--model-kwargs", nargs="+", type=_keyword, default=[], metavar="KEY=VALUE",

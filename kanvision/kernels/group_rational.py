@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
-from kanvision.layers.rational_fused import backward_flops_per_element, forward_flops_per_element
+from kanvision.kernels.rational_flops import backward_flops_per_element, forward_flops_per_element
 
 try:
     import triton

@@ -36,9 +36,10 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from kanvision.kernels import compiled
+from kanvision.kernels.rational_flops import backward_flops_per_element, forward_flops_per_element
 from kanvision.layers.helpers import plain_ops_required
 
-__all__ = ["backward_flops_per_element", "check_arguments", "forward_flops_per_element", "group_rational_fused"]
+__all__ = ["check_arguments", "group_rational_fused"]
 
 
 def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, x: Tensor) -> Tensor:
@@ -85,22 +86,6 @@ def _safe_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
     if derivatives and dp is None:
         dp = torch.zeros_like(p)
     return t, s, big, p, inverse_q, scale, dp, dq
-
-
-def forward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
-    """FLOPs per element of the forward: a multiply-add per coefficient and one division (21 for orders (5, 4))."""
-    return 2 * (numerator_order + 1) + 2 * denominator_order + 1
-
-
-def backward_flops_per_element(numerator_order: int, denominator_order: int) -> int:
-    """FLOPs per element of the backward (Triton kernel and fused CPU path), counted from the kernel's arithmetic.
-
-    |x| (1); P and P' by Horner (2m + 2(m-1)); Q and dQ/d|x| (2n + 2(n-1)); 1/Q and F (2); dx (5); the numerator
-    gradient terms x^k/Q with their running sums (2m + 2); the denominator terms -P|x|^i/Q^2 with theirs (2n + 1).
-    61 for orders (5, 4).
-    """
-    m, n = numerator_order, denominator_order
-    return 6 * m + 6 * n + 7
 
 
 # The kernels take the weights, not a table built from them: building it inside costs nothing there, where eager
@@ -205,6 +190,11 @@ def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_d
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
+def _orders(weight_numerator: Tensor, weight_denominator: Tensor) -> tuple[int, int]:
+    """(m, n): the numerator and denominator orders."""
+    return weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+
+
 def _grouped(x: Tensor, groups: int) -> Tensor:
     """(..., C) as (R, groups, C/groups), contiguous and not a view (the compiled kernels' input)."""
     return compiled.canonical(x.reshape(-1, groups, x.shape[-1] // groups))
@@ -214,7 +204,7 @@ def _grouped(x: Tensor, groups: int) -> Tensor:
 # summary) counts them by the formulas above; under torch.compile the formulas are traced into the caller's graph.
 @torch.library.custom_op("kanvision::group_rational_fused", mutates_args=())
 def _forward_op(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor) -> Tensor:
-    m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+    m, n = _orders(weight_numerator, weight_denominator)
     return compiled.run(_rational_forward, x, weight_numerator, weight_denominator, m, n, dtypes=_DTYPES)
 
 
@@ -227,7 +217,7 @@ def _forward_fake(x: Tensor, weight_numerator: Tensor, weight_denominator: Tenso
 def _backward_op(
     x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+    m, n = _orders(weight_numerator, weight_denominator)
     args = (x, grad, weight_numerator, weight_denominator, m, n)
     if compiled.compiles(_direct_backward, x, dtypes=_DTYPES):
         *grads, inexact = compiled.run(_direct_backward, *args, dtypes=_DTYPES)
@@ -260,7 +250,7 @@ class _GroupRational(torch.autograd.Function):
         ctx.groups = groups
         weights = (weight_numerator.detach(), weight_denominator.detach())
         if torch.compiler.is_compiling():
-            m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+            m, n = _orders(weight_numerator, weight_denominator)
             y = _rational_forward(_grouped(x, groups), *weights, m, n)
         else:
             y = _forward_op(_grouped(x, groups), *weights)
@@ -281,7 +271,7 @@ class _GroupRational(torch.autograd.Function):
             return (*grads, None)
         args = (_grouped(x, groups), _grouped(grad.to(x.dtype), groups), weight_numerator, weight_denominator)
         if torch.compiler.is_compiling():
-            m, n = weight_numerator.shape[1] - 1, weight_denominator.shape[1]
+            m, n = _orders(weight_numerator, weight_denominator)
             gx, grad_numerator, grad_denominator = _rational_backward(*args, m, n)
         else:
             gx, grad_numerator, grad_denominator = _backward_op(*args)
