@@ -8,8 +8,8 @@ run here on CPU.
 
 :func:`run` compiles ``fn`` once per process with dynamic sizes (inductor caches the code on disk), twice on AVX-512
 machines: a second copy with half-width vectors serves inputs whose rows are not a multiple of 16 float32 (passed
-as inductor's ``cpp.simdlen`` option; were a torch release to drop it, that copy would fail to compile and run as
-plain ops, with a warning). Dynamo keeps
+as inductor's ``cpp.simdlen`` option, next to fused multiply-adds; were a torch release to drop an option, the kernels
+would compile with inductor's defaults). Dynamo keeps
 its usual variants: dtypes, sizes 0 and 1, the Python constants ``fn`` reads (such as a basis' number of
 functions) and the global state it guards on, up to its recompile limit per function, past which it runs plain
 ops. Where :func:`usable` says no (small inputs, other devices, tensor subclasses, inside an outer
@@ -72,16 +72,31 @@ def run(
     vector_bits = key[2]
     try:
         compiled = _compiled.get(key)
-        if compiled is None:  # torch.compile checks the options here
-            # dynamic_threads: the generated code reads the OpenMP thread count at run time
-            options = {"cpp.dynamic_threads": True} | ({"cpp.simdlen": vector_bits} if vector_bits else {})
-            compiled = _compiled[key] = torch.compile(_copy(fn, variant, vector_bits), dynamic=True, options=options)
+        if compiled is None:
+            compiled = _compiled[key] = _compile(_copy(fn, variant, vector_bits), vector_bits)
         return compiled(x, *args)
     except Exception as error:  # the plain ops are correct, only slower
         _failed.add(key)
         log.debug("compiling %s failed", fn.__name__, exc_info=True)
         warnings.warn(f"kanvision: compiling {fn.__name__} failed, plain ops instead ({error!r})", stacklevel=3)
         return fn(x, *args)
+
+
+# dynamic_threads: the generated code reads the OpenMP thread count at run time. Contracting a * b + c into one fused
+# multiply-add (inductor's default keeps them apart, as eager ops round) takes ~15% off the Horner chains of the
+# kernels here, and rounds once where the two operations round twice.
+_OPTIONS = {"cpp.dynamic_threads": True, "cpp.enable_floating_point_contract_flag": "fast"}
+
+
+def _compile(fn: Callable, vector_bits: int | None) -> Callable:
+    """torch.compile of ``fn`` with :data:`_OPTIONS` (and half-width vectors where ``vector_bits``); an inductor that
+    refuses an option (torch.compile checks them here) compiles with its defaults, which give the same results."""
+    options = _OPTIONS | ({"cpp.simdlen": vector_bits} if vector_bits else {})
+    try:
+        return torch.compile(fn, dynamic=True, options=options)
+    except Exception:
+        log.debug("torch.compile refused %s, compiling %s with the defaults", options, fn.__name__, exc_info=True)
+        return torch.compile(fn, dynamic=True)
 
 
 def compiles(

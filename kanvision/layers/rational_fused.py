@@ -7,13 +7,13 @@ saves only ``x`` and the coefficients. Its backward gives ``x``'s gradient and t
 
 On CPU, for inputs large enough to matter, both passes run as kernels that inductor generates from the formulas
 below (:mod:`kanvision.kernels.compiled` compiles them): one loop over ``x`` each, where the
-eager ops would make ~30 passes with a fresh x-sized temporary each. The backward kernel first tries the direct
-form ``P(x) / Q(|x|)``, which needs fewer operations (no reciprocal of x, no selects between the two forms below), and
-keeps its result when every |x| is at most ``2^((e - d) // max(m, n))`` (``e``, ``d``: the compute dtype's largest
-binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|) overflowed, which the
-same loop counts; otherwise it runs again in the safe form. (In the forward the check would cost what the direct
-form saves.) Under ``torch.compile`` the safe formulas are traced into the caller's graph instead, elsewhere
-(small inputs, other devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
+eager ops would make ~30 passes with a fresh x-sized temporary each. Each kernel first tries the direct form
+``P(x) / Q(|x|)``, which needs about half the operations (no reciprocal of x, no selects between the two forms
+below), and keeps its result when every |x| is at most ``2^((e - d) // max(m, n))`` (``e``, ``d``: the compute
+dtype's largest binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|)
+overflowed, which the same loop counts; otherwise (or for a NaN input) it runs again in the safe form. Under
+``torch.compile`` the safe formulas are traced into the caller's graph instead, elsewhere (small inputs, other
+devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
 
 The formulas work in ``t`` = x for |x| <= 1 and ``t`` = 1/x for |x| > 1 (``s`` = |t|), where both polynomials
 are evaluated with their coefficients reversed: ``F = scale P~(t) / Q~(s)`` with ``scale = 1`` or
@@ -166,14 +166,37 @@ def _horner(t: Tensor, coefficients: list) -> tuple[Tensor, Tensor | float]:
     return value, slope
 
 
-def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
-    """:func:`_rational_backward` by the direct form, and the number of elements where it was not exact (NaN if P(x)
-    or Q(|x|) overflowed): |x| beyond :func:`_direct_limit`, counted in the loop that sums the coefficient terms."""
-    coef = _coefficient_table(weight_numerator, weight_denominator, x)
+def _direct_polynomials(x: Tensor, coef: Tensor, m: int, n: int):
+    """x and |x| in the coefficients' dtype, P(x), P'(x), Q(|x|) and Q'(|x|), for ``x`` (R, groups, C/groups)."""
     x_ = x.to(coef.dtype)
     ax = x_.abs()
     p, dp = _horner(x_, [coef[k] for k in range(m + 1)])
     q, dq = _horner(ax, [1.0] + [coef[m + i] for i in range(1, n + 1)])
+    return x_, ax, p, dp, q, dq
+
+
+def _inexact(ax: Tensor, p: Tensor, q: Tensor, m: int, n: int) -> Tensor:
+    """1 where |x| is beyond :func:`_direct_limit`, NaN where P(x) or Q(|x|) overflowed (0 * inf), else 0."""
+    return (ax > _direct_limit(ax.dtype, m, n)).to(ax.dtype) + (p + q) * 0.0
+
+
+def _direct_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
+    """:func:`_rational_forward` by the direct form, and whether a P(x) or Q(|x|) may have overflowed: False only if
+    every |x| is within :func:`_direct_limit` and every group's sums of absolute coefficients (``c_0 = 1`` included)
+    are at most 2^(mantissa bits), so that |P|, |Q| <= 2^(largest binary exponent). (Checking P and Q themselves
+    would make inductor write both to memory for a second loop; this check reads only x.)"""
+    coef = _coefficient_table(weight_numerator, weight_denominator, x)
+    _, ax, p, _, q, _ = _direct_polynomials(x, coef, m, n)
+    sums = torch.stack([coef[: m + 1].abs().sum(0), 1.0 + coef[m + 1 :].sum(0)])
+    large = ~(sums <= 1.0 / torch.finfo(coef.dtype).eps).all()  # NaN coefficients too
+    return (p / q).to(x.dtype), large | (ax.amax() > _direct_limit(coef.dtype, m, n))
+
+
+def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
+    """:func:`_rational_backward` by the direct form, and the number of elements where it was not exact (NaN if P(x)
+    or Q(|x|) overflowed), counted in the loop that sums the coefficient terms."""
+    coef = _coefficient_table(weight_numerator, weight_denominator, x)
+    x_, ax, p, dp, q, dq = _direct_polynomials(x, coef, m, n)
     g = grad.to(coef.dtype)
     inverse_q = 1.0 / q
     r = p * inverse_q
@@ -182,8 +205,7 @@ def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_d
     v = -(u * r)  # dF/d|b_i| = v |x|^i
     powers_x, powers_ax = _powers(x_, m), _powers(ax, n)
     terms = [u * powers_x[k] for k in range(m + 1)] + [v * powers_ax[i] for i in range(1, n + 1)]
-    inexact = (ax > _direct_limit(coef.dtype, m, n)).to(coef.dtype) + (p + q) * 0.0  # 0 * inf = NaN
-    per_group = _sums_per_group([*terms, inexact])
+    per_group = _sums_per_group([*terms, _inexact(ax, p, q, m, n)])
     return gx.to(x.dtype), *_coefficient_gradients(per_group[:-1], weight_numerator, weight_denominator), per_group[-1]
 
 
@@ -205,7 +227,12 @@ def _grouped(x: Tensor, groups: int) -> Tensor:
 @torch.library.custom_op("kanvision::group_rational_fused", mutates_args=())
 def _forward_op(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor) -> Tensor:
     m, n = _orders(weight_numerator, weight_denominator)
-    return compiled.run(_rational_forward, x, weight_numerator, weight_denominator, m, n, dtypes=_DTYPES)
+    args = (x, weight_numerator, weight_denominator, m, n)
+    if compiled.compiles(_direct_forward, x, dtypes=_DTYPES):
+        y, may_overflow = compiled.run(_direct_forward, *args, dtypes=_DTYPES)
+        if not may_overflow.item():  # a NaN x gives NaN in both forms
+            return y
+    return compiled.run(_rational_forward, *args, dtypes=_DTYPES)
 
 
 @_forward_op.register_fake

@@ -166,6 +166,26 @@ def test_a_function_that_fails_to_compile_runs_the_plain_ops_with_a_warning(comp
     assert compiled_calls == [("_forward", False), ("_backward", False)] * 2
 
 
+def test_an_inductor_that_refuses_the_tuning_options_compiles_with_its_defaults(compiled_calls, monkeypatch):
+    compile_ = torch.compile
+    given = []
+
+    def strict(fn, **kwargs):
+        given.append(kwargs.get("options"))
+        if kwargs.get("options"):
+            raise RuntimeError("unexpected optimization option")
+        return compile_(fn, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", strict)
+    monkeypatch.setattr(compiled, "_compiled", {})
+    basis = create_basis("bspline")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check(basis, _x((4, 16, 24, 24)), 2, F.silu)
+    assert compiled_calls == KERNELS
+    assert given == [compiled._OPTIONS, None] * 2  # each kernel: refused, then the defaults
+
+
 def test_without_a_cpp_compiler_the_plain_ops_run(tmp_path):
     """A real failed compile: no C++ compiler, and inductor's cache empty so that it must compile."""
     script = """
