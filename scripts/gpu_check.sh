@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-GPU check of kanvision's fast paths (GroupRational kernel, KAT vs ViT, KAN CNNs): < 8 minutes on one H200.
+# One-GPU check of kanvision's fast paths (GroupRational kernel, KAT vs ViT, KAN CNNs): < 9 minutes on one H200
+# (plus the setup of .venv).
 # Writes benchmarks/results/gpu-<date>.json (and a copy into the folder given with --copy-to) after every section,
 # so a cut-short run keeps what it measured.
 #   bash scripts/gpu_check.sh [--copy-to DIR]       # the full check, on a CUDA machine
@@ -30,4 +31,4 @@ if ! { [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; }; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-exec timeout -k 30 --signal=INT 470 "$PY" -m kanvision.bench.gpu_check "$@"
+exec timeout -k 30 --signal=INT 520 "$PY" -m kanvision.bench.gpu_check "$@"
