@@ -15,6 +15,8 @@ e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_r
              same pairs under torch.compile (``kanvision-bench --compile``, zoo-cuda-<date>-compiled.csv), right
              after, the CNN pairs first (the kat section compiles only the transformers), each pair written as soon
              as it is measured;
+   profile   where the training steps of KAT-T/S and ViT-T/S spend their time (``torch.profiler``: host and device
+             time per step, the top kernels and host operators), at the kat section's and the zoo's batch sizes;
 f. layers    ``python -m kanvision.bench.layers`` rows;
 g. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
 
@@ -88,7 +90,7 @@ QUICK_CNN_GROUPS = [
     )
 ]
 # cheap, must-have measurements first
-SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "zoo_compiled", "layers", "kat_pt")
+SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "zoo_compiled", "profile", "layers", "kat_pt")
 # kanvision-bench's pairs on the GPU: KAT-T/S vs ViT-T/S, rkan_resnet50 vs resnet50, kan_resnet18 vs resnet18
 ZOO_MODELS = ("kat_tiny_patch16_224", "kat_small_patch16_224", "rkan_resnet50", "kan_resnet18")
 # compiled: the cheapest compiles first, so that the section's budget measures as many pairs as it can
@@ -363,6 +365,47 @@ def _kat_goals(rows: list[dict]) -> dict:
     return goals
 
 
+# ---- profile of training steps -------------------------------------------------------------------------------------
+
+# (model, batch size): the kat section's batch for the tiny pair, the zoo's for the small one
+PROFILE_CASES = [
+    ("vit_tiny_patch16_224", 256),
+    ("kat_tiny_patch16_224", 256),
+    ("vit_small_patch16_224", 64),
+    ("kat_small_patch16_224", 64),
+]
+
+
+def section_profile(device: torch.device, quick: bool, deadline: _Deadline, per_model_s: float) -> dict:
+    from kanvision.bench.throughput import profile_training
+
+    if quick:
+        cases = [(name, 2, 32, kwargs) for _, name, kwargs in QUICK_KAT_GROUPS[0][1]]
+    else:
+        cases = [(name, batch, 224, {}) for name, batch in PROFILE_CASES]
+    rows = []
+    for name, batch, size, kwargs in cases:
+        row = _guarded(
+            lambda name=name, batch=batch, size=size, kwargs=kwargs: profile_training(
+                name, batch, size, device=device, amp_dtype=torch.bfloat16, top=12, model_kwargs=kwargs
+            ),
+            per_model_s,
+            deadline,
+        )
+        row.setdefault("model", name)
+        rows.append(row)
+        if "step_ms" in row:
+            kernels = ", ".join(f"{r['op'][:40]} {r['self_device_ms']:.2f}" for r in row["top_device"][:3])
+            print(
+                f"  {name:24s} batch {batch:4d}  step {row['step_ms']:8.2f} ms  host {row['cpu_ms']:8.2f} ms  "
+                f"device {row['device_ms']:8.2f} ms  {kernels}",
+                flush=True,
+            )
+        else:
+            print(f"  {name:24s} {row}", flush=True)
+    return {"rows": rows}
+
+
 # ---- e. layer benchmark --------------------------------------------------------------------------------------------
 
 
@@ -541,6 +584,11 @@ def main(argv: list[str] | None = None) -> dict:
         "zoo_compiled": (
             "[e] kanvision-bench pairs (bf16) under torch.compile",
             lambda: _guarded(lambda: run_zoo(compiled=True), 300 * slack, deadline),
+            None,
+        ),
+        "profile": (
+            "[-] training steps under torch.profiler (bf16 autocast, AdamW)",
+            lambda: section_profile(device, args.quick, deadline, 30 * slack),
             None,
         ),
         "layers": (

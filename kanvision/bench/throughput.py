@@ -39,6 +39,7 @@ __all__ = [
     "TrainingThroughput",
     "build_model",
     "measure_training",
+    "profile_training",
     "positive_int",
     "time_callable",
     "write_result",
@@ -275,30 +276,11 @@ def measure_training(
             " >= 0"
         )
     device = torch.device(device)
-    if isinstance(model_or_name, str):
-        name = model_or_name
-        model = build_model(name, img_size, in_chans=in_chans, num_classes=num_classes, **(model_kwargs or {}))
-    else:
-        model = model_or_name
-        name = type(model).__name__
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format).train()
+    name, model, train_step = _training_step(
+        model_or_name, batch_size, img_size, device, amp_dtype, compile, compile_backend, channels_last, in_chans,
+        num_classes, lr, weight_decay, model_kwargs,
+    )  # fmt: skip
     num_params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    step_model = torch.compile(model, backend=compile_backend) if compile else model
-
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    images = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator)
-    images = images.to(device=device, memory_format=memory_format)
-    labels = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
-
-    def train_step() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            loss = F.cross_entropy(step_model(images), labels)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
 
     memory_kind = _memory_start(device)
     loss = None
@@ -332,6 +314,110 @@ def measure_training(
         num_params=num_params,
         final_loss=float(loss.detach()),
     )
+
+
+def _training_step(
+    model_or_name, batch_size, img_size, device, amp_dtype, compile, compile_backend, channels_last, in_chans,
+    num_classes, lr, weight_decay, model_kwargs,
+) -> tuple[str, nn.Module, Callable[[], torch.Tensor]]:  # fmt: skip
+    """(name, model on ``device``, one AdamW training step on a fixed random batch returning the loss)."""
+    if isinstance(model_or_name, str):
+        name = model_or_name
+        model = build_model(name, img_size, in_chans=in_chans, num_classes=num_classes, **(model_kwargs or {}))
+    else:
+        model = model_or_name
+        name = type(model).__name__
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    step_model = torch.compile(model, backend=compile_backend) if compile else model
+
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    images = torch.randn(batch_size, in_chans, img_size, img_size, generator=generator)
+    images = images.to(device=device, memory_format=memory_format)
+    labels = torch.randint(0, num_classes, (batch_size,), generator=generator).to(device)
+
+    def train_step() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = F.cross_entropy(step_model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return name, model, train_step
+
+
+def profile_training(
+    model_or_name: nn.Module | str,
+    batch_size: int,
+    img_size: int,
+    device: str | torch.device = "cuda",
+    amp_dtype: torch.dtype | None = torch.bfloat16,
+    steps: int = 2,
+    warmup: int = 2,
+    top: int = 15,
+    model_kwargs: dict | None = None,
+) -> dict:
+    """Where the training steps of :func:`measure_training` spend their time, by ``torch.profiler``.
+
+    Per step (averaged over ``steps`` after ``warmup`` untimed ones): the wall time, the host operators' summed self
+    time (``cpu_ms``), the device kernels' summed time (``device_ms``; 0 on CPU), and the ``top`` kernels by device
+    time and host operators by self time. A step whose host time approaches its wall time while the device time is
+    far below it is bound by the launches, not by the kernels.
+    """
+    if batch_size < 1 or img_size < 1 or steps < 1 or warmup < 0 or top < 1:
+        raise ValueError(
+            f"batch_size ({batch_size}), img_size ({img_size}), steps ({steps}) and top ({top}) must be >= 1 and "
+            f"warmup ({warmup}) >= 0"
+        )
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    name, _, train_step = _training_step(
+        model_or_name, batch_size, img_size, device, amp_dtype, False, "inductor", False, 3, 1000, 1e-3, 0.05,
+        model_kwargs,
+    )  # fmt: skip
+    for _ in range(warmup):
+        train_step()
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        _sync(device)
+        wall_ms = (time.perf_counter() - start) * 1e3
+    events = prof.key_averages()
+    host = [e for e in events if e.device_type == DeviceType.CPU]
+    kernels = [e for e in events if e.device_type != DeviceType.CPU]  # device kernels and copies
+
+    def device_us(event) -> float:  # self_device_time_total since torch 2.4, self_cuda_time_total before
+        return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+
+    def rows(selected, key) -> list[dict]:
+        return [
+            {
+                "op": e.key,
+                "calls_per_step": e.count / steps,
+                "self_cpu_ms": e.self_cpu_time_total / 1e3 / steps,
+                "self_device_ms": device_us(e) / 1e3 / steps,
+            }
+            for e in sorted(selected, key=key, reverse=True)[:top]
+        ]
+
+    return {
+        "model": name,
+        "batch_size": batch_size,
+        "img_size": img_size,
+        "amp_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+        "step_ms": wall_ms / steps,
+        "cpu_ms": sum(e.self_cpu_time_total for e in host) / 1e3 / steps,
+        "device_ms": sum(device_us(e) for e in kernels) / 1e3 / steps,
+        "top_device": rows(kernels, device_us),
+        "top_cpu": rows(host, lambda e: e.self_cpu_time_total),
+    }
 
 
 def _parse_dtype(name: str) -> torch.dtype | None:

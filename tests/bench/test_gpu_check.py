@@ -71,6 +71,13 @@ def test_quick_cpu_run_of_gpu_check_sh_exercises_every_section(tmp_path):
         assert [(r["model"], r["baseline"]) for r in zoo["rows"]] == [("kat_tiny_patch16_224", "vit_tiny_patch16_224")]
         assert zoo["rows"][0]["train_x_baseline"] > 0 and not zoo["csv"].startswith(str(REPO_ROOT))
         assert zoo["csv"].endswith(suffix) and (name == "zoo_compiled") == zoo["csv"].endswith("-compiled.csv")
+    profiled = sections["profile"]["rows"]
+    assert [r["model"] for r in profiled] == ["vit_tiny_patch16_224", "kat_tiny_patch16_224"]
+    for r in profiled:  # on CPU: host time only, within the wall time of the steps
+        assert 0 < r["cpu_ms"] <= r["step_ms"] * 1.05 and r["device_ms"] == 0 and r["top_cpu"]
+    # the Triton interpreter's kernel dominates the KAT row's host time (its custom ops), and is absent from ViT's
+    assert any(op["op"].startswith("kanvision::group_rational") for op in profiled[1]["top_cpu"][:3])
+    assert not any(op["op"].startswith("kanvision::") for op in profiled[0]["top_cpu"])
     assert sections["layers"]["returncode"] == 0 and sections["layers"]["result"]["rows"]
     assert [r["label"] for r in sections["kat_pt"]["rows"]] == ["vit_tiny_patch16_224", "kat_tiny[pytorch]"]
     assert "summary: " in proc.stdout
