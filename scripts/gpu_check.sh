@@ -31,4 +31,4 @@ if ! { [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; }; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-exec timeout -k 30 --signal=INT 520 "$PY" -m kanvision.bench.gpu_check "$@"
+exec timeout -k 30 --signal=INT 510 "$PY" -m kanvision.bench.gpu_check "$@"

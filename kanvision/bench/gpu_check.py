@@ -13,8 +13,7 @@ d. kat       KAT-T/S against timm's ViT-T/S training, batch 256, bf16 autocast, 
 e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_resnet18 against their baselines
              (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv); zoo_compiled: the
              same pairs under torch.compile (``kanvision-bench --compile``, zoo-cuda-<date>-compiled.csv), right
-             after, the CNN pairs first (the kat section compiles only the transformers), each pair written as soon
-             as it is measured;
+             after, the cheapest compiles first, each pair written as soon as it is measured;
    profile   where the training steps of KAT-T/S and ViT-T/S spend their time (``torch.profiler``: host and device
              time per step, the top kernels and host operators), at the kat section's and the zoo's batch sizes;
 f. layers    ``python -m kanvision.bench.layers`` rows;
@@ -398,7 +397,7 @@ def section_profile(device: torch.device, quick: bool, deadline: _Deadline, per_
             kernels = ", ".join(f"{r['op'][:40]} {r['self_device_ms']:.2f}" for r in row["top_device"][:3])
             print(
                 f"  {name:24s} batch {batch:4d}  step {row['step_ms']:8.2f} ms  host {row['cpu_ms']:8.2f} ms  "
-                f"device {row['device_ms']:8.2f} ms  {kernels}",
+                f"(sync {row['sync_ms']:.2f})  device {row['device_ms']:8.2f} ms  {kernels}",
                 flush=True,
             )
         else:

@@ -39,8 +39,8 @@ __all__ = [
     "TrainingThroughput",
     "build_model",
     "measure_training",
-    "profile_training",
     "positive_int",
+    "profile_training",
     "time_callable",
     "write_result",
 ]
@@ -362,9 +362,10 @@ def profile_training(
     """Where the training steps of :func:`measure_training` spend their time, by ``torch.profiler``.
 
     Per step (averaged over ``steps`` after ``warmup`` untimed ones): the wall time, the host operators' summed self
-    time (``cpu_ms``), the device kernels' summed time (``device_ms``; 0 on CPU), and the ``top`` kernels by device
-    time and host operators by self time. A step whose host time approaches its wall time while the device time is
-    far below it is bound by the launches, not by the kernels.
+    time (``cpu_ms``, which includes waiting in synchronisations, ``sync_ms`` of it, and in launches when the launch
+    queue is full), the device kernels' summed time (``device_ms``; 0 on CPU), and the ``top`` kernels by device time
+    and host operators by self time. A step whose device time is far below its wall time while ``cpu_ms - sync_ms``
+    approaches it is bound by the launches, not by the kernels.
     """
     if batch_size < 1 or img_size < 1 or steps < 1 or warmup < 0 or top < 1:
         raise ValueError(
@@ -391,10 +392,14 @@ def profile_training(
         wall_ms = (time.perf_counter() - start) * 1e3
     events = prof.key_averages()
     host = [e for e in events if e.device_type == DeviceType.CPU]
-    kernels = [e for e in events if e.device_type != DeviceType.CPU]  # device kernels and copies
+    # device kernels and copies; a user annotation on the device (the optimizer step) spans kernels counted already
+    kernels = [e for e in events if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)]
+    synchronizing = [e for e in host if "Synchronize" in e.key]
 
     def device_us(event) -> float:  # self_device_time_total since torch 2.4, self_cuda_time_total before
-        return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+        if hasattr(event, "self_device_time_total"):
+            return float(event.self_device_time_total)
+        return float(getattr(event, "self_cuda_time_total", 0.0))
 
     def rows(selected, key) -> list[dict]:
         return [
@@ -414,6 +419,7 @@ def profile_training(
         "amp_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "step_ms": wall_ms / steps,
         "cpu_ms": sum(e.self_cpu_time_total for e in host) / 1e3 / steps,
+        "sync_ms": sum(e.self_cpu_time_total for e in synchronizing) / 1e3 / steps,
         "device_ms": sum(device_us(e) for e in kernels) / 1e3 / steps,
         "top_device": rows(kernels, device_us),
         "top_cpu": rows(host, lambda e: e.self_cpu_time_total),

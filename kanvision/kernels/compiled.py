@@ -86,17 +86,21 @@ def run(
 # multiply-add (inductor's default keeps them apart, as eager ops round) takes ~15% off the Horner chains of the
 # kernels here, and rounds once where the two operations round twice.
 _OPTIONS = {"cpp.dynamic_threads": True, "cpp.enable_floating_point_contract_flag": "fast"}
+_OPTIONAL = ("cpp.enable_floating_point_contract_flag",)  # newer than the others: dropped first where refused
 
 
 def _compile(fn: Callable, vector_bits: int | None) -> Callable:
-    """torch.compile of ``fn`` with :data:`_OPTIONS` (and half-width vectors where ``vector_bits``); an inductor that
-    refuses an option (torch.compile checks them here) compiles with its defaults, which give the same results."""
+    """torch.compile of ``fn`` with :data:`_OPTIONS` (and half-width vectors where ``vector_bits``). An inductor that
+    refuses them (torch.compile checks its options here) gets them without the newer ones, then its defaults; the
+    results agree to rounding."""
     options = _OPTIONS | ({"cpp.simdlen": vector_bits} if vector_bits else {})
-    try:
-        return torch.compile(fn, dynamic=True, options=options)
-    except Exception:
-        log.debug("torch.compile refused %s, compiling %s with the defaults", options, fn.__name__, exc_info=True)
-        return torch.compile(fn, dynamic=True)
+    essential = {key: value for key, value in options.items() if key not in _OPTIONAL}
+    for attempt in (options, essential):
+        try:
+            return torch.compile(fn, dynamic=True, options=attempt)
+        except Exception:
+            log.debug("torch.compile refused %s for %s", attempt, fn.__name__, exc_info=True)
+    return torch.compile(fn, dynamic=True)
 
 
 def compiles(

@@ -10,8 +10,10 @@ below (:mod:`kanvision.kernels.compiled` compiles them): one loop over ``x`` eac
 eager ops would make ~30 passes with a fresh x-sized temporary each. Each kernel first tries the direct form
 ``P(x) / Q(|x|)``, which needs about half the operations (no reciprocal of x, no selects between the two forms
 below), and keeps its result when every |x| is at most ``2^((e - d) // max(m, n))`` (``e``, ``d``: the compute
-dtype's largest binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|)
-overflowed, which the same loop counts; otherwise (or for a NaN input) it runs again in the safe form. Under
+dtype's largest binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|) can have
+overflowed: the backward counts overflowed values in its loop, the forward checks that every group's sums of
+absolute coefficients are at most 2^d, which bounds |P| and |Q| by 2^e. Otherwise (and for a NaN x) the pass runs
+again in the safe form. Under
 ``torch.compile`` the safe formulas are traced into the caller's graph instead, elsewhere (small inputs, other
 devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
 
@@ -146,11 +148,12 @@ def _coefficient_gradients(per_group: Tensor, weight_numerator: Tensor, weight_d
 
 # The direct form P(x) / Q(|x|), exact while no power of x overflows (see the module docstring).
 def _direct_limit(dtype: torch.dtype, m: int, n: int) -> float:
-    """|x| up to which P(x), Q(|x|) and their derivatives cannot overflow: |x|^max(m, n) stays 2^(mantissa bits + 1)
-    below the largest number, so sums of absolute coefficients below 2^(mantissa bits + 1) (~1.7e7 in float32) are
-    safe; larger ones are caught by the overflow check."""
+    """|x| up to which P(x) and Q(|x|) cannot overflow for moderate coefficients: |x|^max(m, n) <= 2^(e - d) (``e``,
+    ``d``: the largest binary exponent and the mantissa bits), so sums of absolute coefficients up to 2^d (~8.4e6 in
+    float32) keep every Horner step within 2^e; the callers check larger ones (the forward by the sums themselves,
+    the backward by an overflowed P or Q)."""
     info = torch.finfo(dtype)
-    max_exponent, mantissa_bits = math.floor(math.log2(info.max)), round(-math.log2(info.eps))
+    max_exponent, mantissa_bits = math.frexp(info.max)[1] - 1, round(-math.log2(info.eps))
     return 2.0 ** ((max_exponent - mantissa_bits) // max(m, n, 1))
 
 
@@ -189,7 +192,8 @@ def _direct_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Ten
     _, ax, p, _, q, _ = _direct_polynomials(x, coef, m, n)
     sums = torch.stack([coef[: m + 1].abs().sum(0), 1.0 + coef[m + 1 :].sum(0)])
     large = ~(sums <= 1.0 / torch.finfo(coef.dtype).eps).all()  # NaN coefficients too
-    return (p / q).to(x.dtype), large | (ax.amax() > _direct_limit(coef.dtype, m, n))
+    # a NaN in x makes the max NaN and the check fail: the other elements might be beyond the limit
+    return (p / q).to(x.dtype), large | ~(ax.amax() <= _direct_limit(coef.dtype, m, n))
 
 
 def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
@@ -230,7 +234,7 @@ def _forward_op(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor)
     args = (x, weight_numerator, weight_denominator, m, n)
     if compiled.compiles(_direct_forward, x, dtypes=_DTYPES):
         y, may_overflow = compiled.run(_direct_forward, *args, dtypes=_DTYPES)
-        if not may_overflow.item():  # a NaN x gives NaN in both forms
+        if not may_overflow.item():
             return y
     return compiled.run(_rational_forward, *args, dtypes=_DTYPES)
 

@@ -168,22 +168,31 @@ def test_a_function_that_fails_to_compile_runs_the_plain_ops_with_a_warning(comp
 
 def test_an_inductor_that_refuses_the_tuning_options_compiles_with_its_defaults(compiled_calls, monkeypatch):
     compile_ = torch.compile
-    given = []
+    given, refused = [], []
 
-    def strict(fn, **kwargs):
-        given.append(kwargs.get("options"))
-        if kwargs.get("options"):
+    def strict(fn, **kwargs):  # an inductor that knows none of the options, or only the older ones
+        options = kwargs.get("options")
+        given.append(options)
+        if options and (refused[-1] == "all" or "cpp.enable_floating_point_contract_flag" in options):
             raise RuntimeError("unexpected optimization option")
         return compile_(fn, **kwargs)
 
-    monkeypatch.setattr(torch, "compile", strict)
-    monkeypatch.setattr(compiled, "_compiled", {})
-    basis = create_basis("bspline")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        _check(basis, _x((4, 16, 24, 24)), 2, F.silu)
-    assert compiled_calls == KERNELS
-    assert given == [compiled._OPTIONS, None] * 2  # each kernel: refused, then the defaults
+    essential = {key: value for key, value in compiled._OPTIONS.items() if key not in compiled._OPTIONAL}
+    for which, attempts in (("all", [compiled._OPTIONS, essential, None]), ("newer", [compiled._OPTIONS, essential])):
+        given.clear()
+        refused.append(which)
+        monkeypatch.setattr(torch, "compile", strict)
+        monkeypatch.setattr(compiled, "_compiled", {})
+        basis = create_basis("bspline")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _check(basis, _x((4, 16, 24, 24)), 2, F.silu)
+        assert given == attempts * 2  # each kernel: refused, then fewer options
+    assert compiled_calls == KERNELS * 2
+
+
+def test_the_installed_inductor_takes_the_tuning_options():
+    torch.compile(lambda x: x + 1, dynamic=True, options=compiled._OPTIONS)  # raises on an option it does not know
 
 
 def test_without_a_cpp_compiler_the_plain_ops_run(tmp_path):

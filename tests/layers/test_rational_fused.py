@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kanvision.kernels import compiled
-from kanvision.layers import GroupRational
+from kanvision.layers import GroupRational, rational_fused
 from kanvision.layers.rational import RATIONAL_INITS, group_rational_pytorch
 from kanvision.layers.rational_fused import group_rational_fused
 
@@ -112,7 +112,13 @@ def test_compiled_kernels_at_other_orders(compiled_calls, numerator_order, denom
 
 @pytest.mark.parametrize(
     "case",
-    ["x beyond the direct limit", "coefficients that overflow x^5", "a denominator that overflows", "a NaN input"],
+    [
+        "x beyond the direct limit",
+        "coefficients that overflow x^5",
+        "a denominator that overflows",
+        "a NaN input",
+        "a NaN and an x beyond the limit",
+    ],
 )
 def test_compiled_kernels_fall_back_to_the_safe_form(compiled_calls, case):
     """Both passes try the direct form P(x) / Q(|x|) first; where a power could overflow float32 the safe form
@@ -123,6 +129,8 @@ def test_compiled_kernels_fall_back_to_the_safe_form(compiled_calls, case):
         x.view(-1)[8:12] = torch.tensor([3e6, -1e30, 2e12, -5e6])  # the limit is 2^20 ~ 1.05e6 for order (5, 4)
     elif case == "a NaN input":
         x.view(-1)[9] = float("nan")
+    elif case == "a NaN and an x beyond the limit":  # the NaN must not hide the 1e30 from the forward's check
+        x.view(-1)[9:11] = torch.tensor([float("nan"), 1e30])
     elif case == "a denominator that overflows":
         b[:, 3] = -1e35  # |b_4| x^4 overflows at |x| = 40 (P / Q would be 0 there), Q~(1/|x|) does not
     else:
@@ -131,7 +139,7 @@ def test_compiled_kernels_fall_back_to_the_safe_form(compiled_calls, case):
     out = group_rational_fused(*inputs, 2)
     reference_inputs = [t.double().requires_grad_() for t in (x, a, b)]
     want = group_rational_pytorch(*reference_inputs, 2)
-    assert torch.isfinite(out).sum() == out.numel() - (case == "a NaN input")
+    assert torch.isfinite(out).sum() == out.numel() - ("NaN" in case)
     torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5, equal_nan=True)
     grad = torch.randn_like(x)
     for g, e in zip(
@@ -139,10 +147,37 @@ def test_compiled_kernels_fall_back_to_the_safe_form(compiled_calls, case):
     ):
         scale = e.nan_to_num(0.0).abs().max().clamp_min(1.0)
         torch.testing.assert_close(g.double() / scale, e / scale, rtol=1e-5, atol=1e-5, equal_nan=True)
-    # a NaN x gives NaN in both forms: the forward keeps the direct one, the backward's check is by P and Q
-    forward = ["_direct_forward"] if case == "a NaN input" else ["_direct_forward", "_rational_forward"]
-    names = [*forward, "_direct_backward", "_rational_backward"]
+    names = ["_direct_forward", "_rational_forward", "_direct_backward", "_rational_backward"]
     assert compiled_calls == [(name, True) for name in names]
+
+
+def test_a_nan_coefficient_takes_the_safe_forward(compiled_calls):
+    a, b = coefficients(2, False, dtype=torch.float32)
+    b[1, 2] = float("nan")
+    x = moderate_inputs(compiled.MIN_NUMEL // 64, 64, dtype=torch.float32)
+    out = group_rational_fused(x, a, b, 2)
+    want = group_rational_pytorch(x.double(), a.double(), b.double(), 2)
+    assert out[:, 32:].isnan().all() and torch.isfinite(out[:, :32]).all()
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert compiled_calls == [("_direct_forward", True), ("_rational_forward", True)]
+
+
+@pytest.mark.parametrize(("numerator_order", "denominator_order"), [(1, 1), (4, 4), (5, 4)])
+def test_float64_direct_form_at_its_limit(compiled_calls, numerator_order, denominator_order):
+    """At |x| = the direct limit and coefficient sums of 2^52 (the largest the forward's check lets through), every
+    value stays finite in float64 and equals the safe form's."""
+    m, n = numerator_order, denominator_order
+    limit = rational_fused._direct_limit(torch.float64, m, n)
+    a = torch.zeros(1, m + 1, dtype=torch.float64)
+    a[0, m] = 2.0**52
+    b = torch.full((2, n), 1e-3, dtype=torch.float64)
+    x = moderate_inputs(compiled.MIN_NUMEL // 64, 64)
+    x.view(-1)[:2] = torch.tensor([limit, -limit], dtype=torch.float64)
+    out = group_rational_fused(x, a, b, 2)
+    want = group_rational_pytorch(x, a, b, 2)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, want, rtol=1e-12, atol=0)
+    assert compiled_calls == [("_direct_forward", True)]  # no fallback: the direct form was exact
 
 
 def test_module_takes_the_fused_path_on_cpu():
