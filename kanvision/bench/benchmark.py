@@ -300,7 +300,7 @@ def run(
     csv_path = out_dir / f"zoo-{dev.type}-{date}{'-compiled' if compile_backend else ''}.csv"
     settings = dict(batch_size=batch_size, img_size=img_size, rounds=rounds, warmup=warmup, amp=amp,
                     threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes,
-                    compile_backend=compile_backend)  # fmt: skip
+                    compile_backend=compile_backend, machine=_machine(dev))  # fmt: skip
     previous: list[dict] = []
     runs = [settings]
     if merge and csv_path.exists():

@@ -112,6 +112,7 @@ def test_merge_keeps_the_other_rows_and_lists_every_run(tmp_path):
     assert merged["kan_cnn_tiny"] == first["kan_cnn_tiny"] and merged["kan_kkan_mnist"]["batch_size"] == "3"
     meta = json.loads(path.with_suffix(".json").read_text())
     assert [run["batch_size"] for run in meta["runs"]] == [2, 3] and len(meta["rows"]) == 2
+    assert all(run["machine"]["cpu_threads"] == torch.get_num_threads() for run in meta["runs"])  # each run's own
     benchmark.run(["kan_kkan_mnist"], **quiet)  # without merge: a fresh file
     assert [r["model"] for r in _rows(path)] == ["kan_kkan_mnist"]
 
