@@ -372,9 +372,13 @@ def readme_table(csv_path: Path) -> str:
     def x(value: str) -> str:
         return f"{float(value):.2f}x" if value else "–"
 
+    meta_path = csv_path.with_suffix(".json")
+    runs = json.loads(meta_path.read_text()).get("runs", []) if meta_path.exists() else []
+    machines = list(dict.fromkeys(run["machine"]["device"] for run in runs if "machine" in run))
+    where = f" on {' and '.join(machines)} (the JSON lists which models each run measured)" if machines else ""
     lines = [
-        f"Measured by `kanvision-bench` (`{csv_path.name}`): batch {rows[0]['batch_size']}, each model against its "
-        "baseline in the same run; ratios are model / baseline (images/s and peak memory).",
+        f"Measured by `kanvision-bench` (`{csv_path.name}`){where}: batch {rows[0]['batch_size']}, each model "
+        "against its baseline in the same run; ratios are model / baseline (images/s and peak memory).",
         "",
         "| model | params (M) | GFLOPs | input | baseline | infer img/s | x baseline | train img/s | x baseline "
         "| peak mem (MiB) | x baseline |",

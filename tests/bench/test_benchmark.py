@@ -113,6 +113,12 @@ def test_merge_keeps_the_other_rows_and_lists_every_run(tmp_path):
     meta = json.loads(path.with_suffix(".json").read_text())
     assert [run["batch_size"] for run in meta["runs"]] == [2, 3] and len(meta["rows"]) == 2
     assert all(run["machine"]["cpu_threads"] == torch.get_num_threads() for run in meta["runs"])  # each run's own
+    # the README table names the machines of the runs, each once
+    meta["runs"][0]["machine"]["device"] = "Other CPU"
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    device = meta["runs"][1]["machine"]["device"]
+    header = benchmark.readme_table(path).splitlines()[0]
+    assert f"on Other CPU and {device} (the JSON lists which models each run measured): batch 2" in header
     benchmark.run(["kan_kkan_mnist"], **quiet)  # without merge: a fresh file
     assert [r["model"] for r in _rows(path)] == ["kan_kkan_mnist"]
 
