@@ -11,11 +11,11 @@ c. cnn       rkan_resnet50 vs resnet50 and kan_resnet18 (chebyshev, bspline, rbf
 d. kat       KAT-T/S against timm's ViT-T/S training, batch 256, bf16 autocast, AdamW, eager and torch.compile,
              img/s and peak memory (goals: KAT-T >= 0.92x ViT-T's img/s, <= 1.1x its peak memory);
 e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_resnet18 against their baselines
-             (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv); zoo_compiled: the
-             same pairs under torch.compile (``kanvision-bench --compile``, zoo-cuda-<date>-compiled.csv), right
-             after, the cheapest compiles first, each pair written as soon as it is measured;
+             (bf16, alternating step by step; writes benchmarks/results/zoo-cuda-<date>.csv);
    profile   where the training steps of KAT-T/S and ViT-T/S spend their time (``torch.profiler``: host and device
              time per step, the top kernels and host operators), at the kat section's and the zoo's batch sizes;
+   zoo_compiled  the zoo's pairs under torch.compile (``kanvision-bench --compile``, zoo-cuda-<date>-compiled.csv),
+             the cheapest compiles first, each pair written as soon as it is measured;
 f. layers    ``python -m kanvision.bench.layers`` rows;
 g. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
 
@@ -89,7 +89,7 @@ QUICK_CNN_GROUPS = [
     )
 ]
 # cheap, must-have measurements first
-SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "zoo_compiled", "profile", "layers", "kat_pt")
+SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "profile", "zoo_compiled", "layers", "kat_pt")
 # kanvision-bench's pairs on the GPU: KAT-T/S vs ViT-T/S, rkan_resnet50 vs resnet50, kan_resnet18 vs resnet18
 ZOO_MODELS = ("kat_tiny_patch16_224", "kat_small_patch16_224", "rkan_resnet50", "kan_resnet18")
 # compiled: the cheapest compiles first, so that the section's budget measures as many pairs as it can
