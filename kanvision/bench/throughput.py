@@ -277,8 +277,9 @@ def measure_training(
         )
     device = torch.device(device)
     name, model, train_step = _training_step(
-        model_or_name, batch_size, img_size, device, amp_dtype, compile, compile_backend, channels_last, in_chans,
-        num_classes, lr, weight_decay, model_kwargs,
+        model_or_name, batch_size, img_size, device, amp_dtype, compile=compile, compile_backend=compile_backend,
+        channels_last=channels_last, in_chans=in_chans, num_classes=num_classes, lr=lr, weight_decay=weight_decay,
+        model_kwargs=model_kwargs,
     )  # fmt: skip
     num_params = sum(p.numel() for p in model.parameters())
 
@@ -317,10 +318,12 @@ def measure_training(
 
 
 def _training_step(
-    model_or_name, batch_size, img_size, device, amp_dtype, compile, compile_backend, channels_last, in_chans,
-    num_classes, lr, weight_decay, model_kwargs,
+    model_or_name: nn.Module | str, batch_size: int, img_size: int, device: torch.device,
+    amp_dtype: torch.dtype | None, *, compile: bool, compile_backend: str, channels_last: bool, in_chans: int,
+    num_classes: int, lr: float, weight_decay: float, model_kwargs: dict | None,
 ) -> tuple[str, nn.Module, Callable[[], torch.Tensor]]:  # fmt: skip
-    """(name, model on ``device``, one AdamW training step on a fixed random batch returning the loss)."""
+    """(name, model on ``device``, one AdamW training step on a fixed random batch returning the loss); the keyword
+    arguments as in :func:`measure_training`."""
     if isinstance(model_or_name, str):
         name = model_or_name
         model = build_model(name, img_size, in_chans=in_chans, num_classes=num_classes, **(model_kwargs or {}))
@@ -377,8 +380,8 @@ def profile_training(
 
     device = torch.device(device)
     name, _, train_step = _training_step(
-        model_or_name, batch_size, img_size, device, amp_dtype, False, "inductor", False, 3, 1000, 1e-3, 0.05,
-        model_kwargs,
+        model_or_name, batch_size, img_size, device, amp_dtype, compile=False, compile_backend="inductor",
+        channels_last=False, in_chans=3, num_classes=1000, lr=1e-3, weight_decay=0.05, model_kwargs=model_kwargs,
     )  # fmt: skip
     for _ in range(warmup):
         train_step()

@@ -13,9 +13,8 @@ below), and keeps its result when every |x| is at most ``2^((e - d) // max(m, n)
 dtype's largest binary exponent and mantissa bits; 2^20 in float32 at order (5, 4)) and no P(x) or Q(|x|) can have
 overflowed: the backward counts overflowed values in its loop, the forward checks that every group's sums of
 absolute coefficients are at most 2^d, which bounds |P| and |Q| by 2^e. Otherwise (and for a NaN x) the pass runs
-again in the safe form. Under
-``torch.compile`` the safe formulas are traced into the caller's graph instead, elsewhere (small inputs, other
-devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
+again in the safe form. Under ``torch.compile`` the safe formulas are traced into the caller's graph instead,
+elsewhere (small inputs, other devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
 
 The formulas work in ``t`` = x for |x| <= 1 and ``t`` = 1/x for |x| > 1 (``s`` = |t|), where both polynomials
 are evaluated with their coefficients reversed: ``F = scale P~(t) / Q~(s)`` with ``scale = 1`` or
@@ -178,11 +177,6 @@ def _direct_polynomials(x: Tensor, coef: Tensor, m: int, n: int):
     return x_, ax, p, dp, q, dq
 
 
-def _inexact(ax: Tensor, p: Tensor, q: Tensor, m: int, n: int) -> Tensor:
-    """1 where |x| is beyond :func:`_direct_limit`, NaN where P(x) or Q(|x|) overflowed (0 * inf), else 0."""
-    return (ax > _direct_limit(ax.dtype, m, n)).to(ax.dtype) + (p + q) * 0.0
-
-
 def _direct_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int):
     """:func:`_rational_forward` by the direct form, and whether a P(x) or Q(|x|) may have overflowed: False only if
     every |x| is within :func:`_direct_limit` and every group's sums of absolute coefficients (``c_0 = 1`` included)
@@ -209,7 +203,8 @@ def _direct_backward(x: Tensor, grad: Tensor, weight_numerator: Tensor, weight_d
     v = -(u * r)  # dF/d|b_i| = v |x|^i
     powers_x, powers_ax = _powers(x_, m), _powers(ax, n)
     terms = [u * powers_x[k] for k in range(m + 1)] + [v * powers_ax[i] for i in range(1, n + 1)]
-    per_group = _sums_per_group([*terms, _inexact(ax, p, q, m, n)])
+    inexact = (ax > _direct_limit(coef.dtype, m, n)).to(coef.dtype) + (p + q) * 0.0  # 0 * inf = NaN
+    per_group = _sums_per_group([*terms, inexact])
     return gx.to(x.dtype), *_coefficient_gradients(per_group[:-1], weight_numerator, weight_denominator), per_group[-1]
 
 
