@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from kanvision.layers import expansion
-from kanvision.layers.helpers import check_int
+from kanvision.layers.helpers import check_floating, check_int
 
 __all__ = [
     "Basis",
@@ -123,10 +123,12 @@ class Basis(nn.Module):
         layer's base branch rides in the same GEMM/conv. The new axis sits right inside axis ``dim - 1`` in
         memory, so a channels-last input gives a channels-last expansion.
         """
+        check_floating(f"basis {self.registry_name or type(self).__name__!r}", x)
         return expansion.expand(self, x, dim, base_activation)
 
     def reference(self, x: Tensor, dim: int = -1, base_activation: Callable[[Tensor], Tensor] | None = None) -> Tensor:
         """The values of ``forward`` through plain differentiable tensor ops (``forward``'s double backward)."""
+        check_floating(f"basis {self.registry_name or type(self).__name__!r}", x)
         return expansion.reference(self, x, dim, base_activation)
 
     def values(self, x: Tensor) -> Tensor:
@@ -317,7 +319,7 @@ class RBFBasis(GridBasis):
 
 @register_basis("relu")
 class ReLUBasis(GridBasis):
-    """ReLU bumps of ReLU-KAN (Qiu et al., arXiv 2406.02075) and HRKAN (So & Yung, arXiv 2409.07044).
+    """ReLU bumps of ReLU-KAN (Qiu et al., arXiv 2406.02075) and HRKAN (So & Yung, arXiv 2409.14248).
 
     B_i(x) = [ReLU(e_i - x) ReLU(x - s_i) / ((e_i - s_i) / 2)^2]^p with s_i = lo + (i - k) h,
     e_i = s_i + (k + 1) h, h = (hi - lo) / G, i = 0..G+k-1, so n = G + k and every bump peaks at exactly 1.
@@ -475,8 +477,8 @@ class KAGNGramBasis(Basis):
         self.degree = check_int("degree", degree, 0)
         if activation not in (None, "silu"):
             raise ValueError(f"activation must be None or 'silu', got {activation!r}")
-        if not (_is_number(beta_init_std) and beta_init_std >= 0):
-            raise ValueError(f"beta_init_std must be a number >= 0, got {beta_init_std!r}")
+        if not (_is_number(beta_init_std) and math.isfinite(beta_init_std) and beta_init_std >= 0):
+            raise ValueError(f"beta_init_std must be a finite number >= 0, got {beta_init_std!r}")
         self.activation = activation
         self.num_functions = degree + 1
         weights = torch.randn(degree + 1) * beta_init_std if beta_init_std > 0 else torch.zeros(degree + 1)

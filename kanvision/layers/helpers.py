@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from timm.layers import get_act_layer
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-__all__ = ["check_bool", "check_int", "create_activation", "create_norm", "plain_ops_required", "NORM_LAYERS"]
+__all__ = [
+    "check_bool",
+    "check_floating",
+    "check_int",
+    "create_activation",
+    "create_norm",
+    "is_int",
+    "plain_ops_required",
+    "NORM_LAYERS",
+]
 
 NORM_LAYERS = ("batchnorm", "instancenorm")
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is an integer: a Python or NumPy int, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_int(name: str, value: int, minimum: int) -> int:
-    """``value`` if it is an integer (not a bool) >= ``minimum``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` as an int if it is an integer (:func:`is_int`) >= ``minimum``, else a ValueError naming ``name``."""
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_bool(name: str, value: bool) -> bool:
@@ -24,6 +40,13 @@ def check_bool(name: str, value: bool) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
+
+
+def check_floating(owner: str, x: Tensor) -> Tensor:
+    """``x`` if it is a floating-point tensor, else a TypeError naming ``owner`` and x's dtype."""
+    if not x.is_floating_point():
+        raise TypeError(f"{owner} needs a floating-point input (float32, float64, bfloat16, float16), got {x.dtype}")
+    return x
 
 
 def create_activation(act_layer: str | None) -> nn.Module:

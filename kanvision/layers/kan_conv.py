@@ -10,6 +10,7 @@ Drokin arXiv 2407.01092), 60-2,000x faster than unfolding patches (Bodner et al.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kanvision.layers.bases import Basis
+from kanvision.layers.helpers import check_floating, is_int
 from kanvision.layers.kan_layer import KANLayer
 
 __all__ = ["KANConv1d", "KANConv2d", "KANConv3d"]
@@ -25,16 +27,16 @@ _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def _tuple(name: str, value: int | tuple[int, ...], n: int, minimum: int) -> tuple[int, ...]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, (numbers.Real)) and not isinstance(value, bool):
         values = (value,) * n
     elif isinstance(value, (tuple, list)):
         values = tuple(value)
     else:
         raise TypeError(f"{name} must be an integer >= {minimum} or a tuple of {n} such integers, got {value!r}")
-    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
-        error = TypeError if any(not isinstance(v, int) or isinstance(v, bool) for v in values) else ValueError
+    if len(values) != n or any(not is_int(v) or v < minimum for v in values):
+        error = TypeError if not all(map(is_int, values)) else ValueError
         raise error(f"{name} must be an integer >= {minimum} or a tuple of {n} such integers, got {value!r}")
-    return values
+    return tuple(int(v) for v in values)
 
 
 class _KANConvNd(KANLayer):
@@ -104,8 +106,8 @@ class _KANConvNd(KANLayer):
             basis=basis, basis_kwargs=basis_kwargs, base_activation=base_activation, bias=bias, drop_rate=drop_rate,
             recompute_basis=recompute_basis, device=device, dtype=dtype,
         )  # fmt: skip
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        self.in_channels = self._in
+        self.out_channels = self._out
         self._pad = self._explicit_padding()
         # zero padding with equal sides: the convolution pads, _border_term adds what the padded zeros contribute
         symmetric = all(a == b for a, b in zip(self._pad[::2], self._pad[1::2], strict=True))
@@ -140,6 +142,7 @@ class _KANConvNd(KANLayer):
         return keep if self._conv_padding is not None or self._pad_expansion else self._padded(keep, value=1.0)
 
     def _batched(self, x: Tensor) -> Tensor:
+        check_floating(type(self).__name__, x)
         nd = self._spatial_dims
         if x.dim() not in (nd + 1, nd + 2) or x.shape[-nd - 1] != self.in_channels:
             raise ValueError(
@@ -159,6 +162,11 @@ class _KANConvNd(KANLayer):
         return out.squeeze(0) if x.dim() == self._spatial_dims + 1 else out
 
     def _op(self, feats: Tensor) -> Tensor:  # (N, C_in * m, *S)
+        if feats.dim() == 4 and torch.compiler.is_compiling():
+            # Inductor (torch 2.14) cannot order the strides of a contiguous 4-D conv input made from the 5-D expansion
+            # once the image size is dynamic (a second image size recompiles so), and fails to compile. It would make
+            # that input channels-last for the CPU convolution anyway; given so, it compiles.
+            feats = feats.contiguous(memory_format=torch.channels_last)
         padding = self._conv_padding or 0
         if self._pad_expansion and self._conv_padding is None:  # uneven sides: pad the expansion with zeros
             feats = F.pad(feats, self._pad)

@@ -13,10 +13,12 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint
 
 from kanvision.layers.activations import resolve_activation
 from kanvision.layers.bases import Basis, GridBasis, create_basis
+from kanvision.layers.helpers import check_bool, check_int
 
 __all__ = ["KANLayer", "resolve_activation"]
 
@@ -56,9 +58,12 @@ class KANLayer(nn.Module):
         dtype: torch.dtype | None,
     ):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features), ("groups", groups)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        in_features, out_features, groups = (
+            check_int(name, value, 1)
+            for name, value in (("in_features", in_features), ("out_features", out_features), ("groups", groups))
+        )
+        check_bool("bias", bias)
+        check_bool("recompute_basis", recompute_basis)
         if in_features % groups or out_features % groups:
             valid = [g for g in range(1, in_features + 1) if in_features % g == 0 and out_features % g == 0]
             raise ValueError(
@@ -133,11 +138,34 @@ class KANLayer(nn.Module):
         return self._expand_and_op(x)
 
     # -- grid update -----------------------------------------------------------------------------------
-    def _coefficient_view(self) -> Tensor:
-        """Basis coefficients as (groups, C_in/groups, n, C_out/groups, K); a view of ``weight``."""
+    def _coefficient_view(self, weight: Tensor) -> Tensor:
+        """Basis coefficients of a weight of this layer's layout as (groups, C_in/groups, n, C_out/groups, K)."""
         g, k, m = self.groups, self._kernel_numel, self.num_terms
-        w = self.weight.view(g, self._out // g, self._in // g, m, k)
+        w = weight.view(g, self._out // g, self._in // g, m, k)
         return w[:, :, :, m - self.basis.num_functions :, :].permute(0, 2, 3, 1, 4)
+
+    def _stored_weight(self) -> Tensor:
+        """The Parameter behind ``weight``: itself, or the original of a parametrised weight (see
+        :func:`~kanvision.layers.add_spline_scaler`)."""
+        return self.parametrizations.weight.original if parametrize.is_parametrized(self, "weight") else self.weight
+
+    def _weight_parametrizations(self) -> list[nn.Module]:
+        """The weight's parametrisations, each one that ``update_grid`` can carry over, else a ValueError.
+
+        A grid change maps each edge's basis coefficients linearly; it commutes with a parametrisation that
+        multiplies all basis coefficients of an edge by one factor (``scales_edges = True``), which then only
+        needs the new number of basis functions (``resize_basis(n)``).
+        """
+        if not parametrize.is_parametrized(self, "weight"):
+            return []
+        found = list(self.parametrizations.weight)
+        unsupported = [type(p).__name__ for p in found if not getattr(p, "scales_edges", False)]
+        if unsupported:
+            raise ValueError(
+                f"update_grid cannot carry the weight's parametrisations {unsupported} over to a new grid; only "
+                "per-edge scales such as SplineScaler (scales_edges = True) can be"
+            )
+        return found
 
     @torch.no_grad()
     def update_grid(
@@ -168,6 +196,7 @@ class KANLayer(nn.Module):
                 f"update_grid needs a grid basis (bspline, rbf, relu); this layer's basis is "
                 f"{old.registry_name or type(old).__name__!r}"
             )
+        parametrizations = self._weight_parametrizations()
         x = self._prepare(x)
         if x.numel() == 0:
             raise ValueError(f"update_grid needs at least one sample to fit the grid to, got an empty {tuple(x.shape)}")
@@ -202,36 +231,52 @@ class KANLayer(nn.Module):
             projection[below + torch.arange(n), torch.arange(n)] = 1.0
             projection = projection.expand(self._in, -1, -1)
 
-        coef = self._coefficient_view()  # (G, Cg, n, Og, K)
-        g, cg, _, og, k = coef.shape
-        coef_in = coef.reshape(self._in, n, og * k).to("cpu", torch.float64)
+        def per_input(weight: Tensor) -> Tensor:  # (C_in, n, C_out/groups * K) in float64
+            return self._coefficient_view(weight).reshape(self._in, n, -1).to("cpu", torch.float64)
+
+        coef_in = per_input(self.weight)  # the coefficients the layer computes with (after a parametrisation)
         residual = new_design @ projection - old_design  # (C_in, N, n)
         # ||R c||^2 = tr(c^T (R^T R) c): the change on the samples without an (N, outputs) tensor
         change = torch.einsum("cnr,cnm,cmr->", coef_in, residual.mT @ residual, coef_in)
         total = torch.einsum("cnr,cnm,cmr->", coef_in, old_design.mT @ old_design, coef_in)
-        fitted = (projection @ coef_in).view(g, cg, new.num_functions, og, k).permute(0, 3, 1, 2, 4)
+        # the stored coefficients are mapped: per-edge scales commute with the map, so they stay as they are
+        stored = self._stored_weight()
+        g, cg, og, k = self.groups, self._in // self.groups, self._out // self.groups, self._kernel_numel
+        fitted = (projection @ per_input(stored)).view(g, cg, new.num_functions, og, k).permute(0, 3, 1, 2, 4)
         if self.base_activation is not None:  # the base branch's column stays in front, untouched
-            base_column = self.weight.detach().view(g, og, cg, self.num_terms, k)[:, :, :, :1].cpu().double()
+            base_column = stored.detach().view(g, og, cg, self.num_terms, k)[:, :, :, :1].cpu().double()
             fitted = torch.cat([base_column, fitted], 3)
-        self.basis = new.to(self.weight.device)
-        self._resize_weight(fitted.reshape(self._out, -1, *self.weight.shape[2:]).to(self.weight))
+        self.basis = new.to(stored.device)
+        self._resize_weight(fitted.reshape(self._out, -1, *stored.shape[2:]).to(stored))
+        for parametrization in parametrizations:
+            parametrization.resize_basis(new.num_functions)
         return (change.clamp(min=0) / total.clamp(min=1e-300)).sqrt().item()
 
     def _resize_weight(self, weight: Tensor) -> None:
+        """Give the stored weight (see :meth:`_stored_weight`) these values, re-allocated if the shape changes."""
         self.num_terms = self.basis.num_functions + (self.base_activation is not None)
-        if weight.shape == self.weight.shape:
-            self.weight.copy_(weight)
+        stored = self._stored_weight()
+        if weight.shape == stored.shape:
+            stored.copy_(weight)
+            return
+        resized = nn.Parameter(weight, requires_grad=stored.requires_grad)
+        if parametrize.is_parametrized(self, "weight"):
+            self.parametrizations.weight.original = resized
         else:
-            self.weight = nn.Parameter(weight, requires_grad=self.weight.requires_grad)
+            self.weight = resized
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # a checkpoint written after update_grid may hold a larger grid: resize before the copy
         grid = state_dict.get(prefix + "basis.grid")
-        weight = state_dict.get(prefix + "weight")
+        weight = state_dict.get(prefix + "weight", state_dict.get(prefix + "parametrizations.weight.original"))
         if isinstance(self.basis, GridBasis) and grid is not None and weight is not None:
             low, high, intervals = grid.tolist()
             if round(intervals) != self.basis.intervals:
+                parametrizations = self._weight_parametrizations()
+                stored = self._stored_weight()
                 self.basis = self.basis.resized(low, high, round(intervals))
                 with torch.no_grad():
-                    self._resize_weight(torch.empty(weight.shape, dtype=self.weight.dtype, device=self.weight.device))
+                    self._resize_weight(torch.empty(weight.shape, dtype=stored.dtype, device=stored.device))
+                for parametrization in parametrizations:
+                    parametrization.resize_basis(self.basis.num_functions)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kanvision.layers.bases import Basis
+from kanvision.layers.helpers import check_floating
 from kanvision.layers.kan_layer import KANLayer
 
 __all__ = ["KANLinear"]
@@ -43,10 +44,11 @@ class KANLinear(KANLayer):
             basis_kwargs=basis_kwargs, base_activation=base_activation, bias=bias, drop_rate=drop_rate,
             recompute_basis=recompute_basis, device=device, dtype=dtype,
         )  # fmt: skip
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = self._in
+        self.out_features = self._out
 
     def _prepare(self, x: Tensor) -> Tensor:
+        check_floating("KANLinear", x)
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"KANLinear expects input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         return x

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kanvision.layers.helpers import check_bool
 from kanvision.layers.rational_fused import check_arguments, group_rational_fused
 
 __all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
@@ -103,7 +104,7 @@ class GroupRational(nn.Module):
     init      source                                       max err       max err       alpha
                                                            on [-3, 3]    on [-8, 8]
     ========  ===========================================  ============  ============  ================
-    identity  published (exact)                            0             0             1.000 (1)
+    identity  published (exact; tie-break below)           0 (3.6e-6)    0 (3.7e-4)    1.000 (1)
     swish     published (rational_kat_cu init.json)        1.4e-6        0.049         2.811 (2.8178)
     gelu      kanvision fit, F(0) = 0, F'(0) = 0.5         0.0040        0.0040        2.351 (2.3568)
     relu      kanvision fit, F(0) = 0                      0.046         0.046         2.063 (2)
@@ -116,6 +117,7 @@ class GroupRational(nn.Module):
     PyTorch's abs backward, d|b|/db = sign(b) with sign(0) = 0, so those coefficients would never leave 0. Every
     exact zero of an init's denominator is therefore set to ``DENOMINATOR_TIE_BREAK`` = 1e-8 (> 0): the function is
     the published one to float32 rounding for |x| <= 1 (1.1e-4 relative at |x| = 10) and every b_i gets a gradient.
+    (The identity row's errors in brackets are those of the init with the tie-break, as the module applies it.)
 
     ``use_kernel``: None (auto) runs the fused Triton kernel (``kanvision.kernels.group_rational``, imported lazily)
     on CUDA inputs that are not float64 (the kernel computes in float32; float64 keeps the exact PyTorch path);
@@ -156,7 +158,7 @@ class GroupRational(nn.Module):
         self.num_channels = num_channels
         self.groups = groups
         self.order = (int(order[0]), int(order[1]))
-        self.share_numerator = share_numerator
+        self.share_numerator = check_bool("GroupRational: share_numerator", share_numerator)
         self.channel_dim = channel_dim
         self.use_kernel = use_kernel
         self.init = init if isinstance(init, str) else "custom"

@@ -19,6 +19,8 @@ class SplineScaler(nn.Module):
     ``spline_weight``). Starts at 1. Register it with :func:`add_spline_scaler`.
     """
 
+    scales_edges = True  # one factor for all basis coefficients of an edge: the layer's update_grid keeps it
+
     def __init__(self, layer: KANLayer):
         super().__init__()
         weight = layer.weight
@@ -30,6 +32,10 @@ class SplineScaler(nn.Module):
         self.scale = nn.Parameter(
             torch.ones(weight.shape[0], in_per_group, *kernel, dtype=weight.dtype, device=weight.device)
         )
+
+    def resize_basis(self, num_basis: int) -> None:
+        """Follow a grid update of the layer to ``num_basis`` basis functions (the scales stay as they are)."""
+        self.num_basis = num_basis
 
     def forward(self, weight: Tensor) -> Tensor:
         out, in_per_group, *kernel = self.scale.shape
@@ -43,8 +49,9 @@ def add_spline_scaler(layer: KANLayer) -> KANLayer:
     """Give a KANLinear/KANConvNd efficient-kan's spline scaler (see :class:`SplineScaler`); returns the layer.
 
     Adds ``out * (in / groups) * prod(kernel)`` parameters and leaves the function unchanged at initialisation.
-    The weight becomes a parametrised tensor (``layer.parametrizations.weight.original``), so ``update_grid``,
-    which rewrites the weight in place, is not available on such a layer.
+    The weight becomes a parametrised tensor (``layer.parametrizations.weight.original``, the unscaled
+    coefficients). ``update_grid`` maps those coefficients and keeps the scales, which computes the same function
+    as mapping the scaled ones.
     """
     if not isinstance(layer, KANLayer):
         raise ValueError(f"add_spline_scaler needs a KANLinear or KANConvNd layer, got {type(layer).__name__}")

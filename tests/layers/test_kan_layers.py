@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from kanvision.layers import KANConv1d, KANConv2d, KANConv3d, KANLinear, list_bases
+from kanvision.layers import KANConv1d, KANConv2d, KANConv3d, KANLinear, create_basis, list_bases
 from kanvision.layers.bases import ChebyshevBasis
 
 BASES = list_bases()
@@ -241,6 +241,10 @@ def test_one_conv_call_over_the_expansion_per_forward(monkeypatch, padding):
         (lambda: KANConv2d(4, 4, 3, padding_mode="mirror"), "padding_mode must be one of"),
         (lambda: KANLinear(4, 4, base_activation="swishy"), "unknown base_activation 'swishy'"),
         (lambda: KANLinear(4, 4, drop_rate=1.0), "drop_rate must be a number in \\[0, 1\\), got 1.0"),
+        (lambda: KANLinear(4, 4, bias="no"), "bias must be True or False, got 'no'"),
+        (lambda: KANConv2d(4, 4, 3, recompute_basis="yes"), "recompute_basis must be True or False, got 'yes'"),
+        (lambda: KANLinear(0, 4), "in_features must be an integer >= 1, got 0"),
+        (lambda: KANLinear(4, 4, basis="kagn", basis_kwargs=dict(beta_init_std=float("inf"))), "finite number >= 0"),
     ],
 )
 def test_bad_arguments(build, match):
@@ -320,6 +324,7 @@ def test_bf16_autocast_close_to_float32(name):
 @pytest.mark.parametrize("name", list_bases())
 def test_torch_compile_matches_eager(name):
     # under torch.compile some bases switch to a formulation inductor fuses (B-spline: dense selects)
+    torch.compiler.reset()  # each layer here is a recompile of the same forward: stay under dynamo's limit
     torch.manual_seed(0)
     layer = KANConv2d(4, 8, 3, padding=1, basis=name)
     compiled = torch.compile(layer, fullgraph=True)  # no graph break: compiled code runs the reference ops
@@ -331,6 +336,24 @@ def test_torch_compile_matches_eager(name):
     expected = torch.autograd.grad(y_ref, (x, layer.weight), grad)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layer_kwargs", [dict(padding=1), dict(padding=0, base_activation=None, bias=False)])
+def test_a_compiled_conv_takes_a_second_image_size(layer_kwargs):
+    """A second image size makes dynamo recompile with dynamic sizes, which inductor once failed to compile."""
+    torch.compiler.reset()
+    torch.manual_seed(0)
+    layer = KANConv2d(4, 8, 3, basis="chebyshev", **layer_kwargs)
+    compiled = torch.compile(layer)
+    for shape in [(2, 4, 8, 8), (3, 4, 10, 10), (1, 4, 7, 9)]:
+        x = torch.randn(*shape, requires_grad=True)
+        y, y_ref = compiled(x), layer(x)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+        got = torch.autograd.grad(y.sum(), (x, layer.weight))
+        expected = torch.autograd.grad(y_ref.sum(), (x, layer.weight))
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -407,6 +430,62 @@ def test_update_grid_checkpoint_loads_into_a_fresh_layer():
     fresh.load_state_dict(layer.state_dict())
     assert fresh.basis.grid_range == layer.basis.grid_range and fresh.weight.shape == layer.weight.shape
     torch.testing.assert_close(fresh(x), layer(x))
+
+
+@pytest.mark.parametrize("keep_size", [False, True])
+@pytest.mark.parametrize("layer_type", ["linear", "conv"])
+def test_update_grid_on_a_spline_scaled_layer_matches_the_plain_layer_of_its_weight(layer_type, keep_size):
+    """A spline scaler multiplies each edge's basis coefficients by one factor, so a grid update of the scaled layer
+    must compute what the same update computes on a plain layer holding the scaled weight."""
+    from torch.nn.utils import parametrize
+
+    from kanvision.layers import add_spline_scaler
+
+    def make():
+        if layer_type == "linear":
+            return KANLinear(3, 2, basis="bspline", base_activation="silu", dtype=torch.float64)
+        return KANConv2d(2, 3, 3, padding=1, basis="rbf", base_activation="silu", dtype=torch.float64)
+
+    torch.manual_seed(0)
+    scaled = add_spline_scaler(make())
+    with torch.no_grad():
+        scaled.parametrizations.weight[0].scale.uniform_(0.5, 2.0)
+    plain = make()
+    plain.load_state_dict({**dict(scaled.named_buffers()), "weight": scaled.weight.detach(), "bias": scaled.bias})
+    x = torch.randn(8, 3) * 3 if layer_type == "linear" else torch.randn(2, 2, 6, 6, dtype=torch.float64) * 3
+    x = x.double()
+    before = scaled(x).detach()
+    scale = scaled.parametrizations.weight[0].scale.detach().clone()
+
+    change = scaled.update_grid(x, keep_size=keep_size)
+
+    assert change == pytest.approx(plain.update_grid(x, keep_size=keep_size), rel=1e-9, abs=1e-12)
+    assert scaled.basis.grid_range == plain.basis.grid_range
+    assert parametrize.is_parametrized(scaled, "weight") and scaled.weight.shape == plain.weight.shape
+    torch.testing.assert_close(scaled.parametrizations.weight[0].scale, scale, rtol=0, atol=0)  # the scales stay
+    torch.testing.assert_close(scaled(x), plain(x), rtol=1e-12, atol=1e-12)
+    if not keep_size:  # the grid only grew: the function is unchanged
+        assert scaled.basis.num_functions > 8
+        torch.testing.assert_close(scaled(x), before, rtol=1e-12, atol=1e-12)
+    fresh = add_spline_scaler(make())  # a checkpoint written after the update loads into a fresh scaled layer
+    fresh.load_state_dict(scaled.state_dict())
+    torch.testing.assert_close(fresh(x), scaled(x), rtol=0, atol=0)
+
+
+def test_update_grid_refuses_a_parametrisation_it_cannot_carry_over_and_changes_nothing():
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    layer = KANLinear(2, 2, basis="bspline")
+    parametrize.register_parametrization(layer, "weight", Doubled())
+    weight, grid = layer.weight.detach().clone(), layer.basis.grid_range
+    with pytest.raises(ValueError, match=r"cannot carry the weight's parametrisations \['Doubled'\]"):
+        layer.update_grid(torch.randn(4, 2) * 3)
+    assert layer.basis.grid_range == grid
+    torch.testing.assert_close(layer.weight, weight, rtol=0, atol=0)
 
 
 def test_update_grid_bounds_growth_and_validates_input():
@@ -508,6 +587,37 @@ def test_dropkan_on_conv_masks_pixels_for_all_outputs_and_positions():
 def test_wrong_argument_types_name_the_parameter(build, error, match):
     with pytest.raises(error, match=match):
         build()
+
+
+@pytest.mark.parametrize(
+    "layer,x",
+    [
+        (KANLinear(2, 3), torch.tensor([[1, 2]])),
+        (KANLinear(2, 3, base_activation=None), torch.tensor([[1, 2]])),
+        (KANConv2d(2, 3, 3), torch.ones(1, 2, 4, 4, dtype=torch.long)),
+    ],
+)
+def test_an_integer_input_is_a_type_error_naming_the_layer_and_dtype(layer, x):
+    with pytest.raises(TypeError, match=rf"{type(layer).__name__} needs a floating-point input .* got torch.int64"):
+        layer(x)
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_a_basis_refuses_an_integer_input(name):
+    basis = create_basis(name)
+    with pytest.raises(TypeError, match=f"basis '{name}' needs a floating-point input"):
+        basis(torch.tensor([1, 0]), -1)
+    with pytest.raises(TypeError, match=f"basis '{name}' needs a floating-point input"):
+        basis.reference(torch.tensor([1, 0]), -1)
+
+
+def test_numpy_integers_are_accepted_like_python_ones():
+    np = pytest.importorskip("numpy")
+    conv = KANConv2d(np.int64(2), np.int64(3), np.int64(3), padding=np.int32(1), groups=np.int64(1))
+    reference = KANConv2d(2, 3, 3, padding=1)
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size, conv.padding) == (2, 3, (3, 3), (1, 1))
+    assert type(conv.in_channels) is int and conv.weight.shape == reference.weight.shape
+    assert KANLinear(np.int64(3), np.int64(2)).weight.shape == KANLinear(3, 2).weight.shape
 
 
 def test_update_grid_on_an_empty_batch():

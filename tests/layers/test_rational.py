@@ -119,6 +119,8 @@ def test_bad_arguments_raise_value_error():
         GroupRational(16, order=(3, 2), init="swish")
     with pytest.raises(ValueError, match="16 channels"):
         GroupRational(16)(torch.randn(2, 8))
+    with pytest.raises(ValueError, match="share_numerator must be True or False, got 'x'"):
+        GroupRational(16, share_numerator="x")
     with pytest.raises(ValueError, match="not divisible by groups=4"):
         group_rational_pytorch(torch.randn(2, 10), torch.zeros(1, 6), torch.zeros(4, 4), 4)
 
@@ -164,7 +166,9 @@ def test_relu_init_error():
 
 
 @pytest.mark.slow
-def test_fit_script_reproduces_stored_gelu():
+def test_fit_script_refits_the_stored_gelu():
+    """The fit is a non-convex optimisation whose last digits differ between CPUs (BLAS, vector width): the script
+    must find a fit as good as the stored one under the same constraints, not the same bits."""
     import importlib.util
     from pathlib import Path
 
@@ -173,20 +177,14 @@ def test_fit_script_reproduces_stored_gelu():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     numerator, denominator, err = module.fit("gelu", 8.0)
-    stored_num, stored_den = RATIONAL_INITS["gelu"]
-    torch.testing.assert_close(
-        torch.tensor(numerator, dtype=torch.float64),
-        torch.tensor(stored_num, dtype=torch.float64),
-        rtol=1e-6,
-        atol=1e-9,
-    )
-    torch.testing.assert_close(
-        torch.tensor(denominator, dtype=torch.float64),
-        torch.tensor(stored_den, dtype=torch.float64),
-        rtol=1e-6,
-        atol=1e-9,
-    )
-    assert err <= 1e-2
+    assert numerator[:2] == [0.0, 0.5]  # F(0) = 0, F'(0) = 0.5
+    x = torch.linspace(-8, 8, 16001, dtype=torch.float64)
+    fitted = group_rational_pytorch(
+        x[:, None], torch.tensor([numerator], dtype=torch.float64), torch.tensor([denominator], dtype=torch.float64), 1
+    )[:, 0]
+    assert (fitted - F.gelu(x)).abs().max().item() == pytest.approx(err, rel=1e-6)
+    stored_err = module.max_error("gelu", 8.0)
+    assert err <= 1.02 * stored_err and err <= 1e-2
 
 
 @pytest.mark.parametrize(("name", "function", "paper_alpha"), [("gelu", F.gelu, 2.3568), ("relu", F.relu, 2.0)])
