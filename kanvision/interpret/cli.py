@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from kanvision.bench.throughput import positive_int
 from kanvision.interpret.report import inspect_model
+from kanvision.training.checkpoint_io import CheckpointError
 
 __all__ = ["load_model", "input_batches", "main"]
 
@@ -90,18 +92,22 @@ def input_batches(
     model: nn.Module, data: str | None, num_samples: int, batch_size: int, root: str | None = None, seed: int = 0
 ) -> Iterator[Tensor]:
     """Up to ``num_samples`` inputs for ``model`` in batches: a data module's validation images at the model's input
-    size and normalisation, or standard-normal inputs of its input size when ``data`` is None."""
+    size and normalisation, or standard-normal inputs of its input size when ``data`` is None. A bad ``data`` or
+    ``root`` fails here, not at the first batch."""
     config = resolve_model_data_config(model)
     channels, height, width = config["input_size"]
     if data is None:
         generator = torch.Generator().manual_seed(seed)
-        for start in range(0, num_samples, batch_size):
-            yield torch.randn(min(batch_size, num_samples - start), channels, height, width, generator=generator)
-        return
+        sizes = [min(batch_size, num_samples - start) for start in range(0, num_samples, batch_size)]
+        return (torch.randn(size, channels, height, width, generator=generator) for size in sizes)
     module = _data_module(data, root)
     module.configure_for_model(config)
     module.eval_batch_size = batch_size
     module.setup("validate")
+    return _validation_images(module, num_samples, channels)
+
+
+def _validation_images(module, num_samples: int, channels: int) -> Iterator[Tensor]:
     seen = 0
     for images, _ in module.val_dataloader():
         if seen >= num_samples:
@@ -146,12 +152,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    model, name = load_model(args.model, args.pretrained, dict(args.model_kwargs))
-    batches = input_batches(model, args.data, args.num_samples, args.batch_size, args.data_root, args.seed)
-    report = inspect_model(
-        model, batches, args.out, pattern=args.layers, top_k=args.top_k, num_points=args.num_points,
-        model_name=name, data_name=args.data or "random normal inputs",
-    )  # fmt: skip
+    try:  # what the user named (model, file, data, layers) is reported like a bad argument, without a traceback
+        model, name = load_model(args.model, args.pretrained, dict(args.model_kwargs))
+        batches = input_batches(model, args.data, args.num_samples, args.batch_size, args.data_root, args.seed)
+        report = inspect_model(
+            model, batches, args.out, pattern=args.layers, top_k=args.top_k, num_points=args.num_points,
+            model_name=name, data_name=args.data or "random normal inputs",
+        )  # fmt: skip
+    except (ValueError, TypeError, OSError, CheckpointError, pickle.UnpicklingError) as error:
+        parser.exit(2, f"kanvision-inspect: error: {error}\n")
     print(f"{len(report['layers'])} layers, {report['num_inputs']} inputs -> {Path(args.out) / 'report.md'}")
 
 

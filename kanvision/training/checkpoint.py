@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,16 @@ _META_KEY = "kanvision"
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A Lightning ``.ckpt`` as a dict, loaded with ``weights_only=True`` (memory-mapped, on the CPU)."""
+    from kanvision.training.checkpoint_io import CheckpointError, check_checkpoint_file  # imports Lightning
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    check_checkpoint_file(path, advice="it may have been cut short by a crash or a full disk")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError) as error:  # a zip archive that ends early; refused pickles raise other errors
+        raise CheckpointError(f"checkpoint {path} cannot be read, it may be truncated ({error})") from error
 
 
 def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
@@ -149,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", nargs="?", help="output .safetensors path (default: next to the checkpoint)")
     parser.add_argument("--ema", action="store_true", help="export the EMA weights")
     args = parser.parse_args(argv)
-    print(export_safetensors(args.checkpoint, args.output, ema=args.ema))
+    try:
+        print(export_safetensors(args.checkpoint, args.output, ema=args.ema))
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as error:  # a missing, broken or foreign file
+        parser.exit(2, f"kanvision-export: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -112,16 +112,20 @@ def check_writable(directory: str | os.PathLike) -> Path:
     return directory
 
 
-def check_checkpoint_file(path: str | os.PathLike) -> Path:
-    """Raise :class:`CheckpointError` unless ``path`` is a non-empty PyTorch (zip) checkpoint file."""
+_RESUME_ADVICE = (
+    "it was probably cut short by a crash or a full disk; delete it and resume from another checkpoint "
+    "(ckpt_path=<file>) or start without ckpt_path"
+)
+
+
+def check_checkpoint_file(path: str | os.PathLike, advice: str = _RESUME_ADVICE) -> Path:
+    """Raise :class:`CheckpointError` (naming the path, then ``advice``) unless ``path`` is a non-empty PyTorch (zip)
+    checkpoint file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     size = path.stat().st_size
     if size == 0 or not zipfile.is_zipfile(path):
         what = "is empty (0 bytes)" if size == 0 else f"is not a PyTorch checkpoint ({size} bytes, not a zip archive)"
-        raise CheckpointError(
-            f"checkpoint {path} {what}: it was probably cut short by a crash or a full disk; delete it and resume "
-            "from another checkpoint (ckpt_path=<file>) or start without ckpt_path"
-        )
+        raise CheckpointError(f"checkpoint {path} {what}: {advice}")
     return path

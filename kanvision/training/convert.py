@@ -18,6 +18,7 @@ import argparse
 import ast
 import json
 import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,15 +39,24 @@ def convert(source: str | Path, destination: str | Path, model_name: str, **mode
         raise ValueError(f"source checkpoint {str(source)!r} does not exist")
     if destination.suffix != ".safetensors":
         raise ValueError(f"destination {str(destination)!r} must end with .safetensors")
-    if model_name not in timm.list_models():
-        raise ValueError(f"unknown model {model_name!r}; kanvision models: {timm.list_models('kat_*')}")
-    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(source)), **model_args)
+    if not timm.is_model(model_name):
+        similar = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
+        raise ValueError(f"unknown model {model_name!r}: not a timm or kanvision model name (similar: {similar})")
+    try:
+        model = timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(source)), **model_args
+        )
+    except TypeError as error:  # an argument the model's constructor does not take
+        raise ValueError(f"{model_name} does not take the arguments {sorted(model_args)}: {error}") from error
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        raise ValueError(f"cannot read {str(source)!r} as a checkpoint: {error}") from error
     data = resolve_model_data_config(model)
     meta = {
         "model_name": model_name,
         "model_kwargs": dict(model_args),
         "data_config": {
-            "img_size": list(data["input_size"][-2:]),
+            # the size the model was built for (pretrained_cfg keeps the default one)
+            "img_size": list(_built_img_size(model) or data["input_size"][-2:]),
             "mean": list(data["mean"]),
             "std": list(data["std"]),
             "interpolation": data["interpolation"],
@@ -55,6 +65,13 @@ def convert(source: str | Path, destination: str | Path, model_name: str, **mode
     }
     save_safetensors(model, meta, destination)
     return {"architecture": model_name, "model_args": json.dumps(model_args, sort_keys=True), "source": source.name}
+
+
+def _built_img_size(model) -> tuple[int, int] | None:
+    """(height, width) that a fixed-size network (a ViT or KAT patch grid) was built for, else None."""
+    patch_embed = getattr(model, "patch_embed", None)
+    size = getattr(patch_embed, "img_size", None)
+    return tuple(size) if size is not None and not getattr(patch_embed, "dynamic_img_size", False) else None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

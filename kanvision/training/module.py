@@ -9,6 +9,7 @@ evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +34,9 @@ from kanvision.training.optim import (
     create_scheduler,
     decay_group_of,
     factory_from_config,
+    restart_schedule,
     run_length,
+    scheduler_changes,
 )
 
 log = logging.getLogger(__name__)
@@ -293,6 +296,18 @@ class ImageClassifier(L.LightningModule):
         if self.model_ema is not None and "FSDP" in strategy:
             raise ValueError("model.ema is not supported with FSDP (the EMA copy would be sharded); set model.ema=null")
 
+    def on_train_start(self) -> None:
+        fresh, self._fresh_schedule = getattr(self, "_fresh_schedule", None), None
+        if fresh is None or not self.trainer.ckpt_path:
+            return
+        # resumed: the checkpoint's schedule is loaded; a changed one (e.g. a longer run) takes its place
+        scheduler = self.trainer.lr_scheduler_configs[0].scheduler
+        changes = scheduler_changes(scheduler.state_dict(), fresh[0])
+        if changes:
+            log.warning("resumed with this run's learning-rate schedule, not the checkpoint's: %s", "; ".join(changes))
+            per_step = self.hparams.scheduler_interval == "step"
+            restart_schedule(scheduler, *fresh, self.global_step if per_step else self.current_epoch, per_step)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         num_classes = self.hparams.num_classes
@@ -348,6 +363,8 @@ class ImageClassifier(L.LightningModule):
         if self._scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = create_scheduler(self._scheduler_factory, optimizer, lambda: run_length(self.trainer))
+        # as built, before a resume loads the checkpoint's: on_train_start compares the two
+        self._fresh_schedule = (copy.deepcopy(scheduler.state_dict()), [g["lr"] for g in optimizer.param_groups])
         interval = self.hparams.scheduler_interval
         return {
             "optimizer": optimizer,

@@ -14,11 +14,13 @@ rates are logged as ``lr/decay`` etc.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import functools
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,7 +40,9 @@ __all__ = [
     "create_scheduler",
     "decay_group_of",
     "factory_from_config",
+    "restart_schedule",
     "run_length",
+    "scheduler_changes",
 ]
 
 # GroupRational coefficients (kanvision.layers.rational, KAT's GR-KAN). They are 2-D, so timm's 1-D rule decays
@@ -183,6 +187,41 @@ def cosine_with_warmup(
         warmup_prefix=True,
         t_in_epochs=False,
     )
+
+
+def restart_schedule(scheduler, fresh_state: dict[str, Any], fresh_lrs: list[float], position: int, per_step: bool):
+    """Put ``scheduler`` back to the state it was built with (``fresh_state``, its optimizer's learning rates then
+    ``fresh_lrs``) and move it to ``position`` (optimizer steps, or epochs unless ``per_step``).
+
+    For a resumed run whose schedule differs from the checkpoint's (``trainer.max_epochs`` raised to train longer, a
+    new ``min_lr``): the run follows its own schedule from where the checkpoint stopped, as timm's ``train.py``
+    rebuilds its scheduler on resume. Restoring the checkpoint's would bring back the old length: a cosine already at
+    ``min_lr`` would train every added step at that rate.
+    """
+    scheduler.load_state_dict(copy.deepcopy(fresh_state))
+    for group, lr in zip(scheduler.optimizer.param_groups, fresh_lrs, strict=True):
+        group["lr"] = lr
+    if hasattr(scheduler, "step_update"):  # timm: stateless given the position
+        if per_step:
+            scheduler.step_update(num_updates=position)
+        else:
+            scheduler.step(epoch=position)
+        return
+    with warnings.catch_warnings():  # torch warns of a scheduler step before the first optimizer step
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(position):
+            scheduler.step()
+
+
+def scheduler_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each plain value (number, string, bool, None) that differs between two scheduler states
+    (their settings; the position, ``last_epoch`` and ``_step_count``, is left out)."""
+    plain = (int, float, str, bool, type(None))
+    return [
+        f"{key}: {old[key]!r} -> {new[key]!r}"
+        for key in sorted(old.keys() & new.keys() - {"last_epoch", "_step_count"})
+        if isinstance(old[key], plain) and isinstance(new[key], plain) and old[key] != new[key]
+    ]
 
 
 def run_length(trainer) -> tuple[int, int]:

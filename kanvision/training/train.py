@@ -102,6 +102,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _resume_wandb(cfg, resume_from)
 
     follow_data_img_size(cfg)
+    for key in ("num_classes", "in_chans"):  # a head or stem that does not fit the data fails at its first batch
+        given, data_value = cfg.model.get(key), getattr(datamodule, key)
+        if given is not None and given != data_value:
+            raise ValueError(
+                f"model.{key}={given} but the data gives {data_value}: leave model.{key} unset (it follows the data)"
+            )
     model = instantiate(
         cfg.model,
         num_classes=cfg.model.get("num_classes") or datamodule.num_classes,

@@ -81,15 +81,28 @@ def test_inspect_timm_model_names(tmp_path):
     assert len(_report(out)["layers"]) == 3
 
 
-def test_inspect_rejects_unknown_models_and_data(tmp_path):
-    with pytest.raises(ValueError, match="'no_such_model' is neither a .ckpt/.safetensors file nor a timm model"):
-        main(["no_such_model", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="--data 'nope' is not a directory or one of the data configs"):
-        main(["kan_cnn_tiny", "--data", "nope", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="--data cifar10 reads files: give their location with --data-root"):
-        main(["kan_cnn_tiny", "--data", "cifar10", "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="has no KAN layers, RKAN kernels or group rationals matching 'nothing'"):
-        main(["kan_cnn_tiny", "--layers", "nothing", "--out", str(tmp_path)])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no_such_model"], "'no_such_model' is neither a .ckpt/.safetensors file nor a timm model"),
+        (["kan_cnn_tiny", "--data", "nope"], "--data 'nope' is not a directory or one of the data configs"),
+        (["kan_cnn_tiny", "--data", "cifar10"], "--data cifar10 reads files: give their location with --data-root"),
+        (["kan_cnn_tiny", "--layers", "nothing"], "has no KAN layers, RKAN kernels or group rationals matching"),
+        (["kan_cnn_tiny", "--model-kwargs", "bogus=1"], "unexpected keyword argument 'bogus'"),
+        (["missing.ckpt"], "checkpoint missing.ckpt does not exist"),
+        (["EMPTY"], "is empty (0 bytes)"),
+    ],
+)
+def test_inspect_reports_what_it_cannot_use_as_a_usage_error(tmp_path, capsys, args, message):
+    if args == ["EMPTY"]:
+        (tmp_path / "empty.ckpt").touch()
+        args = [str(tmp_path / "empty.ckpt")]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("kanvision-inspect: error: ") and message in error
+    assert not (tmp_path / "out" / "report.md").exists()
 
 
 @pytest.mark.slow

@@ -233,6 +233,7 @@ def test_convert_cli_roundtrip(tmp_path, capsys):
     with safe_open(str(destination), "pt") as handle:
         metadata = json.loads(handle.metadata()["kanvision"])
     assert metadata["model_name"] == "kat_tiny_patch16_224" and metadata["model_kwargs"]["rational_init"][1] == "gelu"
+    assert metadata["data_config"]["img_size"] == [32, 32]  # the size it was built for, not the default 224
     for key, value in vit_state.items():
         if key.startswith(("patch_embed", "blocks.0.")):
             torch.testing.assert_close(converted[key], value)
@@ -247,6 +248,28 @@ def test_convert_cli_roundtrip(tmp_path, capsys):
         torch.testing.assert_close(rebuilt(x), reloaded.eval()(x), rtol=0, atol=0)
     with pytest.raises(SystemExit):
         convert_main([str(tmp_path / "missing.pth"), str(destination)])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "kat_tiny_patch16_2"], "unknown model 'kat_tiny_patch16_2': not a timm or kanvision model name"),
+        (["--model", "resnet18", "--img-size", "64"], "resnet18 does not take the arguments ['img_size']"),
+        (["TRUNCATED"], "as a checkpoint"),
+    ],
+)
+def test_convert_cli_reports_bad_arguments_and_files_without_a_traceback(tmp_path, capsys, args, message):
+    source = tmp_path / "vit.pth"
+    torch.save(small_vit().state_dict(), source)
+    if args == ["TRUNCATED"]:
+        source.write_bytes(source.read_bytes()[:2000])
+        args = []
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([str(source), str(tmp_path / "out.safetensors"), *args])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("kanvision-convert: error: ") and message in error
+    assert not (tmp_path / "out.safetensors").exists()
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,21 @@ def test_eval_without_data_reproduces_the_runs_validation(make_cfg, cifar_run, t
         evaluate(cfg)
 
 
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short"])
+def test_export_and_load_checkpoint_name_a_broken_checkpoint(tmp_path, capsys, content):
+    from kanvision.training.checkpoint_io import CheckpointError
+
+    broken = tmp_path / "last.ckpt"
+    broken.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"checkpoint {broken} (is empty|is not a PyTorch checkpoint)"):
+        kanvision.load_checkpoint(broken)
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([str(broken), str(tmp_path / "out.safetensors")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"kanvision-export: error: checkpoint {broken} ")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 @pytest.mark.parametrize("ema", [False, True])
 def test_export_command_rebuilds_identical_logits(make_cfg, tmp_path, ema, capsys):
     run_dir = tmp_path / "run"

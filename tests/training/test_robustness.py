@@ -181,6 +181,23 @@ def test_imagefolder_class_folders_without_images(tmp_path):
         ImageFolderDataModule(root=str(root)).check_data()
 
 
+def test_an_empty_class_folder_in_an_evaluation_split_fails_too(tmp_path):
+    root = _image_tree(tmp_path, {"cat": 2, "dog": 2})
+    for image in (root / "val" / "dog").iterdir():
+        image.unlink()
+    with pytest.raises(DataRootError, match=r"val: 1 of 2 class folders hold no images \(\['dog'\]"):
+        ImageFolderDataModule(root=str(root)).check_data()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("num_classes=5", "num_classes=5 but the data gives 10"), ("in_chans=1", "in_chans=1 but the data gives 3")],
+)
+def test_a_model_head_or_stem_that_does_not_fit_the_data_fails_before_training(make_cfg, override, message):
+    with pytest.raises(ValueError, match=rf"model\.{message}: leave model\.\w+ unset"):
+        train(make_cfg(*RUN, f"model.{override}"))
+
+
 def test_imagenet_config_on_a_tree_with_other_class_count(make_cfg, tmp_path):
     root = _image_tree(tmp_path / "tree", {"cat": 2, "dog": 2, "eel": 2})
     cfg = make_cfg("data=imagenet", f"data.root={root}", "model=kan_cnn_tiny", "data.batch_size=2")

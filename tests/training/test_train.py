@@ -169,6 +169,62 @@ def test_resume_from_last_restores_step_optimizer_scheduler_ema(make_cfg, tmp_pa
         assert lr == pytest.approx(_naive_lr(step, 6, 2, 1e-2, 1e-4, 1e-5), rel=1e-9), step
 
 
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_resume_with_a_longer_run_follows_the_longer_schedule(make_cfg, tmp_path, scheduler, caplog):
+    """Raising trainer.max_epochs on resume trains on with this run's schedule (timm's train.py rebuilds its scheduler
+    too), not the checkpoint's: a cosine already at its end would train every added step at min_lr."""
+    Recorder.runs = []
+    common = [
+        *TINY,
+        "model=kan_cnn_tiny",
+        "data.img_size=8",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+        "model.ema.enabled=true",
+        f"model/scheduler={scheduler}",
+        "model.optimizer.lr=1e-2",
+        "+callbacks.recorder._target_=tests.training.test_train.Recorder",
+    ]
+    if scheduler == "cosine":
+        common += ["model.scheduler.warmup_steps=2", "model.scheduler.warmup_lr=1e-4", "model.scheduler.min_lr=0"]
+    train(make_cfg(*common, "trainer.max_epochs=1"))
+    with caplog.at_level("WARNING", logger="kanvision.training.module"):
+        metrics = train(make_cfg(*common, "trainer.max_epochs=2", "ckpt_path=last"))
+    assert metrics["global_step"] == 6
+    assert "resumed with this run's learning-rate schedule, not the checkpoint's" in caplog.text
+    resumed = Recorder.runs[1]["lrs"]
+    assert sorted(resumed) == [3, 4, 5]
+    if scheduler == "cosine":  # the 6-step schedule from step 3 on: t_initial 4 (was 1)
+        for step, lr in resumed.items():
+            assert lr == pytest.approx(_naive_lr(step, 6, 2, 1e-2, 1e-4, 0.0), rel=1e-9), step
+        assert "t_initial: 1 -> 4" in caplog.text
+    else:  # torch's OneCycleLR built for 6 steps, stepped to where the checkpoint was
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-2)
+        reference = hydra_instantiate_onecycle(optimizer, total_steps=6)
+        expected = []
+        for _ in range(6):
+            expected.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            reference.step()
+        for step, lr in resumed.items():
+            assert lr == pytest.approx(expected[step], rel=1e-9), step
+        assert "total_steps: 3 -> 6" in caplog.text
+
+
+def hydra_instantiate_onecycle(optimizer, total_steps):
+    """The onecycle config's scheduler for ``optimizer``, as the training module builds it."""
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import kanvision.configs
+
+    config = OmegaConf.load(Path(kanvision.configs.__file__).parent / "model" / "scheduler" / "onecycle.yaml")
+    return instantiate(config)(optimizer, total_steps=total_steps)
+
+
 def test_missing_last_checkpoint_is_an_error(make_cfg):
     with pytest.raises(ValueError, match="last.ckpt does not exist"):
         train(make_cfg(*TINY, "ckpt_path=last"))

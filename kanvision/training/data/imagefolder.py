@@ -93,12 +93,7 @@ class ImageFolderDataModule(ImageDataModule):
         train_path = self._split_path(self.splits["train"])
         counts = self._count_images(train_path)
         classes = list(counts)
-        empty = [name for name, n in counts.items() if n == 0]
-        if empty:
-            raise DataRootError(
-                f"{train_path}: {len(empty)} of {len(classes)} class folders hold no images ({empty[:10]}"
-                f"{' ...' if len(empty) > 10 else ''}); image files end in {', '.join(_IMAGE_EXTENSIONS)}"
-            )
+        _check_no_empty_classes(train_path, counts)
         if self.num_classes is not None and len(classes) != self.num_classes:
             raise DataRootError(
                 f"{train_path} has {len(classes)} classes, but data.num_classes={self.num_classes}: the classifier "
@@ -110,6 +105,7 @@ class ImageFolderDataModule(ImageDataModule):
             path = self._split_path(split)
             # timm's class_map silently drops images of unknown classes: a wrong evaluation split must fail here
             other = self._count_images(path)
+            _check_no_empty_classes(path, other)
             extra = sorted(set(other) - set(classes))
             if extra:
                 raise DataRootError(
@@ -143,3 +139,13 @@ class ImageFolderDataModule(ImageDataModule):
             if len(sets[stage]) == 0:
                 raise DataRootError(f"{self._split_path(split)} contains no images; expected {self._layout()}")
         return sets["train"], sets["val"], sets.get("test", sets["val"])
+
+
+def _check_no_empty_classes(path: Path, counts: dict[str, int]) -> None:
+    """A DataRootError when a class folder of the split at ``path`` holds no images (``counts``: images per class)."""
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise DataRootError(
+            f"{path}: {len(empty)} of {len(counts)} class folders hold no images ({empty[:10]}"
+            f"{' ...' if len(empty) > 10 else ''}); image files end in {', '.join(_IMAGE_EXTENSIONS)}"
+        )
