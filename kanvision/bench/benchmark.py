@@ -55,8 +55,9 @@ TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 _BASELINE_RULES: list[tuple[str, str | Callable[[re.Match], str]]] = [
     (r"kat_(tiny|small|base|large)_patch16_(\d+)", lambda m: f"vit_{m[1]}_patch16_{m[2]}"),
     (r"rkan_generic", "resnet50"),  # its default backbone
-    (r"rkan_(.+?)(_cifar)?", lambda m: m[1]),
-    (r"kan_resnet(18|34)(_cifar)?", lambda m: f"resnet{m[1]}"),
+    (r"rkan_(resnet\d+_cifar)", lambda m: m[1]),  # kanvision.models.baselines: the same CIFAR stem
+    (r"rkan_(.+)", lambda m: m[1]),
+    (r"kan_resnet(18|34)(_cifar)?", lambda m: f"resnet{m[1]}{m[2] or ''}"),
     (r"kan_vgg11_.*", "vgg11_bn"),
 ]
 

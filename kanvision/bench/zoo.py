@@ -43,7 +43,8 @@ class ModelInfo:
 def kanvision_models(patterns: Sequence[str] | str = "*") -> list[str]:
     """Names of the models kanvision registers with timm, matching ``patterns``."""
     names = timm.list_models(patterns if patterns else "*")
-    return [n for n in names if timm.models.model_entrypoint(n).__module__.startswith("kanvision.")]
+    modules = {n: timm.models.model_entrypoint(n).__module__ for n in names}
+    return [n for n in names if modules[n].startswith("kanvision.") and modules[n] != "kanvision.models.baselines"]
 
 
 def _paper(name: str, pretrained_cfg) -> str:

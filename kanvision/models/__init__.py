@@ -1,6 +1,7 @@
 """kanvision model families, registered with timm on import (one file per family)."""
 
 from kanvision.models import (
+    baselines,  # noqa: F401
     kan_cnn,  # noqa: F401
     kan_resnet,  # noqa: F401
     kan_vgg,  # noqa: F401

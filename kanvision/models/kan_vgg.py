@@ -273,9 +273,12 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create_kan_vgg(variant: str, pretrained: bool = False, **kwargs) -> KANVGG:
+    # every feature map by default, as timm's VGGs: one before each max pool and the last
+    cfg = kwargs.get("cfg", "vgg11v4")
+    stages = 1 + list(VGG_CONFIGS.get(cfg, ()) if isinstance(cfg, str) else cfg).count("M")
     return build_model_with_cfg(
         KANVGG, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True), **kwargs,
+        feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(stages))), **kwargs,
     )  # fmt: skip
 
 

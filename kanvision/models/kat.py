@@ -375,8 +375,9 @@ def checkpoint_filter_fn(
     head_keys = [k for k in ("head.weight", "head.bias") if k in out]
     if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
         _logger.warning(
-            f"Dropping the checkpoint's classifier ({_describe(head_keys, out)}): the model has "
-            f"{model.num_classes} classes; its head keeps its fresh initialisation"
+            f"Dropping the checkpoint's classifier ({_describe(head_keys, out)}): the model's head is "
+            f"{_describe([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
+            "classes); it keeps its fresh initialisation"
         )
         for k in head_keys:
             del out[k]

@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from kanvision.layers import KANConv2d, SharedKANConv2d, basis_parameters
 from kanvision.layers.helpers import check_int
 from kanvision.models._classifier import ClassifierMixin
+from kanvision.models.baselines import use_cifar_stem
 
 __all__ = [
     "SharedKANConv2d",  # backward-compatible import: the layer lives in kanvision.layers
@@ -235,18 +236,6 @@ def _stage_layout(backbone: nn.Module) -> tuple[tuple[str, ...], tuple[tuple[str
     )
 
 
-def _use_cifar_stem(backbone: nn.Module, device, dtype) -> None:
-    """The CIFAR stem of ResNets for 32 px images (He et al. 2016, section 4.2; the RKAN paper's CIFAR tables): a 3x3
-    stride-1 first conv and no max pooling, so stage 1 sees the full 32 x 32 image."""
-    if not isinstance(backbone, ResNet):
-        raise ValueError(f"stem='cifar' is defined for ResNet-family backbones, got {type(backbone).__name__}")
-    old = backbone.conv1
-    if not isinstance(old, nn.Conv2d):
-        raise ValueError("stem='cifar' needs a single-conv ResNet stem (stem_type ''), got a deep stem")
-    backbone.conv1 = nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=False, device=device, dtype=dtype)
-    backbone.maxpool = nn.Identity()
-
-
 def _normalize_stages(stages: int | Iterable[int], num_stages: int) -> tuple[int, ...]:
     values = (stages,) if isinstance(stages, int) else tuple(stages)
     if (
@@ -313,7 +302,7 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
             backbone, num_classes=num_classes, in_chans=in_chans, device=device, dtype=dtype, **backbone_kwargs
         )
         if stem == "cifar":
-            _use_cifar_stem(self.backbone, device, dtype)
+            use_cifar_stem(self.backbone, device, dtype)
         self._stem, self._stages, self._post = _stage_layout(self.backbone)
         self.stages = _normalize_stages(stages, len(self._stages))
         combines = (combine,) * len(self.stages) if isinstance(combine, str) else tuple(combine)

@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     meta = checkpoint_metadata(read_checkpoint(ckpt_path))
     datamodule = instantiate(data_config(cfg.data, meta, ckpt_path))
-    datamodule.check_data()
+    datamodule.check_data(training=False)  # evaluation never draws a training batch
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, compile=False)
     if datamodule.num_classes != model.hparams.num_classes or datamodule.in_chans != model.hparams.in_chans:
         raise ValueError(

@@ -23,10 +23,30 @@ def test_every_baseline_is_a_plain_timm_model_of_the_same_family():
             assert timm.is_model(baseline) and baseline not in kan, (name, baseline)
     assert pairs["kat_tiny_patch16_224"] == "vit_tiny_patch16_224"
     assert pairs["kat_base_patch16_384"] == "vit_base_patch16_384"
-    assert pairs["rkan_resnet50"] == "resnet50" and pairs["rkan_resnet18_cifar"] == "resnet18"
+    assert pairs["rkan_resnet50"] == "resnet50" and pairs["rkan_resnet18_cifar"] == "resnet18_cifar"
     assert pairs["rkan_resnext50_32x4d"] == "resnext50_32x4d" and pairs["rkan_regnety_016"] == "regnety_016"
-    assert pairs["kan_resnet34_cifar"] == "resnet34" and pairs["kan_vgg11_kagn_v4"] == "vgg11_bn"
-    assert pairs["kan_kkan_mnist"] is None
+    assert pairs["kan_resnet34_cifar"] == "resnet34_cifar" and pairs["kan_vgg11_kagn_v4"] == "vgg11_bn"
+    assert pairs["kan_resnet18"] == "resnet18" and pairs["kan_kkan_mnist"] is None
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_a_cifar_rkan_is_measured_against_its_own_backbone(depth):
+    """The CIFAR RKANs and KAN-ResNets have the 3x3 stride-1 stem without max pooling; timm's resnet18 would do ~15x
+    fewer FLOPs at 32 px. Their baseline is the backbone itself: the same parameters but the side path's."""
+    model = timm.create_model(f"rkan_resnet{depth}_cifar")
+    baseline = timm.create_model(benchmark.baseline_for(f"rkan_resnet{depth}_cifar"))
+    state = model.state_dict()
+    backbone = {k.removeprefix("backbone."): v.shape for k, v in state.items() if k.startswith("backbone.")}
+    assert backbone == {k: v.shape for k, v in baseline.state_dict().items()}
+    assert isinstance(baseline.maxpool, torch.nn.Identity) and baseline.conv1.stride == (1, 1)
+    with torch.device("meta"):
+        x = torch.zeros(1, 3, 32, 32)
+        names = [f"rkan_resnet{depth}_cifar", f"resnet{depth}_cifar", f"resnet{depth}", f"kan_resnet{depth}_cifar"]
+        *flops, kan_flops = [count_forward_flops(timm.create_model(name), x) for name in names]
+    assert flops[1] < flops[0] < 1.02 * flops[1]  # the side path adds little
+    assert flops[2] < flops[1] / 10  # timm's ImageNet stem
+    assert kan_flops > flops[1]
+    assert benchmark.baseline_for(f"resnet{depth}_cifar") is None and f"resnet{depth}_cifar" not in kanvision_models()
 
 
 def _rows(path):

@@ -87,6 +87,15 @@ def test_vgg11_bottleneck_feature_map_at_224_px():
     assert [info["reduction"] for info in model.feature_info] == [1, 2, 4, 8, 16, 32]
 
 
+def test_features_only_gives_every_feature_map_as_timm_vgg():
+    x = torch.randn(1, 3, 64, 64)
+    ours = timm.create_model("kan_vgg11_kagn_v2", features_only=True, width_scale=1, basis_kwargs=dict(degree=1))
+    reference = timm.create_model("vgg11_bn", features_only=True)
+    assert ours.feature_info.reduction() == reference.feature_info.reduction() == [1, 2, 4, 8, 16, 32]
+    assert [f.shape[-1] for f in ours(x)] == [f.shape[-1] for f in reference(x)] == [64, 32, 16, 8, 4, 2]
+    assert len(timm.create_model("kan_vgg11_kagn_v2", features_only=True, cfg=[8, "M", 16]).feature_info) == 2
+
+
 def test_plain_kan_conv_variant_and_errors():
     model = KANVGG("vgg11", conv_type="kan", num_classes=4, basis="chebyshev")
     assert sum(isinstance(m, KANConv2d) for m in model.modules()) == 8

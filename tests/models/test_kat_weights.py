@@ -186,6 +186,7 @@ def test_head_dropped_with_message_when_class_count_differs(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="kanvision.models.kat"):
         kat = kat_from(path, num_classes=10)
     assert "Dropping the checkpoint's classifier (head.weight (1000, 192)" in caplog.text
+    assert "the model's head is head.weight (10, 192), head.bias (10,) (10 classes)" in caplog.text
     assert kat.head.weight.shape == (10, 192)
     torch.testing.assert_close(kat.blocks[1].attn.qkv.weight, vit_state["blocks.1.attn.qkv.weight"])
     features_only = kat_from(path, num_classes=0)

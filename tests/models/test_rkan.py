@@ -522,7 +522,7 @@ def test_cifar_stem_variant():
     assert isinstance(model.backbone.maxpool, torch.nn.Identity)
     assert model.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 512, 4, 4)  # 32 / 8: stages 2-4 halve
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
-    with pytest.raises(ValueError, match="stem='cifar' is defined for ResNet-family backbones"):
+    with pytest.raises(ValueError, match="the CIFAR stem is defined for ResNet-family backbones"):
         timm.create_model("rkan_densenet121", stem="cifar")
 
 

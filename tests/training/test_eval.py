@@ -41,6 +41,12 @@ def test_eval_without_data_reproduces_the_runs_validation(make_cfg, cifar_run, t
     )  # fmt: skip
     with pytest.raises(ValueError, match="/nonexistent/cifar"):
         evaluate(cfg)
+    # a batch larger than the training split is a training problem only: evaluation never draws a training batch
+    cfg = make_cfg(
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "data.batch_size=4096", "+data.drop_last=true",
+        config_name="eval", output_dir=tmp_path / "e3",
+    )  # fmt: skip
+    assert evaluate(cfg)["val/acc1"] == pytest.approx(run_metrics["val/acc1"], abs=1e-6)
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short"])

@@ -102,11 +102,13 @@ class ImageDataModule(L.LightningDataModule):
         self.per_device_eval_batch_size = self.eval_batch_size
 
     # ----------------------------------------------------------------------------------------- data config
-    def check_data(self) -> None:
+    def check_data(self, training: bool = True) -> None:
         """Validate the data source (cheap, before any model is built); raise :class:`DataRootError` naming the
-        path and the layout, or ``ValueError`` when the batch cannot be filled from the training split."""
+        path and the layout, or (when ``training``) ``ValueError`` when the batch cannot be filled from the training
+        split."""
         self.num_train_samples = self._check_source()
-        if self.drop_last and self.num_train_samples is not None and self.num_train_samples < self.batch_size:
+        samples = self.num_train_samples
+        if training and self.drop_last and samples is not None and samples < self.batch_size:
             raise ValueError(
                 f"data.batch_size={self.batch_size} is larger than the training split ({self.num_train_samples} "
                 "samples) and data.drop_last=true drops that one incomplete batch, so an epoch would have no "
@@ -195,7 +197,7 @@ class ImageDataModule(L.LightningDataModule):
         self.per_device_batch_size = self.batch_size // world
         self.per_device_eval_batch_size = self.eval_batch_size // world
         if self.train_set is None and self.val_set is None and self.test_set is None:
-            self.check_data()
+            self.check_data(training=stage in (None, "fit"))
             self.train_set, self.val_set, self.test_set = self._make_datasets()
 
     def _make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
