@@ -35,6 +35,76 @@ class ClassifierMixin:
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
 
+    # timm's intermediate-feature API: the outputs of the ``feature_info`` modules, taken by forward hooks
+    def _intermediate_modules(self) -> list[str]:
+        return [info["module"] for info in self.feature_info]
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """timm's ``forward_intermediates``: the feature maps of ``feature_info`` (all; the last ``indices`` if an
+        int; else those listed, negative from the end) and, unless ``intermediates_only``, the final features.
+        ``stop_early`` (with ``intermediates_only``) ends after the last map taken where the model can (RKAN); these
+        CNNs have no final norm (``norm`` is moot)."""
+        _check_output_format(output_fmt)
+        take = _take_indices(len(self._intermediate_modules()), indices)
+        features, maps = self._intermediate_maps(x, take, stop_early and intermediates_only)
+        intermediates = [maps[i] for i in take]
+        return intermediates if intermediates_only else (features, intermediates)
+
+    def _intermediate_maps(self, x: Tensor, take: list[int], stop_early: bool) -> tuple[Tensor | None, dict]:
+        """(the final features, or None after stopping early; {index: feature map} for the indices in ``take``)."""
+        modules = self._intermediate_modules()
+        maps: dict[int, Tensor] = {}
+        handles = [
+            self.get_submodule(modules[i]).register_forward_hook(lambda _m, _a, out, i=i: maps.__setitem__(i, out))
+            for i in set(take)
+        ]
+        try:
+            features = self.forward_features(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return features, maps
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """timm's ``prune_intermediate_layers``: the indices ``forward_intermediates`` takes; with ``prune_head`` the
+        classifier is removed (``reset_classifier(0, "")``). The layers after the last index stay."""
+        take = _take_indices(len(self._intermediate_modules()), indices)
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+
+def _take_indices(count: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
+    """Feature indices as timm takes them: None for all ``count``, an int n for the last n, else the listed ones
+    (negative ones count from the end); a ValueError names an index out of range."""
+    if indices is None:
+        return list(range(count))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= count:
+            raise ValueError(f"indices={indices}: there are {count} feature maps, take 1..{count} of them")
+        return list(range(count - indices, count))
+    resolved = []
+    for index in indices:
+        if not -count <= index < count:
+            raise ValueError(f"feature index {index} is out of range for {count} feature maps")
+        resolved.append(index % count)
+    return resolved
+
+
+def _check_output_format(output_fmt: str) -> None:
+    if output_fmt != "NCHW":
+        raise ValueError(f"output_fmt={output_fmt!r}: these CNNs give 'NCHW' feature maps only")
+
 
 class SequentialFeaturesMixin(ClassifierMixin):
     """Models whose body is one ``nn.Sequential`` named ``features`` (stem first)."""

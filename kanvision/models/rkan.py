@@ -408,6 +408,24 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.backbone.forward_head(x, pre_logits=pre_logits)
 
+    def _intermediate_maps(self, x: Tensor, take: list[int], stop_early: bool) -> tuple[Tensor | None, dict]:
+        # the stem's output (0) and each stage's output with its side path added (1..4): what forward_features
+        # passes on, which hooks on the backbone's stages would miss
+        for name in self._stem:
+            x = self.backbone.get_submodule(name)(x)
+        maps = {0: x}
+        last = max(take) if stop_early and take else len(self._stages)
+        for index in range(1, last + 1):
+            x = maps[index] = self._run_stage(x, index)
+        if last < len(self._stages):
+            return None, maps
+        for name in self._post:
+            x = self.backbone.get_submodule(name)(x)
+        return x, maps
+
+    def _intermediate_modules(self) -> list[str]:
+        return ["stem", *(f"stage{i}" for i in range(1, len(self._stages) + 1))]
+
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: ResidualKANNet) -> dict[str, Tensor]:
     """Map a plain timm backbone checkpoint onto ``model`` (keys as saved by timm, moved under ``backbone.``).

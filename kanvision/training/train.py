@@ -102,12 +102,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _resume_wandb(cfg, resume_from)
 
     follow_data_img_size(cfg)
-    for key in ("num_classes", "in_chans"):  # a head or stem that does not fit the data fails at its first batch
-        given, data_value = cfg.model.get(key), getattr(datamodule, key)
-        if given is not None and given != data_value:
+    # a stem that does not take the data's channels, or a head without an output for some label, fails at its first
+    # batch; a larger head (e.g. a pretrained one kept whole) trains, with outputs no label uses
+    given_chans, given_classes = cfg.model.get("in_chans"), cfg.model.get("num_classes")
+    for key, given, data_value, bad in (
+        ("in_chans", given_chans, datamodule.in_chans, given_chans is not None and given_chans != datamodule.in_chans),
+        ("num_classes", given_classes, datamodule.num_classes, (given_classes or 1e9) < datamodule.num_classes),
+    ):
+        if bad:
             raise ValueError(
                 f"model.{key}={given} but the data gives {data_value}: leave model.{key} unset (it follows the data)"
             )
+    if given_classes is not None and given_classes > datamodule.num_classes:
+        log.warning(
+            "model.num_classes=%d but the data has %d classes: %d outputs no label uses",
+            given_classes, datamodule.num_classes, given_classes - datamodule.num_classes,
+        )  # fmt: skip
     model = instantiate(
         cfg.model,
         num_classes=cfg.model.get("num_classes") or datamodule.num_classes,

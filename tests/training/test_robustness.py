@@ -120,6 +120,26 @@ def test_real_format_cifar_with_numpy_and_bytes_loads(tmp_path):
     assert data.num_train_samples == 20
 
 
+def test_cifar_labels_beyond_the_class_count_fail_in_check_data(tmp_path):
+    root = _cifar10(tmp_path / "data", {"label_names": [f"c{i}" for i in range(10)]})
+    batch = root / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [3, 10]}, protocol=2))
+    with pytest.raises(DataRootError, match=r"test_batch: labels must be in \[0, 10\), got 3\.\.10"):
+        CIFAR10DataModule(root=str(root), img_size=32).check_data()
+
+
+def test_cifar_with_one_channel_gives_the_luma_of_the_rgb_images(tmp_path):
+    root = _cifar10(tmp_path / "data", {"label_names": [f"c{i}" for i in range(10)]})
+    data = CIFAR10DataModule(root=str(root), img_size=32, in_chans=1, mean=(0.0,), std=(1.0,))
+    data.check_data()
+    data.setup("validate")
+    image, _ = data.val_set[1]
+    assert image.shape == (1, 32, 32)
+    rgb = pickle.loads((root / "cifar-10-batches-py" / "test_batch").read_bytes())["data"][1].reshape(3, 32, 32)
+    luma = (0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]) / 255  # ITU-R 601-2, Pillow's "L"
+    torch.testing.assert_close(image[0].double(), torch.from_numpy(luma), rtol=0, atol=1.01 / 255)
+
+
 # ------------------------------------------------------------------------------------------ config values
 @pytest.mark.parametrize(
     ("override", "key"),
@@ -196,6 +216,13 @@ def test_an_empty_class_folder_in_an_evaluation_split_fails_too(tmp_path):
 def test_a_model_head_or_stem_that_does_not_fit_the_data_fails_before_training(make_cfg, override, message):
     with pytest.raises(ValueError, match=rf"model\.{message}: leave model\.\w+ unset"):
         train(make_cfg(*RUN, f"model.{override}"))
+
+
+def test_a_head_larger_than_the_class_count_trains_with_a_warning(make_cfg, caplog):
+    with caplog.at_level("WARNING", logger="kanvision.training.train"):
+        metrics = train(make_cfg(*RUN, "model.num_classes=12"))
+    assert metrics["global_step"] == 1
+    assert "model.num_classes=12 but the data has 10 classes: 2 outputs no label uses" in caplog.text
 
 
 def test_imagenet_config_on_a_tree_with_other_class_count(make_cfg, tmp_path):

@@ -52,10 +52,11 @@ class CIFARDataset(Dataset):
     """The CIFAR-10/100 python release read directly from its pickled batches.
 
     Checks the structure (keys, shapes, label range) rather than torchvision's MD5 sums, so re-packed copies and
-    test fixtures in the real format load too. Items are (PIL image or transformed tensor, label).
+    test fixtures in the real format load too. Items are (PIL image or transformed tensor, label); ``mode`` ``"L"``
+    gives grayscale images (Pillow's luma of the RGB release).
     """
 
-    def __init__(self, folder: str | os.PathLike, num_classes: int, train: bool, transform=None):
+    def __init__(self, folder: str | os.PathLike, num_classes: int, train: bool, transform=None, mode: str = "RGB"):
         layout = _CIFAR_LAYOUT[num_classes]
         folder = Path(folder)
         images, labels = [], []
@@ -81,12 +82,18 @@ class CIFARDataset(Dataset):
         self.images = np.ascontiguousarray(np.concatenate(images))
         self.targets = np.concatenate(labels)
         self.transform = transform
+        self.mode = mode
 
     def __len__(self) -> int:
         return len(self.targets)
 
-    def __getitem__(self, index: int):
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` as a PIL image in the dataset's mode."""
         image = Image.fromarray(self.images[index])
+        return image if self.mode == "RGB" else image.convert(self.mode)
+
+    def __getitem__(self, index: int):
+        image = self.image(index)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.targets[index])
@@ -102,7 +109,7 @@ class _Subset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, index: int):
-        image = Image.fromarray(self.dataset.images[self.indices[index]])
+        image = self.dataset.image(self.indices[index])
         return self.transform(image), int(self.dataset.targets[self.indices[index]])
 
 
@@ -166,7 +173,14 @@ class _CIFARDataModule(ImageDataModule):
                 f"{folder / layout['meta']} must list {self.cifar_classes} '{layout['names']}', "
                 f"got {None if names is None else len(names)}"
             )
-        num_train = sum(len(_unpickle(folder / name).get(layout["labels"], ())) for name in layout["train"])
+        num_train = 0
+        for name in layout["train"] + layout["test"]:  # labels a classifier of this size cannot output fail here
+            labels = np.asarray(_unpickle(folder / name).get(layout["labels"], ()), dtype=np.int64)
+            if labels.size and not (0 <= labels.min() and labels.max() < self.cifar_classes):
+                raise DataRootError(
+                    f"{folder / name}: labels must be in [0, {self.cifar_classes}), got {labels.min()}..{labels.max()}"
+                )
+            num_train += labels.size if name in layout["train"] else 0
         return num_train - int(round(num_train * self.val_fraction))
 
     def prepare_data(self) -> None:
@@ -179,8 +193,9 @@ class _CIFARDataModule(ImageDataModule):
     def _make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
         folder = self.folder()
         train_tf, eval_tf = self.transform(True), self.transform(False)
-        full = CIFARDataset(folder, self.cifar_classes, train=True)
-        test = CIFARDataset(folder, self.cifar_classes, train=False, transform=eval_tf)
+        mode = "L" if self.in_chans == 1 else "RGB"  # data.in_chans=1: grayscale for a one-channel model
+        full = CIFARDataset(folder, self.cifar_classes, train=True, mode=mode)
+        test = CIFARDataset(folder, self.cifar_classes, train=False, transform=eval_tf, mode=mode)
         if self.val_fraction > 0:
             keep, held = split_indices(len(full), self.val_fraction, self.seed)
             return _Subset(full, keep, train_tf), _Subset(full, held, eval_tf), test
