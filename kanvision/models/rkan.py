@@ -409,11 +409,15 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
         return self.backbone.forward_head(x, pre_logits=pre_logits)
 
     def _intermediate_maps(self, x: Tensor, take: list[int], stop_early: bool) -> tuple[Tensor | None, dict]:
-        # the stem's output (0) and each stage's output with its side path added (1..4): what forward_features
-        # passes on, which hooks on the backbone's stages would miss
+        # the backbone's first feature map (0: in its stem, as timm's feature_info says) and each stage's output with
+        # its side path added (1..4, what forward_features passes on; hooks on the backbone's stages would miss it)
+        stem_map = self.backbone.feature_info[0]["module"]
+        maps = {}
         for name in self._stem:
             x = self.backbone.get_submodule(name)(x)
-        maps = {0: x}
+            if name == stem_map:
+                maps[0] = x
+        maps.setdefault(0, x)
         last = max(take) if stop_early and take else len(self._stages)
         for index in range(1, last + 1):
             x = maps[index] = self._run_stage(x, index)

@@ -46,10 +46,12 @@ def convert(source: str | Path, destination: str | Path, model_name: str, **mode
         model = timm.create_model(
             model_name, pretrained=True, pretrained_cfg_overlay=dict(file=str(source)), **model_args
         )
-    except TypeError as error:  # an argument the model's constructor does not take
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
         raise ValueError(f"{model_name} does not take the arguments {sorted(model_args)}: {error}") from error
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
-        raise ValueError(f"cannot read {str(source)!r} as a checkpoint: {error}") from error
+        raise ValueError(f"cannot load {str(source)!r} into {model_name}: {error}") from error
     data = resolve_model_data_config(model)
     meta = {
         "model_name": model_name,

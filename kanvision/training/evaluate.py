@@ -62,7 +62,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(data_config(cfg.data, meta, ckpt_path))
     datamodule.check_data(training=False)  # evaluation never draws a training batch
     model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, compile=False)
-    if datamodule.num_classes != model.hparams.num_classes or datamodule.in_chans != model.hparams.in_chans:
+    # a head larger than the class count is what training accepts too (outputs no label uses)
+    if datamodule.num_classes > model.hparams.num_classes or datamodule.in_chans != model.hparams.in_chans:
         raise ValueError(
             f"the checkpoint's {meta['model_name']} takes {model.hparams.in_chans}-channel images of "
             f"{model.hparams.num_classes} classes, but the data gives {datamodule.in_chans} channels and "

@@ -9,7 +9,6 @@ evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -36,6 +35,7 @@ from kanvision.training.optim import (
     factory_from_config,
     restart_schedule,
     run_length,
+    schedule_snapshot,
     scheduler_changes,
 )
 
@@ -302,11 +302,11 @@ class ImageClassifier(L.LightningModule):
             return
         # resumed: the checkpoint's schedule is loaded; a changed one (e.g. a longer run) takes its place
         scheduler = self.trainer.lr_scheduler_configs[0].scheduler
-        changes = scheduler_changes(scheduler.state_dict(), fresh[0])
+        changes = scheduler_changes(schedule_snapshot(scheduler), fresh)
         if changes:
             log.warning("resumed with this run's learning-rate schedule, not the checkpoint's: %s", "; ".join(changes))
             per_step = self.hparams.scheduler_interval == "step"
-            restart_schedule(scheduler, *fresh, self.global_step if per_step else self.current_epoch, per_step)
+            restart_schedule(scheduler, fresh, self.global_step if per_step else self.current_epoch, per_step)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -364,7 +364,7 @@ class ImageClassifier(L.LightningModule):
             return {"optimizer": optimizer}
         scheduler = create_scheduler(self._scheduler_factory, optimizer, lambda: run_length(self.trainer))
         # as built, before a resume loads the checkpoint's: on_train_start compares the two
-        self._fresh_schedule = (copy.deepcopy(scheduler.state_dict()), [g["lr"] for g in optimizer.param_groups])
+        self._fresh_schedule = schedule_snapshot(scheduler)
         interval = self.hparams.scheduler_interval
         return {
             "optimizer": optimizer,

@@ -42,6 +42,7 @@ __all__ = [
     "factory_from_config",
     "restart_schedule",
     "run_length",
+    "schedule_snapshot",
     "scheduler_changes",
 ]
 
@@ -189,18 +190,54 @@ def cosine_with_warmup(
     )
 
 
-def restart_schedule(scheduler, fresh_state: dict[str, Any], fresh_lrs: list[float], position: int, per_step: bool):
-    """Put ``scheduler`` back to the state it was built with (``fresh_state``, its optimizer's learning rates then
-    ``fresh_lrs``) and move it to ``position`` (optimizer steps, or epochs unless ``per_step``).
+# What a scheduler writes into its optimizer's parameter groups (torch's OneCycleLR: max_lr, min_lr, momenta), and
+# what its state holds of the run so far rather than of its settings.
+_SCHEDULE_GROUP_KEYS = ("lr", "initial_lr", "max_lr", "min_lr", "base_momentum", "max_momentum")
+_RUNNING_STATE = {"last_epoch", "_step_count", "T_cur", "T_i", "best", "num_bad_epochs", "cooldown_counter"}
+
+
+def schedule_snapshot(scheduler) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(state, what it set in each parameter group): a scheduler as built, for :func:`scheduler_changes` and
+    :func:`restart_schedule`."""
+    groups = [{k: g[k] for k in _SCHEDULE_GROUP_KEYS if k in g} for g in scheduler.optimizer.param_groups]
+    return copy.deepcopy(scheduler.state_dict()), copy.deepcopy(groups)
+
+
+def scheduler_changes(old: tuple[dict[str, Any], list[dict]], new: tuple[dict[str, Any], list[dict]]) -> list[str]:
+    """``key: old -> new`` for each setting (a plain value: number, string, bool, None) that differs between two
+    :func:`schedule_snapshot` s, its position and running state left out. A metric-driven scheduler (plateau) has
+    no position to move to: none."""
+    plain = (int, float, str, bool, type(None))
+    (old_state, old_groups), (new_state, new_groups) = old, new
+    if "num_bad_epochs" in new_state:  # ReduceLROnPlateau, timm's PlateauLRScheduler
+        return []
+    changes = [
+        f"{key}: {old_state[key]!r} -> {new_state[key]!r}"
+        for key in sorted(old_state.keys() & new_state.keys() - _RUNNING_STATE)
+        if isinstance(old_state[key], plain) and isinstance(new_state[key], plain) and old_state[key] != new_state[key]
+    ]
+    for index, (before, after) in enumerate(zip(old_groups, new_groups, strict=False)):
+        changes += [
+            f"param group {index} {key}: {before[key]!r} -> {after[key]!r}"
+            for key in sorted(before.keys() & after.keys() - {"lr"})
+            if before[key] != after[key]
+        ]
+    return changes
+
+
+def restart_schedule(scheduler, fresh: tuple[dict[str, Any], list[dict]], position: int, per_step: bool) -> None:
+    """Put ``scheduler`` back to how it was built (``fresh``, a :func:`schedule_snapshot`) and move it to
+    ``position`` (optimizer steps, or epochs unless ``per_step``).
 
     For a resumed run whose schedule differs from the checkpoint's (``trainer.max_epochs`` raised to train longer, a
     new ``min_lr``): the run follows its own schedule from where the checkpoint stopped, as timm's ``train.py``
     rebuilds its scheduler on resume. Restoring the checkpoint's would bring back the old length: a cosine already at
     ``min_lr`` would train every added step at that rate.
     """
-    scheduler.load_state_dict(copy.deepcopy(fresh_state))
-    for group, lr in zip(scheduler.optimizer.param_groups, fresh_lrs, strict=True):
-        group["lr"] = lr
+    state, groups = fresh
+    scheduler.load_state_dict(copy.deepcopy(state))
+    for group, values in zip(scheduler.optimizer.param_groups, groups, strict=True):
+        group.update(values)
     if hasattr(scheduler, "step_update"):  # timm: stateless given the position
         if per_step:
             scheduler.step_update(num_updates=position)
@@ -211,17 +248,6 @@ def restart_schedule(scheduler, fresh_state: dict[str, Any], fresh_lrs: list[flo
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(position):
             scheduler.step()
-
-
-def scheduler_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``key: old -> new`` for each plain value (number, string, bool, None) that differs between two scheduler states
-    (their settings; the position, ``last_epoch`` and ``_step_count``, is left out)."""
-    plain = (int, float, str, bool, type(None))
-    return [
-        f"{key}: {old[key]!r} -> {new[key]!r}"
-        for key in sorted(old.keys() & new.keys() - {"last_epoch", "_step_count"})
-        if isinstance(old[key], plain) and isinstance(new[key], plain) and old[key] != new[key]
-    ]
 
 
 def run_length(trainer) -> tuple[int, int]:

@@ -51,8 +51,8 @@ def test_rkan_intermediates_carry_the_side_paths():
         x = torch.randn(1, 3, 64, 64)
         final, maps = model.forward_intermediates(x)
         backbone = model.backbone
-        stem = backbone.maxpool(backbone.act1(backbone.bn1(backbone.conv1(x))))
-        stage1 = backbone.layer1(stem)
+        stem = backbone.act1(backbone.bn1(backbone.conv1(x)))  # timm's first ResNet feature map, before max pooling
+        stage1 = backbone.layer1(backbone.maxpool(stem))
         stage2 = backbone.layer2(stage1)
         stage3 = model.side_paths["3"](stage2, backbone.layer3(stage2))
         stage4 = model.side_paths["4"](stage3, backbone.layer4(stage3))
@@ -60,8 +60,14 @@ def test_rkan_intermediates_carry_the_side_paths():
             torch.testing.assert_close(got, want, rtol=0, atol=0)
         assert not torch.equal(stage4, backbone.layer4(stage3))  # the side path changed the stage's output
         torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
+        calls = []
+        hook = backbone.layer2.register_forward_hook(lambda *_: calls.append(1))
         early = model.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        hook.remove()
         torch.testing.assert_close(early[0], stage1, rtol=0, atol=0)
+        assert calls == []  # stopped after stage 1
+        reference = timm.create_model("resnet18")
+        assert [m.shape[-1] for m in maps] == [m.shape[-1] for m in reference.forward_intermediates(x)[1]]
     assert model.prune_intermediate_layers(indices=1) == [4]
     with torch.no_grad():
         assert model(x).shape == (1, 512, 2, 2)  # the head and its pooling are gone, as in timm

@@ -256,7 +256,7 @@ def test_convert_cli_roundtrip(tmp_path, capsys):
     [
         (["--model", "kat_tiny_patch16_2"], "unknown model 'kat_tiny_patch16_2': not a timm or kanvision model name"),
         (["--model", "resnet18", "--img-size", "64"], "resnet18 does not take the arguments ['img_size']"),
-        (["TRUNCATED"], "as a checkpoint"),
+        (["TRUNCATED"], "into kat_tiny_patch16_224: PytorchStreamReader failed"),
     ],
 )
 def test_convert_cli_reports_bad_arguments_and_files_without_a_traceback(tmp_path, capsys, args, message):

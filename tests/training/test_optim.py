@@ -156,3 +156,29 @@ def test_every_optimizer_and_scheduler_preset_builds(optimizer, scheduler):
     config = module.configure_optimizers()
     assert _groups(config["optimizer"])["no_decay"] == 0.0
     assert config["lr_scheduler"]["scheduler"] is not None
+
+
+def test_scheduler_changes_name_settings_not_the_run_so_far():
+    from kanvision.training.optim import schedule_snapshot, scheduler_changes
+
+    def build(cls, **kwargs):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        return cls(optimizer, **kwargs)
+
+    lr_scheduler = torch.optim.lr_scheduler
+    for cls, kwargs in [
+        (lr_scheduler.CosineAnnealingWarmRestarts, dict(T_0=3)),
+        (lr_scheduler.StepLR, dict(step_size=2)),
+    ]:
+        fresh, trained = build(cls, **kwargs), build(cls, **kwargs)
+        for _ in range(5):  # the running state (T_cur, last_epoch) moves; the settings stay
+            trained.optimizer.step()
+            trained.step()
+        assert scheduler_changes(schedule_snapshot(trained), schedule_snapshot(fresh)) == []
+    plateau, longer = build(lr_scheduler.ReduceLROnPlateau), build(lr_scheduler.ReduceLROnPlateau, patience=3)
+    plateau.step(1.0)
+    assert scheduler_changes(schedule_snapshot(plateau), schedule_snapshot(longer)) == []  # metric-driven: kept
+    old = build(lr_scheduler.OneCycleLR, max_lr=1e-3, total_steps=10)
+    new = build(lr_scheduler.OneCycleLR, max_lr=2e-3, total_steps=20)
+    changes = scheduler_changes(schedule_snapshot(old), schedule_snapshot(new))
+    assert "total_steps: 10 -> 20" in changes and "param group 0 max_lr: 0.001 -> 0.002" in changes

@@ -218,11 +218,16 @@ def test_a_model_head_or_stem_that_does_not_fit_the_data_fails_before_training(m
         train(make_cfg(*RUN, f"model.{override}"))
 
 
-def test_a_head_larger_than_the_class_count_trains_with_a_warning(make_cfg, caplog):
+def test_a_head_larger_than_the_class_count_trains_with_a_warning(make_cfg, caplog, tmp_path):
     with caplog.at_level("WARNING", logger="kanvision.training.train"):
         metrics = train(make_cfg(*RUN, "model.num_classes=12"))
     assert metrics["global_step"] == 1
     assert "model.num_classes=12 but the data has 10 classes: 2 outputs no label uses" in caplog.text
+    from kanvision.training.evaluate import evaluate
+
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    evaluated = evaluate(make_cfg(f"ckpt_path={checkpoint}", config_name="eval", output_dir=tmp_path / "eval"))
+    assert 0.0 <= evaluated["val/acc1"] <= 1.0
 
 
 def test_imagenet_config_on_a_tree_with_other_class_count(make_cfg, tmp_path):
