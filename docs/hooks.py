@@ -55,7 +55,7 @@ def _machines(meta_path: Path) -> str:
 def zoo_table(results_dir: Path, prefixes: list[str]) -> str:
     path = newest(results_dir, "zoo", "csv")
     if path is None:
-        return _not_measured("zoo-<device>-<date>.csv", results_dir, "run kanvision-bench")
+        return _not_measured("`zoo-<device>-<date>.csv`", results_dir, "run kanvision-bench")
     with path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if not prefixes or r["model"].startswith(tuple(prefixes))]
     if not rows:
@@ -89,7 +89,7 @@ def _header(path: Path, meta: dict) -> str:
 def layers_table(results_dir: Path) -> str:
     path = newest(results_dir, "layers", "json")
     if path is None:
-        return _not_measured("layers-<device>-<date>.json", results_dir, "run the layer benchmark")
+        return _not_measured("`layers-<device>-<date>.json`", results_dir, "run the layer benchmark")
     meta = json.loads(path.read_text())
     shape = "x".join(map(str, meta.get("shape", [])))
     lines = [
@@ -109,7 +109,7 @@ def layers_table(results_dir: Path) -> str:
 def activations_table(results_dir: Path) -> str:
     path = newest(results_dir, "activations", "json")
     if path is None:
-        return _not_measured("activations-<device>-<date>.json", results_dir, "run the activation benchmark")
+        return _not_measured("`activations-<device>-<date>.json`", results_dir, "run the activation benchmark")
     meta = json.loads(path.read_text())
     shape = "x".join(map(str, meta.get("shape", [])))
     lines = [
@@ -126,7 +126,7 @@ def activations_table(results_dir: Path) -> str:
 def gpu_summary(results_dir: Path) -> str:
     path = newest(results_dir, "gpu", "json")
     if path is None:
-        return _not_measured("gpu-<date>.json", results_dir, "run the one-GPU check")
+        return _not_measured("`gpu-<date>.json`", results_dir, "run the one-GPU check")
     meta = json.loads(path.read_text())
     device = meta.get("device") or meta.get("machine", {}).get("device", "unknown device")
     versions = ", ".join(f"{k} {meta[k]}" for k in ("torch", "triton", "timm") if k in meta)
