@@ -29,3 +29,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m kanvision.bench.layers
+
+.PHONY: docs
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
