@@ -32,7 +32,7 @@ def _figure(width: float, height: float) -> Figure:
 def _save(figure: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI)
+    figure.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)  # the saved image holds every label
     return path
 
 
@@ -113,10 +113,13 @@ def plot_group_rationals(
 
 
 def plot_importance_heatmap(importance: LayerImportance, path: str | os.PathLike, title: str = "") -> Path:
-    """The (input, output) importance matrix, summed over kernel positions."""
+    """The (input, output) importance matrix, summed over kernel positions; sized to its cells (0.25 in each, within
+    3 to 12 in). A 1 x 1 matrix has nothing to compare: ``ValueError`` (the report states the value instead)."""
     matrix: Tensor = importance.per_edge().T  # (in, out)
     rows, cols = matrix.shape
-    figure = _figure(min(12.0, 2.5 + 0.16 * cols), min(12.0, 2.0 + 0.16 * rows))
+    if rows * cols == 1:
+        raise ValueError("a 1 x 1 importance matrix needs no heat map: report its value")
+    figure = _figure(min(12.0, max(4.5, 2.0 + 0.25 * cols)), min(12.0, max(3.0, 1.2 + 0.25 * rows)))
     ax = figure.subplots()
     image = ax.imshow(matrix.to(torch.float64).numpy(), aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xlabel("output")

@@ -107,6 +107,7 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"{best['r2']:.4f} |"
             )
         lines.append("")
+        lines += layer.get("notes", []) + ([""] if layer.get("notes") else [])
         lines += [f"![{plot}]({plot})" for plot in layer["plots"]] + [""]
     return "\n".join(lines)
 
@@ -125,9 +126,10 @@ def inspect_model(
 ) -> dict[str, Any]:
     """Record, score, fit and plot the functions of ``model`` on ``batches``; write everything to ``out_dir``.
 
-    Writes per KAN layer ``<name>.functions.png`` (its ``top_k`` most important functions) and, for KAN layers,
-    ``<name>.importance.png`` (input x output heat map); one ``<parent>.rationals.png`` per module holding
-    GroupRationals (a KAT block's MLP); ``report.json`` and ``report.md``. Returns the report as a dict.
+    Writes per KAN layer ``<name>.functions.png`` (its ``top_k`` most important functions) and, for KAN layers with
+    more than one input or output channel, ``<name>.importance.png`` (input x output heat map); one
+    ``<parent>.rationals.png`` per module holding GroupRationals (a KAT block's MLP); ``report.json`` and
+    ``report.md``. Returns the report as a dict.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
@@ -161,7 +163,7 @@ def inspect_model(
         top = importance.top(min(top_k, importance.edges.numel()))
         fits = suggest_layer(module, record=record, indices=top, library=library, num_points=num_points)
         samples = sample_functions(module, record, num_points=num_points, margin=0.15)
-        plots = []
+        plots, notes = [], []
         if isinstance(module, GroupRational):
             parent, _, child = name.rpartition(".")
             rational_panels.setdefault(parent or name, {})[child] = (samples, record, fits)
@@ -171,11 +173,19 @@ def inspect_model(
             title = f"{name}: top {len(top)} of {importance.edges.numel()} functions"
             plot_functions(samples, top, out_dir / file, record, module, fits, importance, title)
             plots.append(file)
-            if isinstance(module, KANLayer):
+            if isinstance(module, KANLayer) and importance.per_edge().numel() == 1:
+                notes.append(
+                    f"One input and one output channel: no importance heat map (its one value, summed over kernel "
+                    f"positions: {float(importance.per_edge().sum()):.4g})."
+                )
+            elif isinstance(module, KANLayer):
                 file = f"{_file_name(name)}.importance.png"
                 plot_importance_heatmap(importance, out_dir / file, f"{name}: importance (input x output)")
                 plots.append(file)
-        report["layers"].append(_layer_entry(name, module, record, importance, fits, plots))
+        entry = _layer_entry(name, module, record, importance, fits, plots)
+        if notes:
+            entry["notes"] = notes
+        report["layers"].append(entry)
     for parent, panels in rational_panels.items():
         plot_group_rationals(panels, out_dir / f"{_file_name(parent)}.rationals.png", f"{parent}: group rationals")
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))

@@ -4,8 +4,11 @@ Kolmogorov-Arnold Networks", arXiv 2404.19756, section 2.5.1; github.com/KindXia
 Every library function f is fitted as ``a * f(b * x + c) + d``: (b, c) by a grid search refined with
 ``scipy.optimize.least_squares``, (a, d) by linear least squares given (b, c) (variable projection), all in float64.
 Parameters that a function's symmetries make redundant are fixed (``b = 1`` for powers, ``|x|``, ``sqrt``, ``log``;
-``c = 0`` for ``exp``). Fits are ranked by R^2 on the sampled range; fits within ``1e-6`` of the best go to the
-simplest function first (its ``complexity``, the order of :data:`SYMBOLIC_LIBRARY`).
+``c = 0`` for ``exp``). Fits are ranked by R^2 on the sampled range, preferring simplicity as pykan's
+``weight_simple`` does: among the fits within ``r2_tolerance`` (default ``1e-3``) of the best R^2, the simplest
+function comes first (its ``complexity``, classes like pykan's: 0; x; x^2, |x|, relu; x^3, sqrt, exp, log, sin;
+tanh, sigmoid, gaussian; silu, gelu), so a nearly straight function is named ``x`` rather than ``sin(0.8*x + 0.1)``.
+Within a class the best R^2 wins (exact ties: the order of :data:`SYMBOLIC_LIBRARY`).
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ __all__ = [
 ]
 
 EXP_CLIP = 50.0  # exp(50) ~ 5e21: far beyond any fitted function, far from float64 overflow
-R2_TIE = 1e-6
+R2_TOLERANCE = 1e-3  # R^2 a simpler formula may give up to the best fit
+R2_TIE = 1e-9  # fits this close are equal (float round-off)
 
 
 @dataclass(frozen=True)
 class SymbolicFunction:
     """A library entry: f as a numpy function, its formula ``template`` (``{}`` is the affine argument), which of
-    b (scale) and c (shift) are fitted, and its ``complexity`` (lower is simpler; breaks ties)."""
+    b (scale) and c (shift) are fitted, and its ``complexity`` (lower is simpler; fits within the R^2 tolerance of
+    the best go to the lowest)."""
 
     name: str
     fn: Callable[[np.ndarray], np.ndarray]
@@ -53,27 +58,27 @@ def _gelu(u: np.ndarray) -> np.ndarray:
     return 0.5 * u * (1.0 + erf(u / math.sqrt(2.0)))
 
 
-_ENTRIES = [  # simplest first: the position is the complexity
-    ("0", lambda u: np.zeros_like(u), "0", False, False, ""),
-    ("x", lambda u: u, "{}", False, False, "odd"),
-    ("x^2", lambda u: u**2, "{}^2", False, True, "even"),
-    ("abs", np.abs, "|{}|", False, True, "even"),
-    ("relu", lambda u: np.maximum(u, 0.0), "relu({})", True, True, ""),
-    ("x^3", lambda u: u**3, "{}^3", False, True, "odd"),
-    ("sqrt", lambda u: np.sqrt(np.abs(u)), "sqrt(|{}|)", False, True, "even"),
-    ("exp", lambda u: np.exp(np.clip(u, -EXP_CLIP, EXP_CLIP)), "exp({})", True, False, ""),
-    ("log", lambda u: np.log(np.maximum(np.abs(u), 1e-8)), "log(|{}|)", False, True, "even"),
-    ("sin", np.sin, "sin({})", True, True, "odd periodic"),
-    ("tanh", np.tanh, "tanh({})", True, True, "odd"),
-    ("sigmoid", expit, "sigmoid({})", True, True, ""),
-    ("gaussian", lambda u: np.exp(-(u**2)), "exp(-({})^2)", True, True, "even"),
-    ("silu", lambda u: u * expit(u), "silu({})", True, True, ""),
-    ("gelu", _gelu, "gelu({})", True, True, ""),
+_ENTRIES = [  # (name, f, template, fit b, fit c, symmetry, complexity): pykan's complexity classes
+    ("0", lambda u: np.zeros_like(u), "0", False, False, "", 0),
+    ("x", lambda u: u, "{}", False, False, "odd", 1),
+    ("x^2", lambda u: u**2, "{}^2", False, True, "even", 2),
+    ("abs", np.abs, "|{}|", False, True, "even", 2),
+    ("relu", lambda u: np.maximum(u, 0.0), "relu({})", True, True, "", 2),
+    ("x^3", lambda u: u**3, "{}^3", False, True, "odd", 3),
+    ("sqrt", lambda u: np.sqrt(np.abs(u)), "sqrt(|{}|)", False, True, "even", 3),
+    ("exp", lambda u: np.exp(np.clip(u, -EXP_CLIP, EXP_CLIP)), "exp({})", True, False, "", 3),
+    ("log", lambda u: np.log(np.maximum(np.abs(u), 1e-8)), "log(|{}|)", False, True, "even", 3),
+    ("sin", np.sin, "sin({})", True, True, "odd periodic", 3),
+    ("tanh", np.tanh, "tanh({})", True, True, "odd", 4),
+    ("sigmoid", expit, "sigmoid({})", True, True, "", 4),
+    ("gaussian", lambda u: np.exp(-(u**2)), "exp(-({})^2)", True, True, "even", 4),
+    ("silu", lambda u: u * expit(u), "silu({})", True, True, "", 5),
+    ("gelu", _gelu, "gelu({})", True, True, "", 5),
 ]
 
 SYMBOLIC_LIBRARY: dict[str, SymbolicFunction] = {
-    name: SymbolicFunction(name, fn, template, rank, scale, shift, symmetry)
-    for rank, (name, fn, template, scale, shift, symmetry) in enumerate(_ENTRIES)
+    name: SymbolicFunction(name, fn, template, complexity, scale, shift, symmetry)
+    for name, fn, template, scale, shift, symmetry, complexity in _ENTRIES
 }
 
 
@@ -222,13 +227,16 @@ def _fit_entry(
     return SymbolicFit(entry.name, _formula(entry, a, b, c, d), params, r2, entry.complexity, entry)
 
 
-def _rank(fits: list[SymbolicFit], top_k: int) -> list[SymbolicFit]:
-    """Best R^2 first; among fits within R2_TIE of the best remaining one, the simplest."""
+def _rank(fits: list[SymbolicFit], top_k: int, r2_tolerance: float) -> list[SymbolicFit]:
+    """Best R^2 first; among fits within ``r2_tolerance`` of the best remaining one, the simplest."""
     remaining, ranked = list(fits), []
     while remaining and len(ranked) < top_k:
         best = max(f.r2 for f in remaining)
-        tied = [f for f in remaining if f.r2 >= best - R2_TIE]
-        pick = min(tied, key=lambda f: (f.complexity, -f.r2, f.name))
+        tied = [f for f in remaining if f.r2 >= best - r2_tolerance]
+        simplest = min(f.complexity for f in tied)
+        tied = [f for f in tied if f.complexity == simplest]
+        best = max(f.r2 for f in tied)
+        pick = next(f for f in tied if f.r2 >= best - R2_TIE)  # library order among equal fits
         ranked.append(pick)
         remaining.remove(pick)
     return ranked
@@ -239,10 +247,14 @@ def fit_symbolic(
     y: Tensor | np.ndarray,
     library: Sequence[str | SymbolicFunction] | None = None,
     top_k: int = 3,
+    r2_tolerance: float = R2_TOLERANCE,
 ) -> list[SymbolicFit]:
-    """The ``top_k`` best ``a * f(b * x + c) + d`` fits of the samples ``y = phi(x)`` (1-D, same length)."""
+    """The ``top_k`` best ``a * f(b * x + c) + d`` fits of the samples ``y = phi(x)`` (1-D, same length); a simpler
+    function goes first when its R^2 is within ``r2_tolerance`` of the best."""
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if isinstance(r2_tolerance, bool) or not isinstance(r2_tolerance, (int, float)) or not 0 <= r2_tolerance < 1:
+        raise ValueError(f"r2_tolerance must be a number in [0, 1), got {r2_tolerance!r}")
     x = torch.as_tensor(x).detach().to("cpu", torch.float64).numpy()
     y = torch.as_tensor(y).detach().to("cpu", torch.float64).numpy()
     if x.ndim != 1 or x.shape != y.shape or x.size < 4:
@@ -255,7 +267,7 @@ def fit_symbolic(
     # least squares refines only the entries whose grid fit is among the best (the rest keep their grid fit)
     refined = set(sorted(range(len(entries)), key=lambda i: grids[i][0][0])[: max(top_k + 3, 6)])
     fits = [_fit_entry(entry, x, y, sst, grids[i], i in refined) for i, entry in enumerate(entries)]
-    return _rank(fits, top_k)
+    return _rank(fits, top_k, float(r2_tolerance))
 
 
 def suggest_symbolic(
@@ -264,10 +276,12 @@ def suggest_symbolic(
     library: Sequence[str | SymbolicFunction] | None = None,
     top_k: int = 3,
     num_points: int = 201,
+    r2_tolerance: float = R2_TOLERANCE,
 ) -> list[SymbolicFit]:
     """The ``top_k`` best symbolic formulas for ``fn`` (1-D tensor -> 1-D tensor) on ``x_range``, best first.
 
     ``library``: names of :data:`SYMBOLIC_LIBRARY` entries and/or :class:`SymbolicFunction` s (default: all).
+    ``r2_tolerance``: the R^2 a simpler formula may lose to the best and still come first.
     """
     lo, hi = check_range(x_range)
     if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 4:
@@ -276,7 +290,7 @@ def suggest_symbolic(
     y = torch.as_tensor(fn(x))
     if y.shape != x.shape:
         raise ValueError(f"fn must map a ({num_points},) tensor to a ({num_points},) tensor, got {tuple(y.shape)}")
-    return fit_symbolic(x, y, library, top_k)
+    return fit_symbolic(x, y, library, top_k, r2_tolerance)
 
 
 def suggest_layer(
@@ -287,6 +301,7 @@ def suggest_layer(
     library: Sequence[str | SymbolicFunction] | None = None,
     top_k: int = 3,
     num_points: int = 101,
+    r2_tolerance: float = R2_TOLERANCE,
 ) -> dict[tuple[int, ...], list[SymbolicFit]]:
     """Symbolic fits of a module's functions, keyed by their ``(out, in, *kernel)`` index.
 
@@ -305,5 +320,5 @@ def suggest_layer(
         idx = tuple(int(v) for v in idx)
         if len(idx) != len(shape) or any(not 0 <= v < n for v, n in zip(idx, shape, strict=True)):
             raise ValueError(f"function index {idx} is outside this module's functions {shape}")
-        fits[idx] = fit_symbolic(samples.x[idx[:2]], samples.y[idx], library, top_k)
+        fits[idx] = fit_symbolic(samples.x[idx[:2]], samples.y[idx], library, top_k, r2_tolerance)
     return fits

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kanvision.interpret import SYMBOLIC_LIBRARY, SymbolicFunction, fit_symbolic, suggest_layer, suggest_symbolic
+from kanvision.interpret.symbolic import R2_TOLERANCE
 from kanvision.layers import GroupRational, KANLinear
 
 
@@ -27,7 +28,7 @@ def test_recovers_known_formulas(fn, name, params):
     assert fits[0].name == name and fits[0].r2 > 0.999, fits
     for key, value in params.items():
         assert fits[0].params[key] == pytest.approx(value, abs=1e-6)
-    assert all(a.r2 >= b.r2 - 1e-6 for a, b in zip(fits, fits[1:], strict=False))
+    assert all(a.r2 >= b.r2 - R2_TOLERANCE for a, b in zip(fits, fits[1:], strict=False))
     x = torch.linspace(-4, 4, 50, dtype=torch.float64)
     torch.testing.assert_close(fits[0](x), fn(x), atol=1e-7, rtol=0)
 
@@ -36,6 +37,45 @@ def test_formula_is_readable_and_canonical():
     assert suggest_symbolic(lambda x: torch.sin(2 * x + 1))[0].formula == "sin(2*x + 1)"
     assert suggest_symbolic(lambda x: -3 * torch.tanh(-x) + 2)[0].formula == "3*tanh(x) + 2"
     assert suggest_symbolic(lambda x: 2 * x - 1)[0].formula == "2*x - 1"
+
+
+def _r2(y: torch.Tensor, fit: torch.Tensor) -> float:
+    """R^2 by its definition, float64."""
+    return float(1 - ((y - fit) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+@pytest.mark.parametrize(
+    "fn, name, formula",
+    [
+        (lambda x: 2 * x - 1, "x", "2*x - 1"),  # a straight line
+        (lambda x: 0.8 * x + 0.02 * torch.sin(3 * x), "x", None),  # a line with a small wiggle: x would do
+        (lambda x: torch.sin(0.1 * x + 0.1), "x", None),  # a sine far from a period is nearly straight
+        (lambda x: 2 * (x - 0.5) ** 2 + 1, "x^2", "2*(x - 0.5)^2 + 1"),  # a parabola
+        (lambda x: x**2 + 0.01 * x**3, "x^2", None),  # a nearly symmetric parabola
+    ],
+)
+def test_nearly_simple_functions_get_the_simple_name(fn, name, formula):
+    x = torch.linspace(-4, 4, 201, dtype=torch.float64)
+    fits = suggest_symbolic(fn, top_k=3)
+    assert fits[0].name == name, [(f.name, f.r2) for f in fits]
+    assert formula is None or fits[0].formula == formula
+    best = max(f.r2 for f in fits)
+    assert fits[0].r2 >= best - R2_TOLERANCE and _r2(fn(x), fits[0](x)) == pytest.approx(fits[0].r2, abs=1e-9)
+    if name == "x":  # the best fit by R^2 alone is more complex: only the tolerance picks x
+        assert suggest_symbolic(fn, top_k=1, r2_tolerance=0.0)[0].name != "x" or formula is not None
+
+
+@pytest.mark.parametrize(
+    "fn", [lambda x: torch.sin(x), lambda x: 0.5 * torch.sin(1.5 * x - 0.3) + 2, lambda x: torch.sin(x) + 0.1 * x]
+)
+def test_a_real_sine_is_still_named_sin(fn):
+    fits = suggest_symbolic(fn, top_k=2)
+    assert fits[0].name == "sin" and fits[0].r2 > 0.99, [(f.name, f.r2) for f in fits]
+
+
+def test_r2_tolerance_is_checked():
+    with pytest.raises(ValueError, match=r"r2_tolerance must be a number in \[0, 1\), got 1.5"):
+        suggest_symbolic(torch.sin, r2_tolerance=1.5)
 
 
 def test_ties_go_to_the_simpler_formula():

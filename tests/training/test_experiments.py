@@ -2,9 +2,9 @@
 
 The experiments (``kanvision/configs/experiment``) reproduce published rows. The parameter counts and recipes
 written below are the papers' (each experiment file cites its source), so an experiment that drifts from its paper
-fails here. Data roots are generated in temporary directories (ImageFolder PNGs, CIFAR pickles in the real format),
-nothing is downloaded. Networks are built on the meta device (constructors, weight loading and the forward shape
-run; no memory), and for real on the CPU when they are small.
+fails here. Data roots are generated in temporary directories (ImageFolder PNGs, CIFAR pickles, MNIST IDX files in
+the real format), nothing is downloaded. Networks are built on the meta device (constructors, weight loading and the
+forward shape run; no memory), and for real on the CPU when they are small.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import kanvision
 from kanvision.layers.rational import GroupRational
 from kanvision.training.train import follow_data_img_size
 from kanvision.training.utils import instantiate, instantiate_callbacks
+from tests.training.test_data_mnist import write_mnist
 
 CONFIG_DIR = Path(kanvision.__file__).parent / "configs"
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
@@ -171,10 +172,12 @@ def _write_cifar(root: Path, num_classes: int) -> Path:
 def data_roots(tmp_path_factory) -> dict[str, Path]:
     """data._target_ class name -> a generated data root in that module's layout."""
     base = tmp_path_factory.mktemp("data")
+    write_mnist(base / "mnist")
     return {
         "ImageFolderDataModule": _write_image_folder(base / "imagefolder"),
         "CIFAR10DataModule": _write_cifar(base / "cifar10", 10),
         "CIFAR100DataModule": _write_cifar(base / "cifar100", 100),
+        "MNISTDataModule": base / "mnist",
     }
 
 
