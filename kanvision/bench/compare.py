@@ -56,7 +56,6 @@ __all__ = [
     "main",
 ]
 
-FAMILY_COLORS = {"kanvision": "tab:red", "timm": "tab:blue", "unknown": "tab:gray"}
 PLOTS = {"params": "top1_vs_params.png", "img_per_s": "top1_vs_img_per_s.png"}
 
 
@@ -524,12 +523,46 @@ def place_labels(ax, points: Sequence[tuple[float, float]], labels: Sequence[str
     return placed
 
 
-def plot_runs(
-    runs: Sequence[Run], x: str, path: str | Path, metric: str = "val/acc1", pairs: Sequence[Pair] = ()
-) -> bool:
-    """Scatter top-1 against ``x`` ("params" or "img_per_s"), one panel per dataset, kanvision and timm coloured
-    apart, every point labelled with its model (labels placed so that they do not overlap), an arrow from each
-    baseline to its KAN model. Returns False (and writes nothing) when no run has both values."""
+KIND_COLORS = {"baseline": "tab:blue", "KAN": "tab:red"}
+
+
+def model_kind(run: Run) -> str:
+    """ "KAN" for a model of kanvision's zoo, "baseline" for timm's own models and kanvision's plain baselines."""
+    if run.family != "kanvision":
+        return "baseline"
+    import timm
+
+    entry = timm.models.model_entrypoint(run.model.partition(".")[0])
+    return "baseline" if entry.__module__ == "kanvision.models.baselines" else "KAN"
+
+
+def _plain_number(value: float, _position=None) -> str:
+    import numpy as np
+
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return np.format_float_positional(float(value), precision=4, fractional=False, trim="-")
+
+
+def _readable_axis(ax, values: Sequence[float]) -> None:
+    """Plain-number ticks: a log axis only where the values span more than a decade, and no minor-tick labels
+    (matplotlib's log axis labels minor ticks as ``1.114x10^1`` within a decade, which overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
+
+    low, high = min(values), max(values)
+    if high / low > 10:
+        ax.set_xscale("log")
+        # 1-2-5 steps over a few decades; over more, only the powers of ten fit side by side
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if high / low <= 100 else (1.0,)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain_number))
+
+
+def figure_runs(runs: Sequence[Run], x: str, metric: str = "val/acc1", pairs: Sequence[Pair] = ()):
+    """The figure of :func:`plot_runs` (``None`` when no run has both values); the caller closes it."""
     if x not in PLOTS:
         raise ValueError(f"x must be one of {sorted(PLOTS)}, got {x!r}")
     import matplotlib
@@ -545,16 +578,19 @@ def plot_runs(
     }
     groups = {name: group for name, group in groups.items() if group}
     if not groups:
-        return False
+        return None
     fig, axes = plt.subplots(1, len(groups), figsize=(7.0 * len(groups), 5.0), squeeze=False)
     for ax, (dataset, group) in zip(axes[0], groups.items(), strict=True):
-        for family in sorted({r.family for r in group}):
-            members = [r for r in group if r.family == family]
+        kinds = {id(r): model_kind(r) for r in group}
+        for kind in ("baseline", "KAN"):
+            members = [r for r in group if kinds[id(r)] == kind]
+            if not members:
+                continue
             ax.scatter(
                 [x_value(r) for r in members],
                 [100 * r.top1 for r in members],
-                color=FAMILY_COLORS.get(family, "tab:gray"),
-                label=family,
+                color=KIND_COLORS[kind],
+                label=kind,
                 s=40,
                 zorder=3,
             )
@@ -566,18 +602,33 @@ def plot_runs(
                     "", (x_value(kan), 100 * kan.top1), (x_value(base), 100 * base.top1),
                     arrowprops=dict(arrowstyle="->", color="0.4", lw=1.0, shrinkA=5, shrinkB=5), zorder=2,
                 )  # fmt: skip
-        ax.set_xscale("log")
+        _readable_axis(ax, [x_value(r) for r in group])
         ax.margins(x=0.35, y=0.15)  # room for the labels
-        ax.set_xlabel("parameters (M)" if x == "params" else "training images / s")
+        ax.set_xlabel("parameters (millions)" if x == "params" else "training images / s")
         ax.set_ylabel(f"top-1 (%), {metric}")
-        ax.set_title(dataset)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"dataset: {dataset}")
+        ax.grid(True, which="major", alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         place_labels(ax, [(x_value(r), 100 * r.top1) for r in group], [r.label for r in group])
+    return fig
+
+
+def plot_runs(
+    runs: Sequence[Run], x: str, path: str | Path, metric: str = "val/acc1", pairs: Sequence[Pair] = ()
+) -> bool:
+    """Scatter top-1 against ``x`` ("params" or "img_per_s"), one panel per dataset (titled with it), baselines and
+    KAN models coloured apart with a legend entry each, plain-number axes, every point labelled with its model
+    (labels placed so that they do not overlap), an arrow from each baseline to its KAN model. Returns False (and
+    writes nothing) when no run has both values."""
+    import matplotlib.pyplot as plt
+
+    fig = figure_runs(runs, x, metric, pairs)
+    if fig is None:
+        return False
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return True
 

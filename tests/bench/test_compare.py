@@ -244,3 +244,42 @@ def test_plot_labels_do_not_overlap():
     overlaps = [(i, j) for i in range(8) for j in range(i + 1, 8) if boxes[i].overlaps(boxes[j])]
     assert overlaps == []
     plt.close(fig)
+
+
+def _run(model: str, params_m: float, top1: float, dataset: str = "digits"):
+    from kanvision.bench.compare import Run, model_family
+
+    return Run(
+        path=f"/runs/{model}", label=model, model=model, family=model_family(model), dataset=dataset, img_size=8,
+        num_params=int(params_m * 1e6), top1=top1, top5=None, loss=None, ema_top1=None, test_top1=None,
+        img_per_s=100.0, img_per_s_source=None, epochs=1, world_size=1,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("sizes", [(11.14, 11.17, 11.27), (0.0053, 0.12, 11.2, 55.7)], ids=["one-decade", "decades"])
+def test_plot_axes_plain_numbers_legend_per_kind_dataset_title(sizes):
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from kanvision.bench.compare import figure_runs, model_kind
+
+    models = ["resnet18", "rkan_resnet18", "resnet18_cifar", "kan_resnet18"]
+    runs = [_run(model, size, 0.5 + 0.1 * i) for i, (model, size) in enumerate(zip(models, sizes, strict=False))]
+    assert [model_kind(r) for r in runs] == ["baseline", "KAN", "baseline", "KAN"][: len(runs)]
+    fig = figure_runs(runs, "params")
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = [t.get_text() for t in ax.get_xticklabels(which="both") if t.get_text()]
+        assert len(labels) >= 2 and all(re.fullmatch(r"[0-9][0-9,]*(\.[0-9]+)?", t) for t in labels), labels
+        # labels on the visible axis do not overlap each other
+        boxes = [t.get_window_extent() for t in ax.get_xticklabels() if t.get_text() and t.get_visible()]
+        x0, x1 = ax.get_xlim()
+        boxes = [b for b, t in zip(boxes, ax.get_xticklabels(), strict=False) if x0 <= t.get_position()[0] <= x1]
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+        assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["KAN", "baseline"]
+        assert ax.get_title() == "dataset: digits"
+        assert ax.get_xlabel() == "parameters (millions)"
+    finally:
+        plt.close(fig)
