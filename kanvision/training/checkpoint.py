@@ -93,6 +93,18 @@ def _foreign_file(path: Path) -> str | None:
     return None
 
 
+class _Checkpoint(dict):
+    """A checkpoint dict that remembers its file, so that errors about its contents name it."""
+
+    path: str = ""
+
+
+def _source_of(checkpoint: dict[str, Any], source: str | None) -> str:
+    if source:
+        return source
+    return f"checkpoint {checkpoint.path}" if isinstance(checkpoint, _Checkpoint) else "checkpoint"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A Lightning ``.ckpt`` as a dict, loaded with ``weights_only=True`` (memory-mapped, on the CPU)."""
     from kanvision.training.checkpoint_io import CheckpointError, check_checkpoint_file  # imports Lightning
@@ -120,6 +132,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint {path} holds a {type(checkpoint).__name__}, not a checkpoint dict; "
             + _LOAD_FOREIGN.format(path=str(path))
         )
+    checkpoint = _Checkpoint(checkpoint)
+    checkpoint.path = str(path)
     return checkpoint
 
 
@@ -166,7 +180,7 @@ def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike, source: 
     if not isinstance(checkpoint, dict):
         source = source or f"checkpoint {os.fspath(checkpoint)}"
         checkpoint = read_checkpoint(checkpoint)
-    source = source or "checkpoint"
+    source = _source_of(checkpoint, source)
     meta = checkpoint.get(_META_KEY)
     if not isinstance(meta, Mapping) or "model_name" not in meta:
         if meta is None:
@@ -180,11 +194,12 @@ def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike, source: 
 _TARGET_HPARAMS = ("optimizer", "scheduler")
 
 
-def checkpoint_hparams(checkpoint: dict[str, Any], source: str = "checkpoint") -> dict[str, Any]:
+def checkpoint_hparams(checkpoint: dict[str, Any], source: str | None = None) -> dict[str, Any]:
     """The checkpoint's ``hyper_parameters`` (ImageClassifier's arguments) as plain Python once checked: the optimizer
     and scheduler may name torch/timm optimizers and schedulers and kanvision's schedules, nothing else names code."""
     from kanvision.training.safe_config import check_file_config
 
+    source = _source_of(checkpoint, source)
     hparams = checkpoint.get("hyper_parameters")
     if not isinstance(hparams, Mapping) or "name" not in hparams:
         raise ValueError(f"{source} has no ImageClassifier hyper_parameters; it was not written by kanvision-train")
@@ -308,6 +323,17 @@ def _safetensors_metadata(path: Path) -> tuple[dict[str, Any], list[str]]:
     return meta, names
 
 
+def _read_kanvision_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(checkpoint, checked metadata, source); stored hyper-parameters are checked too, though not used here, so that
+    a file carrying code is refused by every loader alike."""
+    source = f"checkpoint {path}"
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint_metadata(checkpoint, source)
+    if checkpoint.get("hyper_parameters") is not None:
+        checkpoint_hparams(checkpoint, source)
+    return checkpoint, meta, source
+
+
 def load_checkpoint(path: str | os.PathLike, ema: bool = False, map_location: str | torch.device = "cpu") -> nn.Module:
     """The trained network (in eval mode) from a kanvision ``.ckpt`` or an exported ``.safetensors`` file.
 
@@ -335,9 +361,7 @@ def load_checkpoint(path: str | os.PathLike, ema: bool = False, map_location: st
         except RuntimeError as error:
             raise ValueError(f"{source} does not fit the network built from its metadata: {error}") from error
     else:
-        source = f"checkpoint {path}"
-        checkpoint = read_checkpoint(path)
-        meta = checkpoint_metadata(checkpoint, source)
+        checkpoint, meta, source = _read_kanvision_checkpoint(path)
         model = _build(meta, source)
         state = model_state_dict(checkpoint, ema=ema)
         check_state_dict(model, state, source)
@@ -354,9 +378,7 @@ def export_safetensors(
     """
     ckpt_path = Path(ckpt_path)
     out_path = Path(out_path) if out_path is not None else ckpt_path.with_suffix(".safetensors")
-    source = f"checkpoint {ckpt_path}"
-    checkpoint = read_checkpoint(ckpt_path)
-    meta = checkpoint_metadata(checkpoint, source)
+    checkpoint, meta, source = _read_kanvision_checkpoint(ckpt_path)
     model = _build(meta, source)
     state = model_state_dict(checkpoint, ema=ema)
     check_state_dict(model, state, source)

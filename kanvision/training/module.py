@@ -426,10 +426,16 @@ class ImageClassifier(L.LightningModule):
         data config, may name code, and only torch/timm/kanvision optimizers, schedulers and DataModules) before
         anything is built. ``overrides`` replace hyper-parameters (e.g. ``compile=False``).
         """
-        from kanvision.training.checkpoint import check_state_dict, checkpoint_hparams, read_checkpoint
+        from kanvision.training.checkpoint import (
+            check_state_dict,
+            checkpoint_hparams,
+            checkpoint_metadata,
+            read_checkpoint,
+        )
 
         source = f"checkpoint {os.fspath(path)}"
         checkpoint = read_checkpoint(path)
+        checkpoint_metadata(checkpoint, source)  # before anything is built (on_load_checkpoint uses it)
         hparams = checkpoint_hparams(checkpoint, source)
         unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters))
         if unknown:
