@@ -185,7 +185,10 @@ def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike, source: 
     if not isinstance(meta, Mapping) or "model_name" not in meta:
         if meta is None:
             path = source.removeprefix("checkpoint ")
-            raise ValueError(f"{source} {_describe(checkpoint)}; " + _LOAD_FOREIGN.format(path=path))
+            raise ValueError(
+                f"{source} has no 'kanvision' entry (model name and arguments): it {_describe(checkpoint)}; "
+                + _LOAD_FOREIGN.format(path=path)
+            )
         raise ValueError(f"{source}: its 'kanvision' entry has no model_name; it was not written by kanvision-train")
     return check_metadata(meta, source)
 

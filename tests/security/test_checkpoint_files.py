@@ -163,7 +163,8 @@ def test_foreign_files_say_what_they_are_and_how_to_load_them(files, tmp_path, c
     # a timm .pth (a plain state dict)
     pth = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), pth)
-    with pytest.raises(ValueError, match=re.escape(f"checkpoint {pth} is a plain state dict (")) as error:
+    expected = f"checkpoint {pth} has no 'kanvision' entry (model name and arguments): it is a plain state dict ("
+    with pytest.raises(ValueError, match=re.escape(expected)) as error:
         kanvision.load_checkpoint(pth)
     assert advice in str(error.value) and "kanvision-convert" in str(error.value)
     with pytest.raises(SystemExit):
