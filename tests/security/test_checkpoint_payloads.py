@@ -171,3 +171,25 @@ def test_safetensors_metadata_and_convert_arguments_refuse_targets(trained_run, 
     assert "refused to build model_args.act_layer._target_: the _target_ 'os.system'" in capsys.readouterr().err
     assert not marker.exists()
     assert not (tmp_path / "out.safetensors").exists()
+
+
+_DIGITS = "kanvision.training.data.DigitsDataModule"
+
+
+@pytest.mark.parametrize(
+    ("entry", "value", "key"),
+    [
+        ("wandb_run_id", {"_target_": "os.getcwd"}, "kanvision.wandb_run_id._target_"),  # resume puts it in a logger
+        ("data_config", {"mean": {"_target_": "os.getcwd"}}, "kanvision.data_config.mean._target_"),
+        ("model_kwargs", {"act_layer": {"_target_": "os.getcwd"}}, "kanvision.model_kwargs.act_layer._target_"),
+        ("data", {"_target_": _DIGITS, "seed": "${oc.env:HOME}"}, "kanvision.data.seed"),  # a resolver
+    ],
+)
+def test_metadata_names_code_only_in_the_data_config(entry, value, key):
+    from kanvision.training.checkpoint import check_metadata
+
+    meta = {"model_name": "resnet18", "model_kwargs": {"num_classes": 10}, "data": None, "wandb_run_id": None}
+    with pytest.raises(UnsafeConfigError, match=re.escape(f"run.ckpt: refused to build {key}")):
+        check_metadata({**meta, entry: value}, "run.ckpt")
+    allowed = {**meta, "data": {"_target_": _DIGITS, "batch_size": 4}}
+    assert check_metadata(allowed, "run.ckpt") == allowed
