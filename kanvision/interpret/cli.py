@@ -39,13 +39,13 @@ def load_model(source: str, pretrained: bool = False, model_kwargs: dict | None 
     from kanvision.training.checkpoint import checkpoint_metadata, load_checkpoint
 
     path = Path(source)
-    if path.suffix in (".ckpt", ".safetensors"):
+    if path.suffix in (".ckpt", ".safetensors") or path.is_file():  # other files: load_checkpoint says what they are
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         if pretrained or model_kwargs:
             raise ValueError("--pretrained and --model-kwargs apply to timm model names, not to a checkpoint file")
-        model = load_checkpoint(path)
-        name = checkpoint_metadata(path)["model_name"] if path.suffix == ".ckpt" else path.stem
+        model = load_checkpoint(path)  # metadata checked as data, weights loaded strictly
+        name = checkpoint_metadata(path)["model_name"] if path.suffix != ".safetensors" else path.stem
         return model, name
     if not timm.is_model(source.split(".")[0]):  # a name, or name.pretrained_tag
         raise ValueError(

@@ -28,6 +28,7 @@ from timm.data import resolve_model_data_config
 
 import kanvision  # noqa: F401  (registers the models with timm)
 from kanvision.training.checkpoint import save_safetensors
+from kanvision.training.safe_config import check_file_config
 
 __all__ = ["convert", "main"]
 
@@ -39,6 +40,8 @@ def convert(source: str | Path, destination: str | Path, model_name: str, **mode
         raise ValueError(f"source checkpoint {str(source)!r} does not exist")
     if destination.suffix != ".safetensors":
         raise ValueError(f"destination {str(destination)!r} must end with .safetensors")
+    # model arguments are data (they are stored in the output's metadata): a Hydra node is refused, by name
+    check_file_config(model_args, f"kanvision-convert {source}", "model_args", allow_targets=False)
     if not timm.is_model(model_name):
         similar = timm.list_models(f"*{model_name.split('_')[0]}*")[:8]
         raise ValueError(f"unknown model {model_name!r}: not a timm or kanvision model name (similar: {similar})")

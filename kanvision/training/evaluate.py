@@ -5,8 +5,9 @@
     kanvision-eval ckpt_path=... data=imagenet data.root=/data/imagenet split=val trainer=gpu
 
 The network AND the data are rebuilt from the checkpoint (model name, kwargs and the run's ``data`` config are
-stored in it); ``data.*`` values override the stored ones and ``data=<group>`` replaces them. Input size and
-normalisation are the ones the network was trained with unless ``data.img_size``/``data.mean``/``data.std`` are set.
+stored in it, and read as data: see :meth:`~kanvision.training.module.ImageClassifier.from_checkpoint`); ``data.*``
+values override the stored ones and ``data=<group>`` replaces them. Input size and normalisation are the ones the
+network was trained with unless ``data.img_size``/``data.mean``/``data.std`` are set.
 Prints the metrics and writes them to ``metrics.json`` in the run's output directory.
 """
 
@@ -21,7 +22,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint
+from kanvision.training.checkpoint import checkpoint_metadata
 from kanvision.training.module import ImageClassifier
 from kanvision.training.train import resolve_ckpt_path
 from kanvision.training.utils import instantiate, instantiate_loggers, write_metrics
@@ -58,10 +59,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    meta = checkpoint_metadata(read_checkpoint(ckpt_path))
+    meta = checkpoint_metadata(ckpt_path)  # checked: only the stored data config may name code (a DataModule)
     datamodule = instantiate(data_config(cfg.data, meta, ckpt_path))
     datamodule.check_data(training=False)  # evaluation never draws a training batch
-    model = ImageClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, compile=False)
+    model = ImageClassifier.from_checkpoint(ckpt_path, map_location="cpu", compile=False)
     # a head larger than the class count is what training accepts too (outputs no label uses)
     if datamodule.num_classes > model.hparams.num_classes or datamodule.in_chans != model.hparams.in_chans:
         raise ValueError(

@@ -9,7 +9,9 @@ evaluated alongside the raw weights, top-1/top-5 accuracy per stage.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -390,10 +392,86 @@ class ImageClassifier(L.LightningModule):
         checkpoint["kanvision"] = self.kanvision_metadata()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        meta = checkpoint.get("kanvision") or {}
+        # a resumed run copies the stored data config into its own checkpoints: check it (and the rest) first
+        from kanvision.training.checkpoint import check_metadata, checkpoint_hparams
+
+        source = self._checkpoint_source()
+        if checkpoint.get("hyper_parameters") is not None:
+            checkpoint_hparams(checkpoint, source)
+        meta = checkpoint.get("kanvision")
+        meta = {} if meta is None else check_metadata(meta, source)
         if meta.get("data_config"):
             self.data_config = dict(meta["data_config"])
         self.data_module_config = meta.get("data")
         state = checkpoint.get("state_dict", {})
         if any("_orig_mod." in k for k in state):
             checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+
+    def _checkpoint_source(self) -> str:
+        path = getattr(self, "_loading_from", None)
+        if path is None and self._trainer is not None:
+            path = self._trainer.ckpt_path
+        return f"checkpoint {path}" if path else "checkpoint"
+
+    # ------------------------------------------------------------------------------------------ rebuilding
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, map_location: str | torch.device | None = "cpu", **overrides: Any
+    ) -> ImageClassifier:
+        """The classifier a ``kanvision-train`` checkpoint was saved from, with its weights (strict: same keys,
+        shapes and dtype kinds).
+
+        The file is read with ``torch.load(weights_only=True)``; its hyper-parameters and ``kanvision`` entry must pass
+        :func:`~kanvision.training.safe_config.check_file_config` (only the optimizer and scheduler, and the stored
+        data config, may name code, and only torch/timm/kanvision optimizers, schedulers and DataModules) before
+        anything is built. ``overrides`` replace hyper-parameters (e.g. ``compile=False``).
+        """
+        from kanvision.training.checkpoint import (
+            check_state_dict,
+            checkpoint_hparams,
+            checkpoint_metadata,
+            read_checkpoint,
+        )
+
+        source = f"checkpoint {os.fspath(path)}"
+        checkpoint = read_checkpoint(path)
+        checkpoint_metadata(checkpoint, source)  # before anything is built (on_load_checkpoint uses it)
+        hparams = checkpoint_hparams(checkpoint, source)
+        unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters))
+        if unknown:
+            raise TypeError(f"ImageClassifier.from_checkpoint: unknown hyper-parameters {unknown}")
+        try:
+            model = cls(**{**hparams, **overrides})
+        except TypeError as error:  # a key that is not an ImageClassifier argument
+            raise ValueError(f"{source}: its hyper_parameters do not build an ImageClassifier: {error}") from error
+        model._loading_from = os.fspath(path)
+        try:
+            model.on_load_checkpoint(checkpoint)
+        finally:
+            del model._loading_from
+        state = checkpoint.get("state_dict")
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{source} holds no state_dict")
+        check_state_dict(model, state, source)
+        model.load_state_dict(state, strict=True)
+        return model if map_location is None else model.to(map_location)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | os.PathLike,
+        map_location: str | torch.device | None = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageClassifier:
+        """Lightning's loader routed through :meth:`from_checkpoint`: the hyper-parameters are checked before
+        anything is built, the file is read with ``weights_only=True`` and the weights load strictly."""
+        if hparams_file is not None or strict is False or weights_only is False:
+            raise ValueError(
+                "ImageClassifier.load_from_checkpoint takes its hyper-parameters from the checkpoint, loads weights "
+                "strictly and only with weights_only=True (hparams_file, strict=False and weights_only=False are "
+                f"not supported; got hparams_file={hparams_file}, strict={strict}, weights_only={weights_only})"
+            )
+        return cls.from_checkpoint(checkpoint_path, map_location=map_location, **kwargs)
