@@ -36,7 +36,7 @@ def _rewrite_batch(root, name: str = "data_batch_2", **changes):
         (dict(labels=[0, 1.7, 2, 3]), r"'labels' must be a 1-D list of integer labels in \[0, 10\), got dtype float64"
          r".*e\.g\. 1\.7"),
         (dict(labels=np.array([0.0, 1.0, 2.0, 3.0])), r"'labels' must be .*integer labels.*float64"),
-        (dict(labels=[0, 1, 2, 10]), r"'labels' labels must be in \[0, 10\), got 0\.\.10"),
+        (dict(labels=[0, 1, 2, 10]), r"labels must be in \[0, 10\), got 0\.\.10 \('labels' holds 10\)"),
         (dict(labels=["a", "b", "c", "d"]), r"'labels' must be .*integer labels.*e\.g\. 'a'"),
         (dict(data=np.full((4, 3072), 0.5)), r"'data' must hold uint8 pixels \(or integers in \[0, 255\]\), got dtype "
          r"float64"),

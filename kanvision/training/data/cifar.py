@@ -69,7 +69,7 @@ def _labels(path: Path, entry: dict[str, Any], key: str, num_classes: int) -> np
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0]
         raise DataRootError(
-            f"{path}: '{key}' labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()} (e.g. {bad})"
+            f"{path}: labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()} ('{key}' holds {bad})"
         )
     return labels.astype(np.int64)
 
