@@ -1,10 +1,11 @@
 """The shared DataModule machinery: global batch -> per-device batch, data-config resolution, loaders, checks.
 
-Image datasets use timm's DeiT-style ``create_transform`` (Touvron et al., "Training data-efficient image
-transformers", arXiv 2012.12877): RandAugment, RandomErasing, ``crop_pct`` and interpolation. Resolution and
-normalisation come from the model's ``pretrained_cfg`` unless set (:meth:`ImageDataModule.configure_for_model`).
-``batch_size`` is the GLOBAL batch; each process loads ``batch_size // world_size``. ``check_data`` validates the
-source with an error naming the path and the expected layout, and ``train(cfg)`` calls it before any model is built.
+Image datasets use timm's ``create_transform`` with the data config's ``augment`` arguments (timm train.py's light
+defaults for a generic tree; DeiT's RandAugment and RandomErasing, arXiv 2012.12877, where a config cites it).
+Resolution and normalisation come from the model's ``pretrained_cfg`` unless set
+(:meth:`ImageDataModule.configure_for_model`). ``batch_size`` is the GLOBAL batch; each process loads
+``batch_size // world_size``. ``check_data`` validates the source with an error naming the path and the expected
+layout, and ``train(cfg)`` calls it before any model is built.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ class ImageDataModule(L.LightningDataModule):
         return dict(self._data_config)
 
     def transform(self, is_training: bool):
-        """timm's DeiT-style transform for PIL images at the resolved data config (with :func:`pillow_safe` ops)."""
+        """timm's transform for PIL images at the resolved data config and ``augment`` (:func:`pillow_safe` ops)."""
         from timm.data import create_transform
 
         cfg = self.data_config

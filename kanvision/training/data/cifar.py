@@ -48,6 +48,66 @@ def _unpickle(path: Path) -> dict[str, Any]:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
+def _labels(path: Path, entry: dict[str, Any], key: str, num_classes: int) -> np.ndarray:
+    """The labels under ``key`` as int64: integers in [0, num_classes), nothing else (no rounding, no wrapping)."""
+    if key not in entry:
+        raise DataRootError(f"{path} lacks the '{key}' entry of a CIFAR-{num_classes} batch")
+    try:
+        labels = np.asarray(entry[key])
+    except (TypeError, ValueError) as exc:
+        raise DataRootError(f"{path}: '{key}' must be a list of integer labels ({exc})") from exc
+    if labels.size == 0 and labels.ndim == 1:
+        return labels.astype(np.int64)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        flat = labels.reshape(-1)
+        if np.issubdtype(labels.dtype, np.floating) and (flat != np.round(flat)).any():
+            flat = flat[flat != np.round(flat)]  # name a value that truncation would change
+        raise DataRootError(
+            f"{path}: '{key}' must be a 1-D list of integer labels in [0, {num_classes}), got dtype {labels.dtype} "
+            f"with shape {labels.shape} (e.g. {flat[0].item()!r})"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)][0]
+        raise DataRootError(
+            f"{path}: labels must be in [0, {num_classes}), got {labels.min()}..{labels.max()} ('{key}' holds {bad})"
+        )
+    return labels.astype(np.int64)
+
+
+def _pixels(path: Path, entry: dict[str, Any], num_labels: int) -> np.ndarray:
+    """The images under 'data' as (N, 3072) uint8: uint8, or integers in [0, 255]; floats and wider ranges fail."""
+    if "data" not in entry:
+        raise DataRootError(f"{path} lacks the 'data' entry of a CIFAR batch")
+    try:
+        data = np.asarray(entry["data"])
+    except (TypeError, ValueError) as exc:
+        raise DataRootError(f"{path}: 'data' must be an (N, 3072) uint8 array ({exc})") from exc
+    if data.dtype != np.uint8:
+        # floats are refused even when integral: [0, 1] and [0, 255] scales cannot be told apart
+        if not np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_:
+            raise DataRootError(
+                f"{path}: 'data' must hold uint8 pixels (or integers in [0, 255]), got dtype {data.dtype}"
+            )
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise DataRootError(
+                f"{path}: 'data' pixels must be in [0, 255], got {data.min()}..{data.max()} (dtype {data.dtype})"
+            )
+        data = data.astype(np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != num_labels:
+        raise DataRootError(
+            f"{path}: 'data' must be (N, 3072) uint8 with N labels, got {data.shape} and {num_labels} labels"
+        )
+    return data
+
+
+def read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-``num_classes`` batch file as ((N, 32, 32, 3) uint8 HWC images, (N,) int64 labels), checked."""
+    entry = _unpickle(path)
+    labels = _labels(path, entry, _CIFAR_LAYOUT[num_classes]["labels"], num_classes)
+    data = _pixels(path, entry, len(labels))
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # row-major: 1024 red, green, blue
+
+
 class CIFARDataset(Dataset):
     """The CIFAR-10/100 python release read directly from its pickled batches.
 
@@ -61,23 +121,8 @@ class CIFARDataset(Dataset):
         folder = Path(folder)
         images, labels = [], []
         for name in layout["train" if train else "test"]:
-            entry = _unpickle(folder / name)
-            if "data" not in entry or layout["labels"] not in entry:
-                raise DataRootError(
-                    f"{folder / name} lacks the 'data' and '{layout['labels']}' entries of a CIFAR-{num_classes} batch"
-                )
-            data = np.asarray(entry["data"], dtype=np.uint8)
-            target = np.asarray(entry[layout["labels"]], dtype=np.int64)
-            if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(target) != len(data):
-                raise DataRootError(
-                    f"{folder / name}: 'data' must be (N, 3072) uint8 with N labels, got {data.shape} "
-                    f"and {len(target)} labels"
-                )
-            if len(target) and (target.min() < 0 or target.max() >= num_classes):
-                raise DataRootError(
-                    f"{folder / name}: labels must be in [0, {num_classes}), got {target.min()}..{target.max()}"
-                )
-            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (N, 32, 32, 3) HWC
+            data, target = read_batch(folder / name, num_classes)
+            images.append(data)
             labels.append(target)
         self.images = np.ascontiguousarray(np.concatenate(images))
         self.targets = np.concatenate(labels)
@@ -174,13 +219,9 @@ class _CIFARDataModule(ImageDataModule):
                 f"got {None if names is None else len(names)}"
             )
         num_train = 0
-        for name in layout["train"] + layout["test"]:  # labels a classifier of this size cannot output fail here
-            labels = np.asarray(_unpickle(folder / name).get(layout["labels"], ()), dtype=np.int64)
-            if labels.size and not (0 <= labels.min() and labels.max() < self.cifar_classes):
-                raise DataRootError(
-                    f"{folder / name}: labels must be in [0, {self.cifar_classes}), got {labels.min()}..{labels.max()}"
-                )
-            num_train += labels.size if name in layout["train"] else 0
+        for name in layout["train"] + layout["test"]:  # labels and pixels that would be misread fail here
+            num = len(read_batch(folder / name, self.cifar_classes)[1])
+            num_train += num if name in layout["train"] else 0
         return num_train - int(round(num_train * self.val_fraction))
 
     def prepare_data(self) -> None:
