@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from kanvision.bench.flops import count_forward_flops  # also registers the CPU attention formula
+from kanvision.utils.flops import count_forward_flops  # also registers the CPU attention formula
 
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "forward_flops", "latest_checkpoint"]
 
