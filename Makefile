@@ -24,11 +24,11 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check kanvision tests scripts
-	$(VENV)/bin/ruff format --check kanvision tests scripts
+	$(VENV)/bin/ruff check kanvision tests scripts benchmarks
+	$(VENV)/bin/ruff format --check kanvision tests scripts benchmarks
 
 bench: $(STAMP)
-	$(PY) -m kanvision.bench.layers
+	$(PY) -m benchmarks.layers
 
 .PHONY: docs
 docs: $(STAMP)

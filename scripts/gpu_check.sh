@@ -5,7 +5,7 @@
 # so a cut-short run keeps what it measured.
 #   bash scripts/gpu_check.sh [--copy-to DIR]       # the full check, on a CUDA machine
 #   bash scripts/gpu_check.sh --device cpu --quick  # every code path on tiny shapes, any machine
-# Other arguments go to `python -m kanvision.bench.gpu_check` (see its --help).
+# Other arguments go to `python -m benchmarks.gpu_check` (see its --help).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,4 +31,4 @@ if ! { [ -x "$PY" ] && "$PY" -c "import torch" 2>/dev/null; }; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-exec timeout -k 30 --signal=INT 510 "$PY" -m kanvision.bench.gpu_check "$@"
+exec timeout -k 30 --signal=INT 510 "$PY" -m benchmarks.gpu_check "$@"

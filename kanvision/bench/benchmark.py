@@ -4,7 +4,7 @@
     kanvision-bench 'kat_*' --batch-size 16
     kanvision-bench --quick                # tiny sizes, a smoke run of the whole zoo
     kanvision-bench 'kat_tiny*' --compile  # both models under torch.compile (inductor, or --compile BACKEND)
-    kanvision-bench --readme               # rewrite the README's zoo table from the newest CSV
+    kanvision-bench --out results/         # where the CSV and JSON go (default: the current directory)
 
 For each model (and its baseline, built and measured in the same process): parameters, forward GFLOPs per image at
 the measured size (``torch.utils.flop_counter`` on the meta device, custom ops included), inference images/s
@@ -16,9 +16,8 @@ model at a time over its first two training steps: CUDA ``max_memory_allocated``
 of the process' peak resident set (gradients, optimizer state and activations) after one untimed forward and
 backward, which loads what is built once per process.
 
-Writes ``benchmarks/results/zoo-<device>-<date>.csv`` and ``.json`` (``zoo-<device>-<date>-compiled.*`` with
-``--compile``: model and baseline both run under ``torch.compile``, compiled by the warm-up steps; the README table
-comes from the eager files).
+Writes ``zoo-<device>-<date>.csv`` and ``.json`` into ``--out`` (``zoo-<device>-<date>-compiled.*`` with
+``--compile``: model and baseline both run under ``torch.compile``, compiled by the warm-up steps).
 """
 
 from __future__ import annotations
@@ -41,15 +40,11 @@ import torch
 import torch.nn.functional as F
 
 import kanvision  # noqa: F401  (registers the models)
-from kanvision.bench.flops import count_forward_flops
-from kanvision.bench.models import _machine
-from kanvision.bench.throughput import RESULTS_DIR, _cpu_peak_rss_bytes, _reset_cpu_peak_rss, build_model
+from kanvision.bench.throughput import _cpu_peak_rss_bytes, _reset_cpu_peak_rss, build_model, machine_info
 from kanvision.bench.zoo import kanvision_models
+from kanvision.utils.flops import count_forward_flops
 
-__all__ = ["ZooRow", "baseline_for", "measure_pair", "run", "read_csv", "readme_table", "update_readme", "main"]
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-TABLE_START, TABLE_END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
+__all__ = ["ZooRow", "baseline_for", "measure_pair", "run", "read_csv", "main"]
 
 # (pattern, baseline): the first matching rule names the plain timm model a kanvision model is compared with
 _BASELINE_RULES: list[tuple[str, str | Callable[[re.Match], str]]] = [
@@ -275,7 +270,7 @@ def run(
     warmup: int = 1,
     device: str = "cpu",
     amp: str = "none",
-    out_dir: Path = RESULTS_DIR,
+    out_dir: str | Path = ".",
     log: Callable[[str], None] = print,
     baselines: bool = True,
     num_classes: int | None = None,
@@ -297,11 +292,12 @@ def run(
         raise ValueError(f"no kanvision model matches {list(patterns)}; see kanvision-models")
     dev = torch.device(device)
     date = dt.date.today().isoformat()
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"zoo-{dev.type}-{date}{'-compiled' if compile_backend else ''}.csv"
     settings = dict(batch_size=batch_size, img_size=img_size, rounds=rounds, warmup=warmup, amp=amp,
                     threads=torch.get_num_threads(), patterns=list(patterns), num_classes=num_classes,
-                    compile_backend=compile_backend, machine=_machine(dev))  # fmt: skip
+                    compile_backend=compile_backend, machine=machine_info(dev))  # fmt: skip
     previous: list[dict] = []
     runs = [settings]
     if merge and csv_path.exists():
@@ -310,7 +306,7 @@ def run(
     meta = dict(
         benchmark="kanvision-bench",
         date=date,
-        machine=_machine(dev),
+        machine=machine_info(dev),
         torch=torch.__version__,
         timm=timm.__version__,
         runs=runs,
@@ -357,54 +353,6 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def latest_csv(results_dir: Path = RESULTS_DIR) -> Path:
-    """The newest eager ``zoo-<device>-<date>.csv`` (by the date in its name, then device)."""
-    eager = [p for p in results_dir.glob("zoo-*.csv") if re.fullmatch(r"zoo-\w+-\d{4}-\d{2}-\d{2}", p.stem)]
-    found = sorted(eager, key=lambda p: (p.stem.split("-", 2)[-1], p.stem))
-    if not found:
-        raise FileNotFoundError(f"no zoo-<device>-<date>.csv in {results_dir}; run kanvision-bench first")
-    return found[-1]
-
-
-def readme_table(csv_path: Path) -> str:
-    """The README's zoo table (markdown) generated from one benchmark CSV."""
-    rows = read_csv(csv_path)
-
-    def x(value: str) -> str:
-        return f"{float(value):.2f}x" if value else "–"
-
-    meta_path = csv_path.with_suffix(".json")
-    runs = json.loads(meta_path.read_text()).get("runs", []) if meta_path.exists() else []
-    machines = list(dict.fromkeys(run["machine"]["device"] for run in runs if "machine" in run))
-    where = f" on {' and '.join(machines)} (the JSON lists which models each run measured)" if machines else ""
-    lines = [
-        f"Measured by `kanvision-bench` (`{csv_path.name}`){where}: batch {rows[0]['batch_size']}, each model "
-        "against its baseline in the same run; ratios are model / baseline (images/s and peak memory).",
-        "",
-        "| model | params (M) | GFLOPs | input | baseline | infer img/s | x baseline | train img/s | x baseline "
-        "| peak mem (MiB) | x baseline |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| `{r['model']}` | {int(r['params']) / 1e6:.2f} | {float(r['gflops']):.2f} | {r['input_size']} | "
-            f"{r['baseline'] or '–'} | {float(r['infer_img_s']):.1f} | {x(r['infer_x_baseline'])} | "
-            f"{float(r['train_img_s']):.1f} | {x(r['train_x_baseline'])} | {float(r['peak_mem_mib']):.0f} | "
-            f"{x(r['mem_x_baseline'])} |"
-        )
-    return "\n".join(lines)
-
-
-def update_readme(csv_path: Path, readme: Path = README) -> None:
-    """Replace the text between the zoo-table markers of ``readme`` by :func:`readme_table` of ``csv_path``."""
-    text = readme.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise ValueError(f"{readme} has no {TABLE_START} ... {TABLE_END} markers")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    readme.write_text(f"{head}{TABLE_START}\n{readme_table(csv_path)}\n{TABLE_END}{tail}")
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kanvision-bench", description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="*", default=["*"], help="fnmatch patterns of kanvision model names")
@@ -419,8 +367,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--no-baseline", action="store_true", help="measure the kanvision models alone")
     parser.add_argument("--num-classes", type=int, default=None, help="default: each model's own")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--readme", action="store_true", help="only rewrite the README table from the newest CSV")
+    parser.add_argument(
+        "--out", "--out-dir", dest="out", type=Path, default=Path("."), metavar="DIR",
+        help="folder for the CSV and JSON (default: the current directory)",
+    )  # fmt: skip
     parser.add_argument("--merge", action="store_true", help="keep the other models' rows of today's CSV")
     parser.add_argument(
         "--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -430,11 +380,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     backends = torch.compiler.list_backends(exclude_tags=())
     if args.compile is not None and args.compile not in backends:
         parser.error(f"--compile {args.compile!r} is not a torch.compile backend; valid: {', '.join(backends)}")
-    if args.readme:
-        path = latest_csv(args.out_dir)
-        update_readme(path)
-        print(f"README zoo table rewritten from {path}")
-        return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device!r} requested but CUDA is not available; use --device cpu")
     if args.threads:
@@ -445,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.warmup = 1 if args.compile else 0
     run(
         args.patterns, args.batch_size or (64 if cuda else 2), args.img_size, args.rounds, args.warmup, args.device,
-        args.amp or ("bf16" if cuda else "none"), args.out_dir, baselines=not args.no_baseline,
+        args.amp or ("bf16" if cuda else "none"), args.out, baselines=not args.no_baseline,
         num_classes=args.num_classes, merge=args.merge, compile_backend=args.compile,
     )  # fmt: skip
 

@@ -5,7 +5,7 @@
     kanvision-models --json zoo.json
 
 For each model: parameters and forward GFLOPs per image at its default input size (counted on the meta device, so
-no memory is allocated and nothing is downloaded; :func:`kanvision.bench.flops.count_forward_flops`), the default
+no memory is allocated and nothing is downloaded; :func:`kanvision.utils.flops.count_forward_flops`), the default
 input size, its pretrained tags and the paper it reproduces.
 """
 
@@ -23,7 +23,7 @@ import timm
 import torch
 
 import kanvision  # noqa: F401  (registers the models)
-from kanvision.bench.flops import count_forward_flops
+from kanvision.utils.flops import count_forward_flops
 
 __all__ = ["ModelInfo", "kanvision_models", "model_info", "main"]
 

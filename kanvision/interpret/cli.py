@@ -23,9 +23,9 @@ import torch
 from timm.data import resolve_model_data_config
 from torch import Tensor, nn
 
-from kanvision.bench.throughput import positive_int
 from kanvision.interpret.report import inspect_model
 from kanvision.training.checkpoint_io import CheckpointError
+from kanvision.utils.cli import positive_int
 
 __all__ = ["load_model", "input_batches", "main"]
 

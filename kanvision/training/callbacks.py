@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from kanvision.bench.flops import count_forward_flops  # also registers the CPU attention formula
+from kanvision.utils.flops import count_forward_flops  # also registers the CPU attention formula
 
 __all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "forward_flops", "latest_checkpoint"]
 
@@ -73,7 +73,7 @@ class NonFiniteLossGuard(Callback):
 
 
 def forward_flops(model: torch.nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass on ``example`` (:func:`kanvision.bench.flops.count_forward_flops`)."""
+    """FLOPs of one forward pass on ``example`` (:func:`kanvision.utils.flops.count_forward_flops`)."""
     return count_forward_flops(model, example)
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kanvision.bench import activations
+from benchmarks import activations
 
 
 def test_activation_benchmark_writes_ratios(tmp_path, capsys):

@@ -1,18 +1,20 @@
-"""kanvision-bench: baselines, the CSV it writes, and the README table generated from it."""
+"""kanvision-bench: baselines, the CSV it writes, and the README table generated from it (benchmarks/)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 
+import benchmarks.readme_table as generator
 from kanvision.bench import benchmark
-from kanvision.bench.flops import count_forward_flops
 from kanvision.bench.zoo import kanvision_models
+from kanvision.utils.flops import count_forward_flops
 
 
 def test_every_baseline_is_a_plain_timm_model_of_the_same_family():
@@ -91,10 +93,10 @@ def test_quick_run_has_a_row_for_every_registered_model(tmp_path):
 
 
 def test_readme_table_matches_the_newest_csv():
-    latest = benchmark.latest_csv()
-    text = benchmark.README.read_text()
-    table = text.split(benchmark.TABLE_START, 1)[1].split(benchmark.TABLE_END, 1)[0].strip()
-    assert table == benchmark.readme_table(latest)
+    latest = generator.latest_csv()
+    text = generator.README.read_text()
+    table = text.split(generator.TABLE_START, 1)[1].split(generator.TABLE_END, 1)[0].strip()
+    assert table == generator.readme_table(latest)
     assert {r["model"] for r in _rows(latest)} == set(kanvision_models())
 
 
@@ -103,13 +105,13 @@ def test_update_readme_rewrites_only_the_marked_table(tmp_path):
         ["kan_cnn_tiny"], rounds=1, warmup=0, out_dir=tmp_path, log=lambda _: None, baselines=False
     )  # fmt: skip
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\n{benchmark.TABLE_START}\nold\n{benchmark.TABLE_END}\n\nrest\n")
-    benchmark.update_readme(path, readme)
+    readme.write_text(f"# title\n\n{generator.TABLE_START}\nold\n{generator.TABLE_END}\n\nrest\n")
+    generator.update_readme(path, readme)
     text = readme.read_text()
     assert text.startswith("# title\n\n") and text.endswith("\n\nrest\n") and "old" not in text
     assert "| `kan_cnn_tiny` |" in text
     with pytest.raises(ValueError, match="markers"):
-        benchmark.update_readme(path, _plain(tmp_path))
+        generator.update_readme(path, _plain(tmp_path))
     with pytest.raises(ValueError, match="no kanvision model matches"):
         benchmark.run(["nope_*"], out_dir=tmp_path, log=lambda _: None)
     with pytest.raises(ValueError, match="amp must be one of"):
@@ -137,7 +139,7 @@ def test_merge_keeps_the_other_rows_and_lists_every_run(tmp_path):
     meta["runs"][0]["machine"]["device"] = "Other CPU"
     path.with_suffix(".json").write_text(json.dumps(meta))
     device = meta["runs"][1]["machine"]["device"]
-    header = benchmark.readme_table(path).splitlines()[0]
+    header = generator.readme_table(path).splitlines()[0]
     assert f"on Other CPU and {device} (the JSON lists which models each run measured): batch 2" in header
     benchmark.run(["kan_kkan_mnist"], **quiet)  # without merge: a fresh file
     assert [r["model"] for r in _rows(path)] == ["kan_kkan_mnist"]
@@ -164,7 +166,7 @@ def test_compiled_run_compiles_model_and_baseline(tmp_path, monkeypatch):
     assert json.loads(path.with_suffix(".json").read_text())["runs"][-1]["compile_backend"] == "eager"
     # the README's table keeps coming from the eager results
     (tmp_path / "zoo-cpu-2000-01-01.csv").write_text(path.read_text())
-    assert benchmark.latest_csv(tmp_path).name == "zoo-cpu-2000-01-01.csv"
+    assert generator.latest_csv(tmp_path).name == "zoo-cpu-2000-01-01.csv"
 
 
 def test_compiled_run_needs_a_warmup_step(tmp_path):
@@ -178,3 +180,17 @@ def test_compile_option_names_the_valid_backends(capsys):
         benchmark.main(["--compile", "kat_tiny_patch16_224"])  # a model name where a backend belongs
     err = capsys.readouterr().err
     assert "'kat_tiny_patch16_224' is not a torch.compile backend" in err and "inductor" in err
+
+
+def test_command_writes_only_into_the_current_directory_or_out(tmp_path, monkeypatch):
+    package = Path(benchmark.__file__).resolve().parents[1]
+    before = {p: p.stat().st_mtime_ns for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    monkeypatch.chdir(tmp_path)
+    benchmark.main(["kan_cnn_tiny", "--quick", "--no-baseline"])
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert [name.rsplit("-", 3)[0] for name in written] == ["zoo-cpu", "zoo-cpu"]
+    assert {Path(name).suffix for name in written} == {".csv", ".json"}
+    benchmark.main(["kan_cnn_tiny", "--quick", "--no-baseline", "--out", "elsewhere"])
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == written
+    after = {p: p.stat().st_mtime_ns for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert after == before

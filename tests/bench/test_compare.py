@@ -11,7 +11,7 @@ import pytest
 import timm
 from PIL import Image
 
-from kanvision.bench.compare import main as compare_main
+from kanvision.training.compare import main as compare_main
 from kanvision.training.train import main as train_main
 
 # (run name, model): a kanvision model and a timm baseline on the bundled digits, a few steps each
@@ -151,7 +151,7 @@ def test_compare_rejects_a_folder_without_runs(tmp_path, capsys):
 
 
 def test_searching_a_folder_skips_kanvision_eval_outputs(tmp_path):
-    from kanvision.bench.compare import find_run_dirs
+    from kanvision.training.compare import find_run_dirs
 
     for name, task in (("train_run", "train"), ("eval_run", "eval")):
         (tmp_path / name / ".hydra").mkdir(parents=True)
@@ -234,7 +234,7 @@ def test_plot_labels_do_not_overlap():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kanvision.bench.compare import place_labels
+    from kanvision.training.compare import place_labels
 
     fig, ax = plt.subplots(figsize=(7, 5))
     points = [(1.0 + 0.02 * i, 70.0 + 0.05 * (i % 3)) for i in range(8)]  # a tight cluster
@@ -247,7 +247,7 @@ def test_plot_labels_do_not_overlap():
 
 
 def _run(model: str, params_m: float, top1: float, dataset: str = "digits"):
-    from kanvision.bench.compare import Run, model_family
+    from kanvision.training.compare import Run, model_family
 
     return Run(
         path=f"/runs/{model}", label=model, model=model, family=model_family(model), dataset=dataset, img_size=8,
@@ -262,7 +262,7 @@ def test_plot_axes_plain_numbers_legend_per_kind_dataset_title(sizes):
 
     import matplotlib.pyplot as plt
 
-    from kanvision.bench.compare import figure_runs, model_kind
+    from kanvision.training.compare import figure_runs, model_kind
 
     models = ["resnet18", "rkan_resnet18", "resnet18_cifar", "kan_resnet18"]
     runs = [_run(model, size, 0.5 + 0.1 * i) for i, (model, size) in enumerate(zip(models, sizes, strict=False))]

@@ -11,8 +11,8 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from torch.utils.flop_counter import FlopCounterMode
 
 import kanvision  # noqa: F401
-from kanvision.bench.flops import count_forward_flops
 from kanvision.layers import GroupRational, KANConv2d
+from kanvision.utils.flops import count_forward_flops
 
 
 def _kat_tiny_analytic_flops() -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kanvision.bench import gpu_check
+from benchmarks import gpu_check
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

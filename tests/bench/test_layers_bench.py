@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from kanvision.bench import layers
+from benchmarks import layers
 from kanvision.layers import list_bases
 
 

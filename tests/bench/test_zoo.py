@@ -46,7 +46,7 @@ def test_table_values(tmp_path, capsys):
     kat = by_name["kat_tiny_patch16_224"]
     assert kat.params == 5_718_328 and kat.input_size == (3, 224, 224)
     assert set(kat.pretrained_tags) == {"in1k", "vitft_in1k"} and "2409.10594" in kat.paper
-    from kanvision.bench.flops import count_forward_flops
+    from kanvision.utils.flops import count_forward_flops
 
     # the meta-device count equals a real forward's
     real = count_forward_flops(kkan, torch.zeros(1, 1, 28, 28)) / 1e9

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kanvision.bench import layers as layer_bench
+from benchmarks import layers as layer_bench
 from kanvision.layers import Basis, KANConv2d, KANLinear, create_basis, list_bases, register_basis
 from kanvision.layers import bases as bases_module
 

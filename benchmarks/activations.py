@@ -7,7 +7,7 @@ only ever slower); the ratio of a round compares the two under the same machine 
 median of the per-round ratios with its quartiles. ``--reference`` adds the plain PyTorch formula
 (``group_rational_pytorch``). Prints a table and writes JSON.
 
-    python -m kanvision.bench.activations [--device cpu] [--tokens 3152] [--channels 768] [--rounds 40]
+    python -m benchmarks.activations [--device cpu] [--tokens 3152] [--channels 768] [--rounds 40]
         [--steps-per-round 5]
 """
 
@@ -20,16 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kanvision.bench.throughput import (
-    benchmark_parser,
-    positive_int,
-    print_table_header,
-    result_header,
-    run_benchmark,
-    time_callable,
-)
+from benchmarks.common import benchmark_parser, print_table_header, result_header, run_benchmark
+from kanvision.bench.throughput import time_callable
 from kanvision.layers import GroupRational
 from kanvision.layers.rational import group_rational_pytorch
+from kanvision.utils.cli import positive_int
 
 
 class _ReferenceRational(nn.Module):
@@ -97,7 +92,7 @@ def run(
         row["x_gelu_quartiles"] = _quartiles(ratios[name])
         rows.append(row)
     return {
-        **result_header("kanvision.bench.activations", dev),
+        **result_header("benchmarks.activations", dev),
         "shape": [tokens, channels],
         "groups": groups,
         "timing": (

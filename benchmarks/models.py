@@ -12,8 +12,8 @@ their number, model construction excluded) and its ratio to the baseline (``x_ba
 work costs; by default the CPU run uses one thread (``--threads``), so that CPU time is not inflated by idle
 spinning of OpenMP threads that wait for each other.
 
-    python -m kanvision.bench.models                      # CPU defaults: batch 2, fp32, 1 thread, 1 + 2 steps
-    python -m kanvision.bench.models --device cuda --batch-size 64 --amp bf16 --channels-last
+    python -m benchmarks.models                      # CPU defaults: batch 2, fp32, 1 thread, 1 + 2 steps
+    python -m benchmarks.models --device cuda --batch-size 64 --amp bf16 --channels-last
 
 Goal (H200, bf16): rkan_resnet50 >= 0.9x resnet50's training throughput (the paper's implementation: 0.78x).
 """
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -31,7 +29,8 @@ import timm
 import torch
 
 import kanvision  # noqa: F401  (registers the kan_* and rkan_* models)
-from kanvision.bench.throughput import build_model, measure_training, print_table_header, write_result
+from benchmarks.common import print_table_header, write_result
+from kanvision.bench.throughput import build_model, machine_info, measure_training
 
 # (group baseline, [(row label, timm name, model kwargs)]); the baseline is the first row of its group
 GROUPS: list[tuple[str, list[tuple[str, str, dict]]]] = [
@@ -47,23 +46,6 @@ GROUPS: list[tuple[str, list[tuple[str, str, dict]]]] = [
     ),
 ]
 _AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _machine(device: torch.device) -> dict:
-    info = {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    if hasattr(os, "getloadavg"):  # a shared machine's other work shows here and slows every row alike
-        info["load_average_1_5_15min_at_start"] = [round(v, 2) for v in os.getloadavg()]
-    if device.type == "cuda":
-        info["device"] = torch.cuda.get_device_name(device)
-    else:
-        model = platform.processor()
-        try:
-            with open("/proc/cpuinfo") as f:
-                model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-        except OSError:
-            pass
-        info["device"] = model or "cpu"
-    return info
 
 
 def _ratio(value: float | None, base: float | None) -> float | None:
@@ -84,7 +66,7 @@ def run(
     if amp not in _AMP_DTYPES:
         raise ValueError(f"amp must be one of {sorted(_AMP_DTYPES)}, got {amp!r}")
     dev = torch.device(device)
-    machine = _machine(dev)
+    machine = machine_info(dev)
     rows = []
     for baseline, members in GROUPS:
         base: dict = {}
@@ -112,7 +94,7 @@ def run(
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     return {
-        "benchmark": "kanvision.bench.models",
+        "benchmark": "benchmarks.models",
         "date": dt.date.today().isoformat(),
         "machine": machine,
         "torch": torch.__version__,

@@ -5,7 +5,7 @@ nn.Conv2d(C -> C) and nn.Conv2d(C*m -> C), the convolution the layer cannot avoi
 the base branch). Memory is the bytes autograd saves for backward (any device) and, on CUDA, the peak
 allocated during the step. Prints a table and writes JSON.
 
-    python -m kanvision.bench.layers [--device cuda] [--compile] [--reps 30] [--batch 16] [--channels 64] [--size 32]
+    python -m benchmarks.layers [--device cuda] [--compile] [--reps 30] [--batch 16] [--channels 64] [--size 32]
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from kanvision.bench.throughput import (
-    benchmark_parser,
-    print_table_header,
-    result_header,
-    run_benchmark,
-    time_callable,
-)
+from benchmarks.common import benchmark_parser, print_table_header, result_header, run_benchmark
+from kanvision.bench.throughput import time_callable
 from kanvision.layers import KANConv2d, list_bases
 
 
@@ -131,7 +126,7 @@ def run(device: str, batch: int, channels: int, size: int, reps: int, warmup: in
             row["x_wide_conv"] = ratio
             rows.append(row)
     return {
-        **result_header("kanvision.bench.layers", dev),
+        **result_header("benchmarks.layers", dev),
         "shape": [batch, channels, size, size],
         "timing": (
             f"median of {reps} forward+backward steps after {warmup} warm-up steps; each KAN layer alternates step "

@@ -16,15 +16,15 @@ e. zoo       ``kanvision-bench`` on the GPU for KAT-T/S, rkan_resnet50 and kan_r
              time per step, the top kernels and host operators), at the kat section's and the zoo's batch sizes;
    zoo_compiled  the zoo's pairs under torch.compile (``kanvision-bench --compile``, zoo-cuda-<date>-compiled.csv),
              the cheapest compiles first, each pair written as soon as it is measured;
-f. layers    ``python -m kanvision.bench.layers`` rows;
+f. layers    ``python -m benchmarks.layers`` rows;
 g. kat_pt    KAT-T with the plain PyTorch rational (``use_kernel=False``), for the before/after, if time is left.
 
 Prints a table per section and writes ``benchmarks/results/gpu-<date>.json`` with the date, device, torch, triton
 and timm versions. ``--device cpu --quick`` runs every code path on tiny shapes (the kernel in Triton's
 interpreter, ``aot_eager`` for compilation) as a smoke test.
 
-    python -m kanvision.bench.gpu_check                       # on the GPU machine (scripts/gpu_check.sh)
-    python -m kanvision.bench.gpu_check --device cpu --quick  # seconds, any machine
+    python -m benchmarks.gpu_check                       # on the GPU machine (scripts/gpu_check.sh)
+    python -m benchmarks.gpu_check --device cpu --quick  # seconds, any machine
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from kanvision.bench.throughput import RESULTS_DIR
+from benchmarks.common import RESULTS_DIR
 
 # (label, timm name, model kwargs); the first row of each group is its baseline.
 KAT_GROUPS = [
@@ -409,11 +409,12 @@ def section_profile(device: torch.device, quick: bool, deadline: _Deadline, per_
 
 
 def section_layers(device: torch.device, quick: bool, timeout_s: float, out_dir: Path) -> dict:
-    out = out_dir / f"layers-{device.type}-{dt.date.today().isoformat()}.json"
-    cmd = [sys.executable, "-m", "kanvision.bench.layers", "--device", device.type, "--out", str(out)]
+    out = (out_dir / f"layers-{device.type}-{dt.date.today().isoformat()}.json").resolve()
+    cmd = [sys.executable, "-m", "benchmarks.layers", "--device", device.type, "--out", str(out)]
     if quick:
         cmd += ["--batch", "1", "--channels", "4", "--size", "8", "--reps", "1", "--warmup", "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout_s, 1))
+    root = Path(__file__).resolve().parents[1]  # `-m benchmarks.layers` runs from the repository root
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout_s, 1), cwd=root)
     print(proc.stdout[-6000:], flush=True)
     result = {"command": " ".join(cmd[1:]), "returncode": proc.returncode}
     if proc.returncode != 0:
@@ -488,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict:
         # On CPU the kernel runs only in Triton's interpreter, which must be selected before triton is first
         # imported, and `import kanvision` (timm -> torch._dynamo) already did: start again with it selected.
         os.environ["TRITON_INTERPRET"] = "1"
-        os.execv(sys.executable, [sys.executable, "-m", "kanvision.bench.gpu_check", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", "benchmarks.gpu_check", *sys.argv[1:]])
     deadline = _Deadline(args.budget or (300.0 if args.quick else 480.0))
     slack = 4.0 if args.quick else 1.0  # per-item budgets: a shared CPU is slow and noisy
     started = time.monotonic()
@@ -511,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
     date = dt.date.today().isoformat()
     out = args.output or RESULTS_DIR / f"gpu-{date}{'-quick-' + device.type if args.quick else ''}.json"
     result = {
-        "benchmark": "kanvision.bench.gpu_check",
+        "benchmark": "benchmarks.gpu_check",
         "date": date,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "quick": args.quick,
@@ -591,7 +592,7 @@ def main(argv: list[str] | None = None) -> dict:
             None,
         ),
         "layers": (
-            "[f] python -m kanvision.bench.layers",
+            "[f] python -m benchmarks.layers",
             lambda: _guarded(
                 lambda: section_layers(device, args.quick, min(60 * slack, deadline.remaining()), out.parent),
                 60 * slack,
