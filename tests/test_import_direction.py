@@ -24,19 +24,11 @@ ROOT_ALLOWED = {"kanvision": {"layers", "models"}, "kanvision.train": {"training
 
 # Imports inside a function body that cross upwards on purpose; `import kanvision` never runs them.
 KNOWN_UPWARD = {
-    # kanvision.load_checkpoint is the training checkpoint reader, imported on first use (it needs no Lightning for
-    # a .safetensors file). To be replaced by a reader in a core module once kanvision/training/checkpoint.py
-    # (being changed elsewhere) can move.
-    ("kanvision", "kanvision.training.checkpoint"),
-    # kanvision-inspect reads training checkpoints and builds training data modules for --data.
-    ("kanvision.interpret.cli", "kanvision.training.checkpoint"),
+    # kanvision-inspect --data builds a training DataModule from its config (the train extra).
     ("kanvision.interpret.cli", "kanvision.training.utils"),
 }
-# Module-level imports that cross upwards today, owned by other changes; each names its follow-up.
-KNOWN_MODULE_LEVEL = {
-    # CheckpointError lives in the Lightning-dependent checkpoint_io; it should move to a core module.
-    ("kanvision.interpret.cli", "kanvision.training.checkpoint_io"),
-}
+# Module-level imports that cross upwards.
+KNOWN_MODULE_LEVEL: set[tuple[str, str]] = set()
 # layers/rational.py <-> layers/rational_fused.py (function-level imports both ways) is being fixed separately.
 KNOWN_CYCLES = {frozenset({"kanvision.layers.rational", "kanvision.layers.rational_fused"})}
 

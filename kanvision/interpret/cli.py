@@ -24,7 +24,7 @@ from timm.data import resolve_model_data_config
 from torch import Tensor, nn
 
 from kanvision.interpret.report import inspect_model
-from kanvision.training.checkpoint_io import CheckpointError
+from kanvision.models._checkpoint import CheckpointError
 from kanvision.utils.cli import positive_int
 
 __all__ = ["load_model", "input_batches", "main"]
@@ -36,7 +36,7 @@ def load_model(source: str, pretrained: bool = False, model_kwargs: dict | None 
     """The model (eval mode) and its name from a ``.ckpt``/``.safetensors`` path or a timm model name (built with
     ``model_kwargs``)."""
     import kanvision  # noqa: F401  (registers kanvision's models with timm)
-    from kanvision.training.checkpoint import checkpoint_metadata, load_checkpoint
+    from kanvision.models._checkpoint import checkpoint_metadata, load_checkpoint
 
     path = Path(source)
     if path.suffix in (".ckpt", ".safetensors") or path.is_file():  # other files: load_checkpoint says what they are

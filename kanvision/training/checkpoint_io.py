@@ -14,12 +14,13 @@ import os
 import re
 import socket
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from kanvision.models._checkpoint import CheckpointError, check_checkpoint_file
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -28,10 +29,6 @@ __all__ = [
     "check_writable",
     "remove_stale_temporaries",
 ]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or read; the message names the path."""
 
 
 def _host() -> str:
@@ -110,22 +107,3 @@ def check_writable(directory: str | os.PathLike) -> Path:
         ) from exc
     remove_stale_temporaries(directory)
     return directory
-
-
-_RESUME_ADVICE = (
-    "it was probably cut short by a crash or a full disk; delete it and resume from another checkpoint "
-    "(ckpt_path=<file>) or start without ckpt_path"
-)
-
-
-def check_checkpoint_file(path: str | os.PathLike, advice: str = _RESUME_ADVICE) -> Path:
-    """Raise :class:`CheckpointError` (naming the path, then ``advice``) unless ``path`` is a non-empty PyTorch (zip)
-    checkpoint file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    size = path.stat().st_size
-    if size == 0 or not zipfile.is_zipfile(path):
-        what = "is empty (0 bytes)" if size == 0 else f"is not a PyTorch checkpoint ({size} bytes, not a zip archive)"
-        raise CheckpointError(f"checkpoint {path} {what}: {advice}")
-    return path

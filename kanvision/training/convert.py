@@ -28,7 +28,7 @@ from timm.data import resolve_model_data_config
 
 import kanvision  # noqa: F401  (registers the models with timm)
 from kanvision.training.checkpoint import save_safetensors
-from kanvision.training.safe_config import check_file_config
+from kanvision.utils.safe_config import check_file_config
 
 __all__ = ["convert", "main"]
 

@@ -422,7 +422,7 @@ class ImageClassifier(L.LightningModule):
         shapes and dtype kinds).
 
         The file is read with ``torch.load(weights_only=True)``; its hyper-parameters and ``kanvision`` entry must pass
-        :func:`~kanvision.training.safe_config.check_file_config` (only the optimizer and scheduler, and the stored
+        :func:`~kanvision.utils.safe_config.check_file_config` (only the optimizer and scheduler, and the stored
         data config, may name code, and only torch/timm/kanvision optimizers, schedulers and DataModules) before
         anything is built. ``overrides`` replace hyper-parameters (e.g. ``compile=False``).
         """

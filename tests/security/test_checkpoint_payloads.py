@@ -16,8 +16,8 @@ import kanvision
 from kanvision.interpret.cli import main as inspect_main
 from kanvision.training.checkpoint import main as export_main
 from kanvision.training.evaluate import evaluate
-from kanvision.training.safe_config import UnsafeConfigError
 from kanvision.training.train import train
+from kanvision.utils.safe_config import UnsafeConfigError
 from tests.training.conftest import compose_config
 
 from .conftest import RUN_OVERRIDES

@@ -2,7 +2,7 @@
 
 import pytest
 
-from kanvision.training.safe_config import UnsafeConfigError, check_file_config, is_allowed_target
+from kanvision.utils.safe_config import UnsafeConfigError, check_file_config, is_allowed_target
 
 PICKLE_CHAIN = {
     "_target_": "torch.load",
@@ -39,6 +39,7 @@ def test_kanvision_builders_allowed(target):
         "os.system",
         "builtins.eval",
         "kanvision.training.data.CIFARDataset",  # exported, but not a DataModule
+        "kanvision.training.data.__class__DataModule",
         "kanvision.training.data.load_data_pickle",
         "torch.optim.Optimizer.__init__",
         "torch.optim.__class__",

@@ -39,29 +39,23 @@ def _public_class_in(module_name: str, name: str, base_of: str) -> bool:
     if not name.isidentifier() or name.startswith("_"):
         return False
     if module_name == "kanvision.training.data":
-        import lightning as L
+        # by name: that package defines nothing else called *DataModule, and this keeps utils below training
+        return name.endswith("DataModule")
+    import timm.optim
+    import timm.scheduler
+    import torch.optim
+    from timm.scheduler.scheduler import Scheduler as TimmScheduler
 
-        from kanvision.training import data as module
-
-        base = L.LightningDataModule
-        if name not in module.__all__:
-            return False
-    else:
-        import timm.optim
-        import timm.scheduler
-        import torch.optim
-        from timm.scheduler.scheduler import Scheduler as TimmScheduler
-
-        module = {
-            "torch.optim": torch.optim,
-            "torch.optim.lr_scheduler": torch.optim.lr_scheduler,
-            "timm.optim": timm.optim,
-            "timm.scheduler": timm.scheduler,
-        }[module_name]
-        base = {
-            "optimizer": torch.optim.Optimizer,
-            "scheduler": (torch.optim.lr_scheduler.LRScheduler, TimmScheduler),
-        }[base_of]
+    module = {
+        "torch.optim": torch.optim,
+        "torch.optim.lr_scheduler": torch.optim.lr_scheduler,
+        "timm.optim": timm.optim,
+        "timm.scheduler": timm.scheduler,
+    }[module_name]
+    base = {
+        "optimizer": torch.optim.Optimizer,
+        "scheduler": (torch.optim.lr_scheduler.LRScheduler, TimmScheduler),
+    }[base_of]
     candidate = getattr(module, name, None)
     return inspect.isclass(candidate) and issubclass(candidate, base)
 
@@ -105,9 +99,9 @@ def check_file_config(value: Any, source: str, key: str = "", allow_targets: boo
         allow_targets: False where no ``_target_`` at all belongs (e.g. model kwargs, which are passed to
             ``timm.create_model`` as they are).
     """
-    from omegaconf import OmegaConf
+    if type(value).__module__.startswith("omegaconf"):  # omegaconf comes with the train extra only
+        from omegaconf import OmegaConf
 
-    if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=False)
     _walk(value, source, key, allow_targets)
     return value
