@@ -28,11 +28,12 @@ from typing import Any
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
-from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from kanvision.layers.rational import GroupRational
+from kanvision.models._helpers import build_model, describe_keys, fit_state_dict
 
 __all__ = ["Kat", "KatMlp", "checkpoint_filter_fn", "load_checkpoint_file", "mimetic_attention_init_"]
 
@@ -328,11 +329,6 @@ def _is_rational(key: str) -> bool:
     return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.weight_(numerator|denominator)$", key))
 
 
-def _describe(keys: list[str], shapes: dict[str, Any], limit: int = 24) -> str:
-    text = ", ".join(f"{k} {tuple(shapes[k].shape)}" for k in keys[:limit])
-    return text + (f", ... ({len(keys)} keys in all)" if len(keys) > limit else "")
-
-
 def checkpoint_filter_fn(
     state_dict: dict[str, Any], model: Kat, interpolation: str = "bicubic", antialias: bool = True
 ) -> dict[str, Tensor]:
@@ -344,7 +340,7 @@ def checkpoint_filter_fn(
     whose class count differs is dropped (the model's fresh head is kept, and logged). Any other missing,
     unexpected or mis-shaped key is an error, so a model is never half-loaded.
     """
-    state_dict = _unwrap(state_dict)
+    state_dict = source = _unwrap(state_dict)
     if _is_flax(state_dict):
         state_dict = _convert_flax(state_dict, model)
     state_dict = _strip_prefix(state_dict)
@@ -375,8 +371,8 @@ def checkpoint_filter_fn(
     head_keys = [k for k in ("head.weight", "head.bias") if k in out]
     if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
         _logger.warning(
-            f"Dropping the checkpoint's classifier ({_describe(head_keys, out)}): the model's head is "
-            f"{_describe([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
+            f"Dropping the checkpoint's classifier ({describe_keys(head_keys, out)}): the model's head is "
+            f"{describe_keys([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
             "classes); it keeps its fresh initialisation"
         )
         for k in head_keys:
@@ -392,24 +388,9 @@ def checkpoint_filter_fn(
         )
         out.update({k: expected[k] for k in rational_keys})
 
-    missing = [k for k in expected if k not in out]
-    unexpected = [k for k in out if k not in expected]
-    mismatched = [k for k in out if k in expected and out[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if mismatched:
-            pairs = ", ".join(f"{k} {tuple(out[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched[:24])
-            more = f", ... ({len(mismatched)} keys in all)" if len(mismatched) > 24 else ""
-            problems.append(f"shape mismatch (checkpoint vs model): {pairs}{more}")
-        if missing:
-            problems.append("missing from checkpoint: " + _describe(missing, expected))
-        if unexpected:
-            problems.append("not in the model: " + _describe(unexpected, out))
-        raise ValueError(
-            f"Checkpoint does not fit {type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, "
-            f"num_classes={model.num_classes}); nothing was loaded. " + "; ".join(problems)
-        )
-    return out
+    description = f"{type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, " \
+        f"num_classes={model.num_classes})"  # fmt: skip
+    return fit_state_dict(out, model, description, classifier=(), source=source)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -422,7 +403,7 @@ def _create_kat(variant: str, pretrained: bool, model_args: dict[str, Any], kwar
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if overlay.get("file") or overlay.get("url"):
         overlay.setdefault("custom_load", True)  # timm resets it for overlaid sources; our reader handles them all
-    return build_model_with_cfg(
+    return build_model(
         Kat,
         variant,
         pretrained,
