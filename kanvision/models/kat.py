@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 from torch import Tensor, nn
 
 from kanvision.layers.rational import GroupRational
@@ -344,29 +344,16 @@ def checkpoint_filter_fn(
     if _is_flax(state_dict):
         state_dict = _convert_flax(state_dict, model)
     state_dict = _strip_prefix(state_dict)
-    expected = model.state_dict()
-    out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if not isinstance(value, Tensor):
             raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-        if key == "patch_embed.proj.weight" and key in expected and value.dim() == 4:
-            target = expected[key].shape
-            if value.shape[1] != target[1]:
-                value = adapt_input_conv(target[1], value)
-            if value.shape[-2:] != target[-2:]:
-                _logger.info(f"Resampling patch embedding {tuple(value.shape[-2:])} -> {tuple(target[-2:])}")
-                value = resample_patch_embed(value, list(target[-2:]), interpolation=interpolation, antialias=antialias)
-        elif key == "pos_embed" and key in expected and value.dim() == 3 and value.shape != expected[key].shape:
-            prefix_tokens = 0 if model.no_embed_class else model.num_prefix_tokens
-            old_tokens = value.shape[1] - prefix_tokens
-            old_side = math.isqrt(old_tokens)
-            if old_side * old_side == old_tokens and value.shape[2] == expected[key].shape[2]:
-                _logger.info(f"Resampling position embedding {(old_side, old_side)} -> {model.patch_embed.grid_size}")
-                value = resample_abs_pos_embed(
-                    value, new_size=model.patch_embed.grid_size, old_size=(old_side, old_side),
-                    num_prefix_tokens=prefix_tokens, interpolation=interpolation, antialias=antialias,
-                )  # fmt: skip
-        out[key] = value
+    # timm's ViT filter resamples the position embedding and patch kernels to the model's grid
+    out = vit_checkpoint_filter_fn(state_dict, model, interpolation=interpolation, antialias=antialias)
+    expected = model.state_dict()
+    weight = out.get("patch_embed.proj.weight")
+    target = expected["patch_embed.proj.weight"].shape
+    if weight is not None and weight.dim() == 4 and weight.shape[1] != target[1]:  # in_chans differs
+        out["patch_embed.proj.weight"] = adapt_input_conv(target[1], weight)
 
     head_keys = [k for k in ("head.weight", "head.bias") if k in out]
     if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
