@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import torch
 from timm.models import checkpoint_seq
+
+# timm's own index resolution for forward_intermediates / prune_intermediate_layers; timm exports it from no public
+# module (its models import it from here too), test_intermediates.py compares the result with timm's ResNet's
+from timm.models._features import feature_take_indices
 from torch import Tensor, nn
 
 
@@ -53,7 +57,7 @@ class ClassifierMixin:
         ``stop_early`` (with ``intermediates_only``) ends after the last map taken where the model can (RKAN); these
         CNNs have no final norm (``norm`` is moot)."""
         _check_output_format(output_fmt)
-        take = _take_indices(len(self._intermediate_modules()), indices)
+        take, _ = _take_indices(len(self._intermediate_modules()), indices)
         features, maps = self._intermediate_maps(x, take, stop_early and intermediates_only)
         intermediates = [maps[i] for i in take]
         return intermediates if intermediates_only else (features, intermediates)
@@ -76,29 +80,34 @@ class ClassifierMixin:
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """timm's ``prune_intermediate_layers``: the indices ``forward_intermediates`` takes; with ``prune_head`` the
-        classifier is removed (``reset_classifier(0, "")``). The layers after the last index stay."""
-        take = _take_indices(len(self._intermediate_modules()), indices)
-        if prune_head:
-            self.reset_classifier(0, "")
+        """timm's ``prune_intermediate_layers``: removes the layers after the last feature map in ``indices`` (the
+        features then end there, ``num_features`` its channels) and, with ``prune_head`` or when layers went, the
+        classifier and its pooling (``forward_head`` returns the feature map). Returns the indices kept."""
+        take, max_index = _take_indices(len(self._intermediate_modules()), indices)
+        prune_end = max_index < len(self._intermediate_modules()) - 1
+        if prune_end:
+            self._prune_layers_after(max_index)
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self._prune_head()
         return take
 
+    def _prune_layers_after(self, index: int) -> None:
+        """Remove every layer after feature map ``index`` (``feature_info`` module ``features.N``: a Sequential)."""
+        last = int(self.feature_info[index]["module"].removeprefix("features."))
+        self.features = self.features[: last + 1]
 
-def _take_indices(count: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
-    """Feature indices as timm takes them: None for all ``count``, an int n for the last n, else the listed ones
-    (negative ones count from the end); a ValueError names an index out of range."""
-    if indices is None:
-        return list(range(count))
-    if isinstance(indices, int) and not isinstance(indices, bool):
-        if not 0 < indices <= count:
-            raise ValueError(f"indices={indices}: there are {count} feature maps, take 1..{count} of them")
-        return list(range(count - indices, count))
-    resolved = []
-    for index in indices:
-        if not -count <= index < count:
-            raise ValueError(f"feature index {index} is out of range for {count} feature maps")
-        resolved.append(index % count)
-    return resolved
+    def _prune_head(self) -> None:
+        self.num_classes = 0
+        self.head.reset(0, pool_type="", in_features=self.num_features)
+
+
+def _take_indices(count: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices`` (absolute indices, the largest), its out-of-range assertion a ValueError."""
+    try:
+        return feature_take_indices(count, indices)
+    except AssertionError as error:
+        raise ValueError(f"indices={indices!r}: {error} ({count} feature maps)") from None
 
 
 def _check_output_format(output_fmt: str) -> None:

@@ -47,13 +47,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from timm.layers import ClassifierHead
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import ClassifierHead, SelectAdaptivePool2d
+from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d, KANLinear, SharedKANConv2d, SplineScaler, add_spline_scaler
 from kanvision.layers.helpers import check_int, create_activation, create_norm
 from kanvision.models._classifier import SequentialFeaturesMixin
+from kanvision.models._helpers import build_model, fit_state_dict
 
 __all__ = [
     "KANConvNet",
@@ -161,7 +162,9 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
     """Bodner et al.'s KKAN / KANC MLP networks: two KAN convs with 2x2 max pooling, flatten, a KAN or MLP head.
 
     ``conv -> maxpool -> conv -> maxpool -> flatten -> head``, 3x3 kernels without padding, no normalisation
-    (28 -> 26 -> 13 -> 11 -> 5 at 28 px). The head flattens, so the network is tied to ``img_size``.
+    (28 -> 26 -> 13 -> 11 -> 5 at 28 px). The head flattens, so the network is tied to ``img_size``. Without classes
+    (``num_classes=0`` or ``reset_classifier(0)``) there is no flattening head: the model gives its globally pooled
+    features, (B, num_features), as timm's CNNs do.
 
     Args:
         conv_channels: output channels of the two KAN convs (``shared_kernels=False``, the later paper version's
@@ -180,6 +183,8 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
             ``basis_kwargs`` only (the registered presets then drop their B-spline grid).
         head_basis_kwargs: the KAN head's basis hyper-parameters (default: the convs').
         spline_scaler: add efficient-kan's spline scaler to every KAN layer (parameter parity, see module docs).
+        global_pool: the pooling of the features when ``num_classes=0`` (default ``"avg"``; ``""``: the feature map);
+            the classifying head flattens instead and refuses it.
     """
 
     def __init__(
@@ -202,8 +207,10 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         spline_scaler: bool = True,
         kernel_size: int = 3,
         drop_rate: float = 0.0,
+        global_pool: str | None = None,
     ):
         super().__init__()
+        _check_flatten_head_pool(num_classes, global_pool)
         if head_type not in ("kan", "mlp"):
             raise ValueError(f"head_type must be 'kan' or 'mlp', got {head_type!r}")
         if not conv_channels:
@@ -261,16 +268,33 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         self.num_features = channels
         self.feature_size = size
 
-        dims = [channels * size * size, *head_hidden]
-        hidden: list[nn.Module] = [nn.Flatten(1)]
-        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-            hidden.append(self._head_layer(d_in, d_out))
-            if head_type == "mlp" and mlp_act_layer is not None:
-                hidden.append(create_activation(mlp_act_layer))
-        self.pre_logits = nn.Sequential(*hidden)
-        self.head_hidden_size = dims[-1]
+        self._head_dims = [channels * size * size, *head_hidden]
+        self._mlp_act_layer = mlp_act_layer
         self.head_drop = nn.Dropout(drop_rate)
-        self.fc = self._head_layer(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+        self.pre_logits: nn.Module = nn.Identity()
+        self._build_head(num_classes, global_pool)
+
+    def _build_head(self, num_classes: int, global_pool: str | None) -> None:
+        """The flattening head (hidden layers, kept when they exist, and a fresh classifier) for ``num_classes`` > 0,
+        else global pooling only."""
+        self.num_classes = num_classes
+        if num_classes > 0:
+            self.global_pool = None
+            if isinstance(self.pre_logits, nn.Identity):
+                hidden: list[nn.Module] = [nn.Flatten(1)]
+                for d_in, d_out in zip(self._head_dims[:-1], self._head_dims[1:], strict=True):
+                    hidden.append(self._head_layer(d_in, d_out))
+                    if self.head_type == "mlp" and self._mlp_act_layer is not None:
+                        hidden.append(create_activation(self._mlp_act_layer))
+                self.pre_logits = nn.Sequential(*hidden)
+            self.head_hidden_size = self._head_dims[-1]
+            self.fc = self._head_layer(self.head_hidden_size, num_classes)
+        else:
+            pool_type = "avg" if global_pool is None else global_pool
+            self.global_pool = SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
+            self.pre_logits = nn.Identity()
+            self.fc = nn.Identity()
+            self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
 
     def forward_features(self, x: Tensor) -> Tensor:
         # the channel-shared convs take any channel count and the flattening head would fail with a size message
@@ -292,12 +316,17 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool not in (None, ""):
-            raise ValueError(f"SmallConvKAN flattens its features and has no global pooling; got {global_pool!r}")
-        self.num_classes = num_classes
-        self.fc = self._head_layer(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        _check_flatten_head_pool(num_classes, global_pool)
+        if num_classes > 0 and self.feature_size is None:
+            raise ValueError(
+                f"num_classes={num_classes}: this model was pruned (prune_intermediate_layers), its flattening head "
+                "no longer fits the features; only reset_classifier(0) applies"
+            )
+        self._build_head(num_classes, global_pool)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if self.global_pool is not None:  # no classes: the pooled features
+            return self.head_drop(self.global_pool(x))
         if x.shape[-2:] != (self.feature_size, self.feature_size):
             raise ValueError(
                 f"expected a ({self.feature_size}, {self.feature_size}) feature map (the img_size the model was built "
@@ -305,6 +334,21 @@ class SmallConvKAN(SequentialFeaturesMixin, nn.Module):
             )
         x = self.head_drop(self.pre_logits(x))
         return x if pre_logits else self.fc(x)
+
+    def _prune_layers_after(self, index: int) -> None:
+        super()._prune_layers_after(index)
+        self.feature_size = None  # the flattening head no longer fits: pruning removes it
+
+    def _prune_head(self) -> None:
+        self._build_head(0, "")
+
+
+def _check_flatten_head_pool(num_classes: int, global_pool: str | None) -> None:
+    if num_classes > 0 and global_pool not in (None, ""):
+        raise ValueError(
+            f"global_pool={global_pool!r}: SmallConvKAN's classifier flattens its features, it pools only without "
+            "classes (num_classes=0)"
+        )
 
 
 # -- registry ---------------------------------------------------------------------------------------------------
@@ -331,6 +375,11 @@ _SMALL_CONV_KAN_ARGS = {
     "kan_kanc_mlp_medium": dict(conv_channels=(5, 10), head_type="mlp", grid_size=10),
     "kan_kanc_mlp_big": dict(conv_channels=(5, 10), head_type="mlp", head_hidden=(100,), grid_size=10),
 }
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: KANConvNet | SmallConvKAN) -> dict[str, Tensor]:
+    """A kanvision checkpoint of ``model``'s architecture, checked key by key (a ValueError lists every mismatch)."""
+    return fit_state_dict(state_dict, model)
 
 
 def _cfg(**kwargs) -> dict:
@@ -386,7 +435,9 @@ def _create_kan_cnn(variant: str, pretrained: bool = False, **kwargs) -> KANConv
     kwargs = dict(_KAN_CNN_ARGS[variant], **kwargs)
     out_indices = tuple(range(len(kwargs.get("widths", (16, 32)))))  # one feature map per KAN conv
     feature_cfg = dict(flatten_sequential=True, out_indices=out_indices)
-    return build_model_with_cfg(KANConvNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    return build_model(
+        KANConvNet, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
+    )
 
 
 def _create_small_conv_kan(variant: str, pretrained: bool = False, **kwargs) -> SmallConvKAN:
@@ -396,7 +447,9 @@ def _create_small_conv_kan(variant: str, pretrained: bool = False, **kwargs) -> 
     kwargs = dict(model_args, **kwargs)
     out_indices = tuple(range(len(kwargs.get("conv_channels", (5, 5)))))  # one per conv + pool
     feature_cfg = dict(flatten_sequential=True, out_indices=out_indices)
-    return build_model_with_cfg(SmallConvKAN, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    return build_model(
+        SmallConvKAN, variant, pretrained, feature_cfg=feature_cfg, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
+    )
 
 
 @register_model

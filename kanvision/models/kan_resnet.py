@@ -26,13 +26,14 @@ from collections.abc import Sequence
 
 import torch
 from timm.layers import ClassifierHead, DropPath
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
 from kanvision.layers.helpers import create_activation, create_norm
 from kanvision.models._cfg import imagenet_cfg
 from kanvision.models._classifier import ClassifierMixin
+from kanvision.models._helpers import build_model, fit_state_dict
 
 __all__ = ["KANBasicBlock", "KANResNet"]
 
@@ -175,6 +176,18 @@ class KANResNet(ClassifierMixin, nn.Module):
                 x = stage(x)
         return x
 
+    def _prune_layers_after(self, index: int) -> None:
+        # empty Sequentials, not deleted, as timm's ResNet: forward_features still runs every stage name
+        for i in range(index + 1, self.num_stages + 1):
+            setattr(self, f"layer{i}", nn.Sequential())
+        if index == 0:  # the first feature map is bn1's output
+            self.act1, self.maxpool = nn.Identity(), nn.Identity()
+
+
+def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: KANResNet) -> dict[str, Tensor]:
+    """A kanvision checkpoint of ``model``'s architecture, checked key by key (a ValueError lists every mismatch)."""
+    return fit_state_dict(state_dict, model)
+
 
 def _cfg(**kwargs) -> dict:
     return imagenet_cfg(dict(interpolation="bicubic", first_conv="conv1", paper_ids="arXiv:2406.13155"), **kwargs)
@@ -202,7 +215,9 @@ def _create_kan_resnet(
 ) -> KANResNet:
     # positional-only, so that a caller's layers= or stem_type= lands in kwargs and overrides the preset
     model_args = dict(layers=layers, stem_type=stem_type)
-    return build_model_with_cfg(KANResNet, variant, pretrained, **dict(model_args, **kwargs))
+    return build_model(
+        KANResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **dict(model_args, **kwargs)
+    )
 
 
 @register_model

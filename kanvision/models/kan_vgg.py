@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from timm.layers import ClassifierHead
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from torch import Tensor, nn
 
 from kanvision.layers import KANConv2d
@@ -41,6 +41,7 @@ from kanvision.layers.activations import resolve_activation
 from kanvision.layers.helpers import create_activation, create_norm
 from kanvision.models._cfg import imagenet_cfg
 from kanvision.models._classifier import SequentialFeaturesMixin
+from kanvision.models._helpers import build_model, fit_state_dict
 from kanvision.models.kan_cnn import kagn_conv_weight_from_torch_conv_kan
 
 __all__ = ["BottleneckKANConv2d", "KANVGG", "VGG_CONFIGS", "bottleneck_inner_channels", "checkpoint_filter_fn"]
@@ -215,19 +216,20 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: KANVGG) -> dict[s
     torch-conv-kan keeps each layer's pieces in per-group lists (groups = 1 here): ``features.N.base_conv.0``,
     ``poly_weights`` (1, C_out, (D + 1) C_in, k, k) with degree-major channels, ``beta_weights``,
     ``layer_norm.0``, and in the bottleneck layer ``inner_proj.0`` / ``out_proj.0``; the head is
-    ``classifier.1`` (after a dropout).
+    ``classifier.1`` (after a dropout). Any key that does not fit is a ValueError listing every mismatch.
     """
     state_dict = state_dict.get("state_dict", state_dict)
     if not any(".poly_weights" in k for k in state_dict):
-        return state_dict
+        return fit_state_dict(state_dict, model)
     out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith("classifier.1."):
             out["head.fc." + key.removeprefix("classifier.1.")] = value
             continue
-        if not key.startswith("features."):
-            raise KeyError(f"unexpected key {key!r} in a torch-conv-kan VGG checkpoint")
-        index, name = key.removeprefix("features.").split(".", 1)
+        index, _, name = key.removeprefix("features.").partition(".")
+        if not key.startswith("features.") or not index.isdigit() or int(index) >= len(model.features):
+            out[key] = value  # reported below as not in the model
+            continue
         prefix = f"features.{index}."
         layer = model.features[int(index)]
         if name in ("poly_weights", "base_conv.0.weight"):
@@ -239,16 +241,17 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: KANVGG) -> dict[s
         else:  # Sequential(KANConv2d, norm, act)
             name = name.replace("layer_norm.0.", "1.").replace("beta_weights", "0.basis.beta_weights")
             out[prefix + name] = value
-        if name in ("kan.basis.beta_weights", "0.basis.beta_weights"):
+        if name in ("kan.basis.beta_weights", "0.basis.beta_weights") and prefix + "poly_weights" in state_dict:
             degree = value.numel() - 1
             poly = state_dict[prefix + "poly_weights"]
             base = state_dict.get(prefix + "base_conv.0.weight")
             if isinstance(layer, BottleneckKANConv2d):
                 out[prefix + "kan.weight"] = kagn_conv_weight_from_torch_conv_kan(poly, None, degree)
-                out[prefix + "base_conv.weight"] = base
+                if base is not None:
+                    out[prefix + "base_conv.weight"] = base
             else:
                 out[prefix + "0.weight"] = kagn_conv_weight_from_torch_conv_kan(poly, base, degree)
-    return out
+    return fit_state_dict(out, model, source=state_dict)
 
 
 def _cfg(**kwargs) -> dict:
@@ -276,7 +279,7 @@ def _create_kan_vgg(variant: str, pretrained: bool = False, **kwargs) -> KANVGG:
     # every feature map by default, as timm's VGGs: one before each max pool and the last
     cfg = kwargs.get("cfg", "vgg11v4")
     stages = 1 + list(VGG_CONFIGS.get(cfg, ()) if isinstance(cfg, str) else cfg).count("M")
-    return build_model_with_cfg(
+    return build_model(
         KANVGG, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(flatten_sequential=True, out_indices=tuple(range(stages))), **kwargs,
     )  # fmt: skip

@@ -27,12 +27,13 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import resample_abs_pos_embed, resample_patch_embed
-from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import adapt_input_conv, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 from torch import Tensor, nn
 
 from kanvision.layers.rational import GroupRational
+from kanvision.models._helpers import build_model, describe_keys, fit_state_dict
 
 __all__ = ["Kat", "KatMlp", "checkpoint_filter_fn", "load_checkpoint_file", "mimetic_attention_init_"]
 
@@ -328,11 +329,6 @@ def _is_rational(key: str) -> bool:
     return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.weight_(numerator|denominator)$", key))
 
 
-def _describe(keys: list[str], shapes: dict[str, Any], limit: int = 24) -> str:
-    text = ", ".join(f"{k} {tuple(shapes[k].shape)}" for k in keys[:limit])
-    return text + (f", ... ({len(keys)} keys in all)" if len(keys) > limit else "")
-
-
 def checkpoint_filter_fn(
     state_dict: dict[str, Any], model: Kat, interpolation: str = "bicubic", antialias: bool = True
 ) -> dict[str, Tensor]:
@@ -344,39 +340,26 @@ def checkpoint_filter_fn(
     whose class count differs is dropped (the model's fresh head is kept, and logged). Any other missing,
     unexpected or mis-shaped key is an error, so a model is never half-loaded.
     """
-    state_dict = _unwrap(state_dict)
+    state_dict = source = _unwrap(state_dict)
     if _is_flax(state_dict):
         state_dict = _convert_flax(state_dict, model)
     state_dict = _strip_prefix(state_dict)
-    expected = model.state_dict()
-    out: dict[str, Tensor] = {}
     for key, value in state_dict.items():
         if not isinstance(value, Tensor):
             raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-        if key == "patch_embed.proj.weight" and key in expected and value.dim() == 4:
-            target = expected[key].shape
-            if value.shape[1] != target[1]:
-                value = adapt_input_conv(target[1], value)
-            if value.shape[-2:] != target[-2:]:
-                _logger.info(f"Resampling patch embedding {tuple(value.shape[-2:])} -> {tuple(target[-2:])}")
-                value = resample_patch_embed(value, list(target[-2:]), interpolation=interpolation, antialias=antialias)
-        elif key == "pos_embed" and key in expected and value.dim() == 3 and value.shape != expected[key].shape:
-            prefix_tokens = 0 if model.no_embed_class else model.num_prefix_tokens
-            old_tokens = value.shape[1] - prefix_tokens
-            old_side = math.isqrt(old_tokens)
-            if old_side * old_side == old_tokens and value.shape[2] == expected[key].shape[2]:
-                _logger.info(f"Resampling position embedding {(old_side, old_side)} -> {model.patch_embed.grid_size}")
-                value = resample_abs_pos_embed(
-                    value, new_size=model.patch_embed.grid_size, old_size=(old_side, old_side),
-                    num_prefix_tokens=prefix_tokens, interpolation=interpolation, antialias=antialias,
-                )  # fmt: skip
-        out[key] = value
+    # timm's ViT filter resamples the position embedding and patch kernels to the model's grid
+    out = vit_checkpoint_filter_fn(state_dict, model, interpolation=interpolation, antialias=antialias)
+    expected = model.state_dict()
+    weight = out.get("patch_embed.proj.weight")
+    target = expected["patch_embed.proj.weight"].shape
+    if weight is not None and weight.dim() == 4 and weight.shape[1] != target[1]:  # in_chans differs
+        out["patch_embed.proj.weight"] = adapt_input_conv(target[1], weight)
 
     head_keys = [k for k in ("head.weight", "head.bias") if k in out]
     if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
         _logger.warning(
-            f"Dropping the checkpoint's classifier ({_describe(head_keys, out)}): the model's head is "
-            f"{_describe([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
+            f"Dropping the checkpoint's classifier ({describe_keys(head_keys, out)}): the model's head is "
+            f"{describe_keys([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
             "classes); it keeps its fresh initialisation"
         )
         for k in head_keys:
@@ -392,24 +375,9 @@ def checkpoint_filter_fn(
         )
         out.update({k: expected[k] for k in rational_keys})
 
-    missing = [k for k in expected if k not in out]
-    unexpected = [k for k in out if k not in expected]
-    mismatched = [k for k in out if k in expected and out[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        problems = []
-        if mismatched:
-            pairs = ", ".join(f"{k} {tuple(out[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched[:24])
-            more = f", ... ({len(mismatched)} keys in all)" if len(mismatched) > 24 else ""
-            problems.append(f"shape mismatch (checkpoint vs model): {pairs}{more}")
-        if missing:
-            problems.append("missing from checkpoint: " + _describe(missing, expected))
-        if unexpected:
-            problems.append("not in the model: " + _describe(unexpected, out))
-        raise ValueError(
-            f"Checkpoint does not fit {type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, "
-            f"num_classes={model.num_classes}); nothing was loaded. " + "; ".join(problems)
-        )
-    return out
+    description = f"{type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, " \
+        f"num_classes={model.num_classes})"  # fmt: skip
+    return fit_state_dict(out, model, description, classifier=(), source=source)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -422,7 +390,7 @@ def _create_kat(variant: str, pretrained: bool, model_args: dict[str, Any], kwar
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     if overlay.get("file") or overlay.get("url"):
         overlay.setdefault("custom_load", True)  # timm resets it for overlaid sources; our reader handles them all
-    return build_model_with_cfg(
+    return build_model(
         Kat,
         variant,
         pretrained,

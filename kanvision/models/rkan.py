@@ -30,14 +30,15 @@ from collections.abc import Iterable, Sequence
 import timm
 import torch
 from timm.layers import SEModule
-from timm.models import DenseNet, RegNet, ResNet, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import DenseNet, RegNet, ResNet, generate_default_cfgs, register_model
 from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from kanvision.layers import KANConv2d, SharedKANConv2d, basis_parameters
 from kanvision.layers.helpers import check_int
-from kanvision.models._classifier import ClassifierMixin
+from kanvision.models._classifier import ClassifierMixin, _take_indices
+from kanvision.models._helpers import build_model, fit_state_dict, model_arguments
 from kanvision.models.baselines import use_cifar_stem
 
 __all__ = [
@@ -298,9 +299,18 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
                 f"backbone must be the name of a timm model of a supported family, got {backbone!r}; supported: "
                 + "; ".join(SUPPORTED_FAMILIES)
             )
-        self.backbone = timm.create_model(
-            backbone, num_classes=num_classes, in_chans=in_chans, device=device, dtype=dtype, **backbone_kwargs
-        )
+        try:
+            self.backbone = timm.create_model(
+                backbone, num_classes=num_classes, in_chans=in_chans, device=device, dtype=dtype, **backbone_kwargs
+            )
+        except TypeError as error:
+            if not backbone_kwargs or "argument" not in str(error):
+                raise
+            raise TypeError(
+                f"{sorted(backbone_kwargs)}: not an argument of ResidualKANNet, so passed on to the backbone "
+                f"{backbone!r}, which refused it ({error}). ResidualKANNet accepts: "
+                f"{', '.join(model_arguments(ResidualKANNet)[0])}, and the backbone's own timm arguments"
+            ) from None
         if stem == "cifar":
             use_cifar_stem(self.backbone, device, dtype)
         self._stem, self._stages, self._post = _stage_layout(self.backbone)
@@ -314,6 +324,8 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
         self.in_chans = in_chans
         self.grad_checkpointing = False
         shapes = self._probe_stage_shapes()
+        # channels of forward_intermediates' maps: the backbone's first feature map, then each stage's output
+        self._map_channels = [self.backbone.feature_info[0]["num_chs"], *(out for _, out, _ in shapes)]
         self.side_paths = nn.ModuleDict()
         for stage, mode, factor in zip(self.stages, combines, reductions, strict=True):
             in_chs, out_chs, stride = shapes[stage - 1]
@@ -428,23 +440,60 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
         return x, maps
 
     def _intermediate_modules(self) -> list[str]:
-        return ["stem", *(f"stage{i}" for i in range(1, len(self._stages) + 1))]
+        return ["stem", *(f"stage{i}" for i in range(1, self._num_maps))]
+
+    @property
+    def _num_maps(self) -> int:
+        return len(self._map_channels)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """timm's ``prune_intermediate_layers``: the backbone's modules and side paths of the stages after the last
+        map in ``indices`` go (the features end there, ``num_features`` its channels) and, with ``prune_head`` or
+        when stages went, the backbone's classifier and pooling. Returns the indices kept."""
+        take, max_index = _take_indices(self._num_maps, indices)
+        prune_end = max_index < self._num_maps - 1
+        if prune_end:
+            removed = [name for names in self._stages[max_index:] for name in names] + list(self._post)
+            if max_index == 0:  # the stem's modules after its feature map (a ResNet's max pooling)
+                stem_map = self.backbone.feature_info[0]["module"]
+                if stem_map in self._stem:
+                    removed += list(self._stem[self._stem.index(stem_map) + 1 :])
+                    self._stem = self._stem[: self._stem.index(stem_map) + 1]
+            for name in removed:
+                parent, _, child = name.rpartition(".")
+                setattr(self.backbone.get_submodule(parent), child, nn.Identity())
+            for stage in range(max_index + 1, len(self._stages) + 1):
+                if str(stage) in self.side_paths:
+                    del self.side_paths[str(stage)]
+            self._stages, self._post = self._stages[:max_index], ()
+            self.stages = tuple(s for s in self.stages if s <= max_index)
+            self.backbone.num_features = self.backbone.head_hidden_size = self._map_channels[max_index]
+        if prune_head or prune_end:
+            self.backbone.reset_classifier(0, "")
+        return take
 
 
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: ResidualKANNet) -> dict[str, Tensor]:
     """Map a plain timm backbone checkpoint onto ``model`` (keys as saved by timm, moved under ``backbone.``).
 
-    An RKAN checkpoint (keys under ``backbone.`` / ``side_paths.``) is returned as is. For a backbone
-    checkpoint the side paths keep their (no-op) initial values, filled in so that strict loading still
-    checks every backbone key.
+    An RKAN checkpoint (keys under ``backbone.`` / ``side_paths.``) is taken as is. For a backbone
+    checkpoint the side paths keep their (no-op) initial values. Either is checked key by key: a ValueError lists
+    every missing, unexpected or mis-shaped key.
     """
     if any(k.startswith(("backbone.", "side_paths.")) for k in state_dict):
-        return state_dict
+        return fit_state_dict(state_dict, model, describe_rkan(model))
     out = {f"backbone.{k}": v for k, v in state_dict.items()}
     for k, v in model.state_dict().items():
         if k.startswith("side_paths."):
             out[k] = v
-    return out
+    return fit_state_dict(out, model, describe_rkan(model), source=state_dict)
+
+
+def describe_rkan(model: ResidualKANNet) -> str:
+    backbone = model.backbone.pretrained_cfg.get("architecture", type(model.backbone).__name__)
+    return f"ResidualKANNet(backbone={backbone!r}, stages={model.stages}, num_classes={model.num_classes})"
 
 
 # -- registry -----------------------------------------------------------------------------------------------
@@ -496,9 +545,7 @@ def _create_rkan(variant: str, backbone: str, pretrained: bool = False, /, **kwa
     if kwargs.pop("features_only", False):
         raise ValueError(f"{variant} does not support features_only; use the backbone's timm model for features")
     kwargs = {"backbone": backbone, **kwargs}  # positional-only backbone: a caller's backbone= lands here and wins
-    return build_model_with_cfg(
-        ResidualKANNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
-    )
+    return build_model(ResidualKANNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
 
 
 def _create_rkan_cifar(variant: str, backbone: str, pretrained: bool = False, /, **kwargs) -> ResidualKANNet:

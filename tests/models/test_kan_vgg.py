@@ -262,8 +262,9 @@ def test_checkpoint_filter_passes_kanvision_state_dicts_through_and_rejects_fore
 
     model = KANVGG((4, "M", 8), conv_type="kan", basis="kagn", num_classes=3)
     own = model.state_dict()
-    assert checkpoint_filter_fn(own, model) is own
-    with pytest.raises(KeyError, match="unexpected key 'stem.weight'"):
+    passed = checkpoint_filter_fn(own, model)
+    assert passed.keys() == own.keys() and all(passed[k] is own[k] for k in own)
+    with pytest.raises(ValueError, match=r"looks like a torch-conv-kan checkpoint.*not in the model: stem\.weight"):
         checkpoint_filter_fn({"features.0.poly_weights": torch.zeros(1), "stem.weight": torch.zeros(1)}, model)
 
 
