@@ -12,6 +12,7 @@ wrapper. Each run writes ``metrics.json`` (final validation and test metrics, fr
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from kanvision.training.callbacks import ThroughputMeter, latest_checkpoint
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
+from kanvision.training.run_lock import RunDirLock
 from kanvision.training.utils import (
     instantiate,
     instantiate_callbacks,
@@ -81,9 +83,17 @@ def _resume_wandb(cfg: DictConfig, ckpt_path: str) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (and test) the model of ``cfg``; return the metrics also written to ``<output_dir>/metrics.json``."""
+    """Train (and test) the model of ``cfg``; return the metrics also written to ``<output_dir>/metrics.json``.
+
+    The run directory is locked (:class:`~kanvision.training.run_lock.RunDirLock`) while the run writes it.
+    """
     cfg = copy.deepcopy(cfg)
     validate_config(cfg)
+    with RunDirLock(cfg.paths.output_dir):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("print_config"):
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
     if cfg.get("seed") is not None:
@@ -148,6 +158,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         _close_loggers(trainer)
     if trainer.is_global_zero:
+        if ckpt_path:
+            metrics = _keep_earlier_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "metrics.json", metrics)
         if cfg.get("export_safetensors") and cfg.get("train", True):
             _export(model, trainer, output_dir)
@@ -177,6 +189,10 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics["train/wall_s"] = time.perf_counter() - start
         _verify_last_checkpoint(trainer)
+        if ckpt_path and not trainer.interrupted and not any(k.startswith("val/") for k in trainer.callback_metrics):
+            # resuming a run that had already finished: fit restores it and stops at once, without validating
+            log.info("The checkpoint's run had finished: validating its weights again")
+            trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update(tensor_metrics_to_floats(trainer.callback_metrics))
     if cfg.get("test", False):
         test_ckpt = cfg.get("test_ckpt_path")
@@ -196,6 +212,16 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
         world_size=trainer.world_size,
     )
     return metrics
+
+
+def _keep_earlier_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps the metrics of its earlier part that it did not compute again (e.g. the last epoch's
+    training loss of a run that had already finished)."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return metrics
+    return {**earlier, **metrics} if isinstance(earlier, dict) else metrics
 
 
 def _checkpoint_dir(trainer: L.Trainer, callback) -> Path:
