@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kanvision.training.callbacks import ThroughputMeter, latest_checkpoint
+from kanvision.training.callbacks import MonitoredMetricCheck, ThroughputMeter, latest_checkpoint
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
 from kanvision.training.run_lock import RunDirLock
@@ -36,7 +36,7 @@ from kanvision.training.utils import (
     to_container,
     write_metrics,
 )
-from kanvision.training.validate import validate_config
+from kanvision.training.validate import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     # The data first: a missing or malformed data.root fails here, before any (possibly huge) model is built.
     datamodule = instantiate(cfg.data)
     datamodule.check_data()
+    for key in ("mean", "std"):
+        value = OmegaConf.select(cfg, f"data.{key}", default=None)
+        if value is not None and len(value) not in (1, datamodule.in_chans):
+            raise ConfigError(
+                f"data.{key}={list(value)} has {len(value)} values but the model takes {datamodule.in_chans} "
+                f"channel(s): expected 1 or {datamodule.in_chans} values, or null for the model's"
+            )
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     resume_from = ckpt_path or _requeue_checkpoint(output_dir)
@@ -144,6 +151,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     meter = ThroughputMeter()
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + [meter]
+    monitors = {
+        f"callbacks.{name}.monitor": sub.monitor
+        for name, sub in (cfg.get("callbacks") or {}).items()
+        if sub is not None and sub.get("monitor")
+    }
+    if monitors and cfg.get("train", True):
+        callbacks.append(MonitoredMetricCheck(monitors))
     loggers = instantiate_loggers(cfg.get("logger"))
     plugins = list(cfg.trainer.get("plugins") or []) + [AtomicCheckpointIO()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
