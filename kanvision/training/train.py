@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from kanvision.training.callbacks import MonitoredMetricCheck, ThroughputMeter, latest_checkpoint
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
+from kanvision.training.resume import command_line_keys, config_from_checkpoint
 from kanvision.training.run_lock import RunDirLock
 from kanvision.training.utils import (
     instantiate,
@@ -94,6 +95,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    if ckpt_path:
+        config_from_checkpoint(cfg, ckpt_path, command_line_keys())
+        validate_config(cfg)
     if cfg.get("print_config"):
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
     if cfg.get("seed") is not None:
@@ -113,7 +118,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 f"channel(s): expected 1 or {datamodule.in_chans} values, or null for the model's"
             )
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     resume_from = ckpt_path or _requeue_checkpoint(output_dir)
     if resume_from:
         _resume_wandb(cfg, resume_from)
