@@ -30,6 +30,7 @@ from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError
 from kanvision.training.resume import command_line_keys, config_from_checkpoint
 from kanvision.training.run_lock import RunDirLock
 from kanvision.training.utils import (
+    get_metric_value,
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
@@ -303,8 +304,9 @@ def _export(model, trainer: L.Trainer, output_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Train; return ``metrics[cfg.optimized_metric]`` (what a Hydra sweeper optimizes)."""
+    return get_metric_value(train(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

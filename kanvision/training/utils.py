@@ -27,6 +27,7 @@ __all__ = [
     "to_container",
     "write_metrics",
     "tensor_metrics_to_floats",
+    "get_metric_value",
 ]
 
 
@@ -85,3 +86,13 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
     os.replace(tmp, path)
     log.info("Wrote %s", path)
     return path
+
+
+def get_metric_value(metrics: Mapping[str, Any], name: str | None) -> float | None:
+    """``metrics[name]`` as a float, for a Hydra sweeper to optimize (None when ``name`` is None)."""
+    if name is None:
+        return None
+    if name not in metrics:
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ValueError(f"optimized_metric={name!r} is not a metric of this run: expected one of {numeric}")
+    return float(metrics[name])
