@@ -28,12 +28,15 @@ from kanvision.training.callbacks import MonitoredMetricCheck, ThroughputMeter, 
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
 from kanvision.training.resume import command_line_keys, config_from_checkpoint
-from kanvision.training.run_lock import RunDirLock
+from kanvision.training.run_lock import RunDirLock, is_secondary_rank
 from kanvision.training.utils import (
+    config_differences,
     get_metric_value,
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
+    quiet_known_noise,
+    summary_line,
     tensor_metrics_to_floats,
     to_container,
     write_metrics,
@@ -91,8 +94,43 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     cfg = copy.deepcopy(cfg)
     validate_config(cfg)
+    start = time.perf_counter()
     with RunDirLock(cfg.paths.output_dir):
-        return _train(cfg)
+        metrics = _train(cfg)
+    if not is_secondary_rank():
+        log.info(summary_line(_run_name(cfg), metrics, time.perf_counter() - start, cfg.paths.output_dir))
+    return metrics
+
+
+def _run_name(cfg: DictConfig) -> str:
+    """The experiment's name when one was chosen, else the model's."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        experiment = OmegaConf.select(HydraConfig.get(), "runtime.choices.experiment", default=None)
+        if experiment:
+            return str(experiment)
+    return str(OmegaConf.select(cfg, "model.name", default="run"))
+
+
+def _config_text(cfg: DictConfig) -> str:
+    """The whole config (``print_config=full``), or only what differs from the config's defaults."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    full = "Config:\n" + OmegaConf.to_yaml(cfg, resolve=False)
+    if cfg.get("print_config") == "full" or not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return full
+    hydra_cfg = HydraConfig.get()
+    try:
+        defaults = compose(config_name=hydra_cfg.job.config_name)
+    except Exception:  # noqa: BLE001 (a config that only composes with its overrides): print all of it
+        return full
+    overrides = " ".join(hydra_cfg.overrides.task) or "none"
+    changed = config_differences(cfg, defaults)
+    body = OmegaConf.to_yaml(changed, resolve=False) if changed else "(the defaults)\n"
+    return f"Config: overrides {overrides}; what differs from the defaults (print_config=full for all):\n{body}"
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
@@ -101,7 +139,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         config_from_checkpoint(cfg, ckpt_path, command_line_keys())
         validate_config(cfg)
     if cfg.get("print_config"):
-        log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+        log.info(_config_text(cfg))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("float32_matmul_precision"):
@@ -306,6 +344,7 @@ def _export(model, trainer: L.Trainer, output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train; return ``metrics[cfg.optimized_metric]`` (what a Hydra sweeper optimizes)."""
+    quiet_known_noise(in_process_data=OmegaConf.select(cfg, "data.num_workers", default=None) == 0)
     return get_metric_value(train(cfg), cfg.get("optimized_metric"))
 
 

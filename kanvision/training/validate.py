@@ -122,6 +122,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], bool, str]] = {
     "trainer.gradient_clip_val": (_nonnegative_number, True, "a finite number >= 0, or null (no clipping)"),
     "trainer.gradient_clip_algorithm": (_one_of("norm", "value"), True, "'norm', 'value' or null"),
     "trainer.log_every_n_steps": (_nonnegative_int, True, "an integer >= 0 (0: never) or null"),
+    "print_config": (_one_of(True, False, "full"), True, "true (what differs from the defaults), 'full' or false"),
     "float32_matmul_precision": (_one_of("highest", "high", "medium"), True, "'highest', 'high', 'medium' or null"),
     "model.optimizer.lr": (_positive_number, False, "a finite positive number"),
     "model.optimizer.weight_decay": (_nonnegative_number, False, "a finite number >= 0"),
