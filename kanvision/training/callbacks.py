@@ -109,11 +109,13 @@ class MonitoredMetricCheck(Callback):
         if self._checked or not self._validated:
             return
         self._checked = True
-        missing = {key: name for key, name in self.monitors.items() if name not in trainer.callback_metrics}
+        # ModelCheckpoint also offers the trainer's epoch and step
+        logged = sorted(set(trainer.callback_metrics) | {"epoch", "step"})
+        missing = {key: name for key, name in self.monitors.items() if name not in logged}
         if missing:
             raise ValueError(
                 ", ".join(f"{key}={name!r}" for key, name in missing.items())
-                + f" is not a logged metric: expected one of {', '.join(sorted(trainer.callback_metrics))}"
+                + f" is not a logged metric: expected one of {', '.join(logged)}"
             )
 
 
