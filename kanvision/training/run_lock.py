@@ -18,11 +18,17 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
 log = logging.getLogger(__name__)
 
-__all__ = ["RunDirectoryBusyError", "RunDirLock", "is_secondary_rank"]
+__all__ = ["HydraRunLock", "RunDirectoryBusyError", "RunDirLock", "is_secondary_rank"]
 
 LOCK_NAME = ".run.lock"
+# run directories this process holds: a flock conflicts with another open file of the same process, so a nested
+# holder (train() inside the Hydra callback's lock) shares the outer one's
+_HELD: set[str] = set()
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 
 
@@ -47,7 +53,8 @@ def _holder(path: Path) -> dict[str, Any]:
 
 
 class RunDirLock:
-    """Hold ``<run_dir>/.run.lock`` from :meth:`acquire` to :meth:`release` (also a context manager)."""
+    """Hold ``<run_dir>/.run.lock`` from :meth:`acquire` to :meth:`release` (also a context manager); a holder
+    inside another holder of the same directory in this process holds nothing itself."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.run_dir = Path(run_dir)
@@ -58,6 +65,8 @@ class RunDirLock:
         if self._fd is not None or is_secondary_rank():
             return self
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if os.path.realpath(self.run_dir) in _HELD:
+            return self
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -88,6 +97,7 @@ class RunDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         self._fd = fd
+        _HELD.add(os.path.realpath(self.run_dir))
         return self
 
     @staticmethod
@@ -100,6 +110,7 @@ class RunDirLock:
     def release(self) -> None:
         if self._fd is None:
             return
+        _HELD.discard(os.path.realpath(self.run_dir))
         try:
             self.path.unlink(missing_ok=True)
         finally:
@@ -111,3 +122,28 @@ class RunDirLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+class HydraRunLock(Callback):
+    """Hydra callback (``hydra.callbacks``): lock ``hydra.run.dir`` before Hydra writes ``.hydra/`` and the log
+    there, so that a second run in a busy directory changes nothing in it."""
+
+    def __init__(self) -> None:
+        self._lock: RunDirLock | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            run_dir = OmegaConf.select(config, "hydra.run.dir", throw_on_resolution_failure=True)
+        except Exception:  # noqa: BLE001 (it needs Hydra's run-time values): train() takes the lock instead
+            return
+        if run_dir:
+            try:
+                self._lock = RunDirLock(run_dir).acquire()
+            except RunDirectoryBusyError as error:
+                # Hydra turns a callback's exceptions into warnings and goes on; this must stop the run
+                raise SystemExit(f"Error: {error}") from None
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -87,3 +87,12 @@ def test_resuming_a_finished_run_keeps_its_validation_metrics(make_cfg, tmp_path
     recomputed = train(make_cfg(*RUN, "test=false", "ckpt_path=last"))
     for key in ("val/acc1", "val/acc5", "val/loss"):
         assert recomputed[key] == pytest.approx(first[key], rel=1e-6), key
+
+
+def test_the_cli_fails_in_a_busy_directory_before_hydra_writes_there(tmp_path, holder):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK")}
+    command = [sys.executable, "-m", "kanvision.train", *RUN, f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    assert f"in use by process {holder.pid} on " in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # no .hydra/, no log, no checkpoints
