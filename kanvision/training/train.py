@@ -272,13 +272,15 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
 
 
 def _keep_earlier_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
-    """A resumed run keeps the metrics of its earlier part that it did not compute again (e.g. the last epoch's
-    training loss of a run that had already finished)."""
+    """Resuming a run that had already finished (no step trained) keeps the metrics it does not compute again (e.g.
+    the last epoch's training loss); a run that trained on drops them, they belong to older weights."""
     try:
         earlier = json.loads(path.read_text())
     except (OSError, ValueError):
         return metrics
-    return {**earlier, **metrics} if isinstance(earlier, dict) else metrics
+    if not isinstance(earlier, dict) or earlier.get("global_step") != metrics.get("global_step"):
+        return metrics
+    return {**earlier, **metrics}
 
 
 def _checkpoint_dir(trainer: L.Trainer, callback) -> Path:

@@ -96,3 +96,10 @@ def test_the_cli_fails_in_a_busy_directory_before_hydra_writes_there(tmp_path, h
     assert result.returncode != 0
     assert f"in use by process {holder.pid} on " in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]  # no .hydra/, no log, no checkpoints
+
+
+def test_a_resumed_run_that_trains_on_drops_the_metrics_of_the_older_weights(make_cfg, tmp_path):
+    assert "test/acc1" in train(make_cfg(*RUN, "test=true"))
+    train(make_cfg(*RUN, "test=false", "trainer.max_epochs=2", "ckpt_path=last"))
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["global_step"] == 2 and "val/acc1" in written and "test/acc1" not in written
