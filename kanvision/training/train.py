@@ -2,11 +2,14 @@
 
     kanvision-train experiment=digits_kan
     kanvision-train model=resnet18 data=cifar10 data.root=/data/cifar trainer=gpu
-    kanvision-train experiment=<name> hydra.run.dir=<previous run dir> ckpt_path=last    # resume
+    kanvision-train ckpt_path=<run dir>/checkpoints/last.ckpt     # resume: model and data from the checkpoint
+    kanvision-train hydra.run.dir=<run dir> ckpt_path=last          # resume in the run's own directory
+    kanvision-train -m hparams_search=digits_optuna                 # Optuna search; main returns optimized_metric
 
 :func:`train` is a plain function of the composed config (lightning-hydra-template); ``main`` is its Hydra
-wrapper. Each run writes ``metrics.json`` (final validation and test metrics, fractions in [0, 1]) and, unless
-``export_safetensors=false``, ``model.safetensors`` into its output directory.
+wrapper. One run at a time per run directory (``.run.lock``). Each run writes ``metrics.json`` (final validation
+and test metrics, fractions in [0, 1]) and, unless ``export_safetensors=false``, ``model.safetensors`` into its output
+directory. ``print_config=true`` prints what differs from the defaults, ``print_config=full`` the whole config.
 """
 
 from __future__ import annotations
