@@ -12,7 +12,14 @@ from lightning.pytorch.callbacks import Callback
 
 from kanvision.utils.flops import count_forward_flops  # also registers the CPU attention formula
 
-__all__ = ["NonFiniteLossError", "NonFiniteLossGuard", "ThroughputMeter", "forward_flops", "latest_checkpoint"]
+__all__ = [
+    "MonitoredMetricCheck",
+    "NonFiniteLossError",
+    "NonFiniteLossGuard",
+    "ThroughputMeter",
+    "forward_flops",
+    "latest_checkpoint",
+]
 
 
 def latest_checkpoint(trainer: L.Trainer) -> str | None:
@@ -69,6 +76,46 @@ class NonFiniteLossGuard(Callback):
                 f"non-finite weights or buffers at step {checkpoint.get('global_step')}: {bad[:5]}"
                 f"{' ...' if len(bad) > 5 else ''}; this checkpoint was not written, {saved}. Lower the learning "
                 "rate, add warm-up or gradient clipping, or train in float32."
+            )
+
+
+class MonitoredMetricCheck(Callback):
+    """Fail after the first validation when a callback monitors a metric that no one logs.
+
+    Lightning's ModelCheckpoint only warns (once) and then never writes a best checkpoint. The check runs at the end
+    of the training epoch in which validation first ran, when both the validation and the epoch's training metrics
+    have been logged.
+
+    Args:
+        monitors: config key -> monitored metric, e.g. ``{"callbacks.model_checkpoint.monitor": "val/acc1"}``.
+    """
+
+    def __init__(self, monitors: dict[str, str]) -> None:
+        self.monitors = dict(monitors)
+        self._validated = False
+        self._checked = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._checked or not self._validated:
+            return
+        self._checked = True
+        # ModelCheckpoint also offers the trainer's epoch and step
+        logged = sorted(set(trainer.callback_metrics) | {"epoch", "step"})
+        missing = {key: name for key, name in self.monitors.items() if name not in logged}
+        if missing:
+            raise ValueError(
+                ", ".join(f"{key}={name!r}" for key, name in missing.items())
+                + f" is not a logged metric: expected one of {', '.join(logged)}"
             )
 
 

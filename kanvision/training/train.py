@@ -2,16 +2,20 @@
 
     kanvision-train experiment=digits_kan
     kanvision-train model=resnet18 data=cifar10 data.root=/data/cifar trainer=gpu
-    kanvision-train experiment=<name> hydra.run.dir=<previous run dir> ckpt_path=last    # resume
+    kanvision-train ckpt_path=<run dir>/checkpoints/last.ckpt     # resume: model and data from the checkpoint
+    kanvision-train hydra.run.dir=<run dir> ckpt_path=last          # resume in the run's own directory
+    kanvision-train -m hparams_search=digits_optuna                 # Optuna search; main returns optimized_metric
 
 :func:`train` is a plain function of the composed config (lightning-hydra-template); ``main`` is its Hydra
-wrapper. Each run writes ``metrics.json`` (final validation and test metrics, fractions in [0, 1]) and, unless
-``export_safetensors=false``, ``model.safetensors`` into its output directory.
+wrapper. One run at a time per run directory (``.run.lock``). Each run writes ``metrics.json`` (final validation
+and test metrics, fractions in [0, 1]) and, unless ``export_safetensors=false``, ``model.safetensors`` into its output
+directory. ``print_config=true`` prints what differs from the defaults, ``print_config=full`` the whole config.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import time
@@ -23,18 +27,24 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kanvision.training.callbacks import ThroughputMeter, latest_checkpoint
+from kanvision.training.callbacks import MonitoredMetricCheck, ThroughputMeter, latest_checkpoint
 from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
+from kanvision.training.resume import command_line_keys, config_from_checkpoint
+from kanvision.training.run_lock import RunDirLock, is_secondary_rank
 from kanvision.training.utils import (
+    config_differences,
+    get_metric_value,
     instantiate,
     instantiate_callbacks,
     instantiate_loggers,
+    quiet_known_noise,
+    summary_line,
     tensor_metrics_to_floats,
     to_container,
     write_metrics,
 )
-from kanvision.training.validate import validate_config
+from kanvision.training.validate import ConfigError, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +91,58 @@ def _resume_wandb(cfg: DictConfig, ckpt_path: str) -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (and test) the model of ``cfg``; return the metrics also written to ``<output_dir>/metrics.json``."""
+    """Train (and test) the model of ``cfg``; return the metrics also written to ``<output_dir>/metrics.json``.
+
+    The run directory is locked (:class:`~kanvision.training.run_lock.RunDirLock`) while the run writes it.
+    """
     cfg = copy.deepcopy(cfg)
     validate_config(cfg)
+    start = time.perf_counter()
+    with RunDirLock(cfg.paths.output_dir):
+        metrics = _train(cfg)
+    if not is_secondary_rank():
+        log.info(summary_line(_run_name(cfg), metrics, time.perf_counter() - start, cfg.paths.output_dir))
+    return metrics
+
+
+def _run_name(cfg: DictConfig) -> str:
+    """The experiment's name when one was chosen, else the model's."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        experiment = OmegaConf.select(HydraConfig.get(), "runtime.choices.experiment", default=None)
+        if experiment:
+            return str(experiment)
+    return str(OmegaConf.select(cfg, "model.name", default="run"))
+
+
+def _config_text(cfg: DictConfig) -> str:
+    """The whole config (``print_config=full``), or only what differs from the config's defaults."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    full = "Config:\n" + OmegaConf.to_yaml(cfg, resolve=False)
+    if cfg.get("print_config") == "full" or not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return full
+    hydra_cfg = HydraConfig.get()
+    try:
+        defaults = compose(config_name=hydra_cfg.job.config_name)
+    except Exception:  # noqa: BLE001 (a config that only composes with its overrides): print all of it
+        return full
+    overrides = " ".join(hydra_cfg.overrides.task) or "none"
+    changed = config_differences(cfg, defaults)
+    body = OmegaConf.to_yaml(changed, resolve=False) if changed else "(the defaults)\n"
+    return f"Config: overrides {overrides}; what differs from the defaults (print_config=full for all):\n{body}"
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    if ckpt_path:
+        config_from_checkpoint(cfg, ckpt_path, command_line_keys())
+        validate_config(cfg)
     if cfg.get("print_config"):
-        log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+        log.info(_config_text(cfg))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     if cfg.get("float32_matmul_precision"):
@@ -95,8 +152,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # The data first: a missing or malformed data.root fails here, before any (possibly huge) model is built.
     datamodule = instantiate(cfg.data)
     datamodule.check_data()
+    for key in ("mean", "std"):
+        value = OmegaConf.select(cfg, f"data.{key}", default=None)
+        if value is not None and len(value) not in (1, datamodule.in_chans):
+            raise ConfigError(
+                f"data.{key}={list(value)} has {len(value)} values but the model takes {datamodule.in_chans} "
+                f"channel(s): expected 1 or {datamodule.in_chans} values, or null for the model's"
+            )
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
     resume_from = ckpt_path or _requeue_checkpoint(output_dir)
     if resume_from:
         _resume_wandb(cfg, resume_from)
@@ -134,6 +197,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     meter = ThroughputMeter()
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + [meter]
+    monitors = {
+        f"callbacks.{name}.monitor": sub.monitor
+        for name, sub in (cfg.get("callbacks") or {}).items()
+        if sub is not None and sub.get("monitor")
+    }
+    if monitors and cfg.get("train", True):
+        callbacks.append(MonitoredMetricCheck(monitors))
     loggers = instantiate_loggers(cfg.get("logger"))
     plugins = list(cfg.trainer.get("plugins") or []) + [AtomicCheckpointIO()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
@@ -148,6 +218,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     finally:
         _close_loggers(trainer)
     if trainer.is_global_zero:
+        if ckpt_path:
+            metrics = _keep_earlier_metrics(output_dir / "metrics.json", metrics)
         write_metrics(output_dir / "metrics.json", metrics)
         if cfg.get("export_safetensors") and cfg.get("train", True):
             _export(model, trainer, output_dir)
@@ -177,6 +249,10 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         metrics["train/wall_s"] = time.perf_counter() - start
         _verify_last_checkpoint(trainer)
+        if ckpt_path and not trainer.interrupted and not any(k.startswith("val/") for k in trainer.callback_metrics):
+            # resuming a run that had already finished: fit restores it and stops at once, without validating
+            log.info("The checkpoint's run had finished: validating its weights again")
+            trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update(tensor_metrics_to_floats(trainer.callback_metrics))
     if cfg.get("test", False):
         test_ckpt = cfg.get("test_ckpt_path")
@@ -196,6 +272,18 @@ def _fit_and_test(cfg, trainer, model, datamodule, meter, ckpt_path) -> dict[str
         world_size=trainer.world_size,
     )
     return metrics
+
+
+def _keep_earlier_metrics(path: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Resuming a run that had already finished (no step trained) keeps the metrics it does not compute again (e.g.
+    the last epoch's training loss); a run that trained on drops them, they belong to older weights."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return metrics
+    if not isinstance(earlier, dict) or earlier.get("global_step") != metrics.get("global_step"):
+        return metrics
+    return {**earlier, **metrics}
 
 
 def _checkpoint_dir(trainer: L.Trainer, callback) -> Path:
@@ -259,8 +347,10 @@ def _export(model, trainer: L.Trainer, output_dir: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def main(cfg: DictConfig) -> None:
-    train(cfg)
+def main(cfg: DictConfig) -> float | None:
+    """Train; return ``metrics[cfg.optimized_metric]`` (what a Hydra sweeper optimizes)."""
+    quiet_known_noise(in_process_data=OmegaConf.select(cfg, "data.num_workers", default=None) == 0)
+    return get_metric_value(train(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

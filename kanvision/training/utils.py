@@ -27,6 +27,10 @@ __all__ = [
     "to_container",
     "write_metrics",
     "tensor_metrics_to_floats",
+    "get_metric_value",
+    "config_differences",
+    "quiet_known_noise",
+    "summary_line",
 ]
 
 
@@ -85,3 +89,97 @@ def write_metrics(path: str | os.PathLike, metrics: Mapping[str, Any]) -> Path:
     os.replace(tmp, path)
     log.info("Wrote %s", path)
     return path
+
+
+def get_metric_value(metrics: Mapping[str, Any], name: str | None) -> float | None:
+    """``metrics[name]`` as a float, for a Hydra sweeper to optimize (None when ``name`` is None)."""
+    if name is None:
+        return None
+    if name not in metrics:
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+        raise ValueError(f"optimized_metric={name!r} is not a metric of this run: expected one of {numeric}")
+    return float(metrics[name])
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, Mapping) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out |= _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return {prefix: node}
+
+
+def config_differences(cfg: DictConfig, defaults: DictConfig) -> DictConfig:
+    """The keys of ``cfg`` whose values differ from ``defaults`` (unresolved), nested as in ``cfg``; a key that
+    ``cfg`` lacks appears as ``~key: null``."""
+    mine = _leaves(OmegaConf.to_container(cfg, resolve=False))
+    theirs = _leaves(OmegaConf.to_container(defaults, resolve=False))
+    out = OmegaConf.create({})
+    for key, value in mine.items():
+        if key not in theirs or theirs[key] != value:
+            OmegaConf.update(out, key, value, force_add=True)
+    for key in sorted(theirs.keys() - mine.keys()):
+        parts = key.split(".")
+        replaced = any(".".join(parts[:i]) in mine for i in range(1, len(parts)))  # e.g. a group set to null
+        if not replaced and not any(k.startswith(key + ".") for k in mine):
+            parent, _, name = key.rpartition(".")
+            OmegaConf.update(out, f"{parent}.~{name}" if parent else f"~{name}", None, force_add=True)
+    return out
+
+
+def summary_line(name: str, metrics: Mapping[str, Any], seconds: float, output_dir: str | os.PathLike) -> str:
+    """``digits_kan: val/acc1 97.2 %, test/acc1 96.9 % in 41 s -> logs/train/runs/...`` (accuracies in percent)."""
+    shown = [
+        f"{key} {100 * metrics[key]:.1f} %"
+        for key in ("val/acc1", "val_ema/acc1", "test/acc1", "test_ema/acc1")
+        if isinstance(metrics.get(key), (int, float))
+    ]
+    where = Path(output_dir)
+    try:
+        where = where.resolve().relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{name}: {', '.join(shown) or 'no accuracy'} in {seconds:.0f} s -> {where}"
+
+
+# Messages of dependencies that the user of kanvision-train cannot act on, by the logger or module that emits them.
+_NOISE_LOGS = {
+    "torch.utils.cpp_extension": ("No CUDA runtime is found",),  # CUDA_HOME exists, the GPU does not
+    "lightning.pytorch.utilities.rank_zero": (
+        "💡 Tip:",  # advertisements for Lightning's cloud services
+        "TPU available: False",
+        "Trainer already configured with model summary callbacks",  # callbacks.model_summary is the one we want
+        "Loading `train_dataloader` to estimate number of stepping batches",
+    ),
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_known_noise(in_process_data: bool = False) -> None:
+    """Silence the known console noise of kanvision-train's dependencies (for its command line only).
+
+    Each message is dropped by its text at the logger or module that emits it, nothing else from those sources.
+    ``in_process_data``: the data loads in the main process on purpose (``data.num_workers=0``), so Lightning's
+    advice to add workers does not apply.
+    """
+    import warnings
+
+    for name, prefixes in _NOISE_LOGS.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(prefixes))
+    # torch deprecated LeafSpec; Lightning's own pytree copy still calls it
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", module=r"lightning\.pytorch\.utilities"
+    )
+    if in_process_data:
+        warnings.filterwarnings("ignore", message=r"The '\w+' does not have many workers", module=r"lightning\.pytorch")

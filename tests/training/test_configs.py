@@ -26,6 +26,7 @@ def test_every_group_has_its_configs():
         "logger": {"csv", "tensorboard", "wandb"},
         "callbacks": {"default", "model_checkpoint", "lr_monitor", "rich_progress_bar", "early_stopping"},
         "debug": {"fdr", "limit", "overfit"},
+        "hparams_search": {"digits_optuna"},
     }
     for group, names in expected.items():
         assert names <= set(_options(group)), group
@@ -94,7 +95,7 @@ def test_callback_configs(make_cfg, name):
         assert {"ModelCheckpoint", "LearningRateMonitor", "NonFiniteLossGuard"} <= kinds
 
 
-@pytest.mark.parametrize("group", ["debug", "paths", "hydra"])
+@pytest.mark.parametrize("group", ["debug", "paths", "hydra", "hparams_search"])
 def test_other_groups_compose(make_cfg, group):
     for name in _options(group):
         cfg = make_cfg(f"{group}={name}")

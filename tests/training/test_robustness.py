@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import PIL
 import pytest
+import timm
 import torch
 from PIL import Image
 
@@ -28,7 +30,7 @@ from kanvision.training.data import (
     posterize,
 )
 from kanvision.training.train import train
-from kanvision.training.validate import ConfigError
+from kanvision.training.validate import ConfigError, validate_config
 
 TINY = ["data=synthetic", "data.num_train=32", "data.num_val=16", "data.num_test=16", "data.batch_size=16"]
 RUN = [*TINY, "model=kan_cnn_tiny", "data.img_size=8", "trainer.max_epochs=1", "trainer.limit_train_batches=1"]
@@ -158,6 +160,63 @@ def test_bad_config_values_fail_before_anything_is_built(make_cfg, tmp_path, ove
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         train(cfg)
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
+DIGITS = ["data=digits", "model=kan_cnn_tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=1"]
+
+
+@pytest.mark.parametrize(
+    ("base", "overrides", "message"),
+    [
+        (RUN, ["trainer.max_epochs=-1", "trainer.max_steps=-1", "model.scheduler=null"], "trainer.max_epochs=-1"),
+        (RUN, ["model.optimizer.lr=inf"], "model.optimizer.lr=inf"),
+        (DIGITS, ["data.mean=[nan]"], "data.mean=[nan]"),
+        (RUN, ["trainer.min_epochs=abc"], "trainer.min_epochs='abc'"),
+        (RUN, ["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1"),
+        (RUN, ["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1"),
+        (RUN, ["model.ema.decay=2"], "model.ema.decay=2"),
+        (RUN, ["model.mixup.mixup_alpha=-1"], "model.mixup.mixup_alpha=-1"),
+        (RUN, ["float32_matmul_precision=ultra"], "float32_matmul_precision='ultra'.*'highest', 'high', 'medium'"),
+        (DIGITS, ["data.mean=[0.5,0.5,0.5]"], "data.mean=.* 3 values but the model takes 1 channel"),
+        (RUN, ["trainer.devices=0"], "trainer.devices=0"),
+        (RUN, ["trainer.precision=bogus"], "trainer.precision='bogus'.*bf16-mixed"),
+        (RUN, ["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0"),
+        (RUN, ["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0 trains nothing"),
+        (RUN, ["model.scheduler.min_lr=-1"], "model.scheduler.min_lr=-1"),
+        (RUN, ["model.optimizer.opt=nonexistent"], "model.optimizer.opt='nonexistent'.*adamw, .*sgd"),
+    ],
+)
+def test_bad_values_fail_before_the_model_is_built_naming_the_key(make_cfg, monkeypatch, base, overrides, message):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(timm, "create_model", no_model)
+    cfg = make_cfg(*base, *overrides)
+    with pytest.raises(ConfigError, match=re.escape(message).replace(r"\.\*", ".*")):
+        train(cfg)
+
+
+def test_valid_trainer_values_pass(make_cfg):
+    """The same checks accept Lightning's other spellings (precision aliases, device lists, -1 epochs with steps)."""
+    for overrides in (
+        ["trainer.precision=bf16-mixed", "trainer.devices=auto"],
+        ["trainer.precision=16", "trainer.devices=[0]"],
+        [
+            "trainer.devices='0,1'",
+            "trainer.max_epochs=-1",
+            "trainer.max_steps=10",
+            "model.optimizer.opt=Lookahead_AdamW",
+        ],
+        ["trainer.limit_train_batches=0", "train=false", "trainer.log_every_n_steps=0", "trainer.gradient_clip_val=0"],
+    ):
+        validate_config(make_cfg(*RUN, *overrides))
+
+
+def test_a_monitored_metric_that_is_never_logged_fails_at_the_first_validation(make_cfg, tmp_path):
+    cfg = make_cfg(*RUN, "callbacks.model_checkpoint.monitor=val/acc99")
+    with pytest.raises(ValueError, match=r"callbacks\.model_checkpoint\.monitor='val/acc99' .*val/acc1, val/acc5"):
+        train(cfg)
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_bad_value_through_the_cli_names_the_key(tmp_path):
