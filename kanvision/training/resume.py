@@ -6,7 +6,7 @@ hyper-parameters (name, kwargs, class and channel counts, optimizer, scheduler, 
 trained with. Those replace the composed ``model`` and ``data`` groups unless the command line chose them (``model=``,
 ``model.name=``, ``data=``, ``experiment=``); single keys given on the command line (``data.root=/new/place``,
 ``model.optimizer.lr=1e-4``) still apply on top. A model chosen on the command line that is not the checkpoint's fails.
-Everything read from the checkpoint passes :func:`~kanvision.training.safe_config.check_file_config` first.
+Everything read from the checkpoint passes :func:`~kanvision.utils.safe_config.check_file_config` first.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kanvision.training.checkpoint import read_checkpoint
-from kanvision.training.safe_config import check_file_config
+from kanvision.training.checkpoint import checkpoint_hparams, read_checkpoint
 from kanvision.training.validate import ConfigError
+from kanvision.utils.safe_config import check_file_config
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def config_from_checkpoint(cfg: DictConfig, ckpt_path: str, keys: list[str] | No
     """
     checkpoint = read_checkpoint(ckpt_path)
     source = f"checkpoint {ckpt_path}"
-    hparams = checkpoint.get("hyper_parameters") or {}
+    # checked whether or not the model comes from it: Lightning's fit reads the same file (on_load_checkpoint)
+    hparams = checkpoint_hparams(checkpoint, source) if "hyper_parameters" in checkpoint else {}
     name = hparams.get("name") or (checkpoint.get("kanvision") or {}).get("model_name")
     if not name or OmegaConf.select(cfg, "model._target_", default=None) != _IMAGE_CLASSIFIER:
         return  # not written by kanvision-train's ImageClassifier: Lightning compares the weights itself

@@ -9,9 +9,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from kanvision.training.checkpoint import read_checkpoint
-from kanvision.training.safe_config import UnsafeConfigError
 from kanvision.training.train import train
 from kanvision.training.validate import ConfigError
+from kanvision.utils.safe_config import UnsafeConfigError
 
 # neither the default model (kan_cnn_tiny) nor the default data (digits)
 TINY = ["data=synthetic", "data.num_train=32", "data.num_val=16", "data.num_test=16", "data.batch_size=16"]
