@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.models import build_model_with_cfg, model_entrypoint, resolve_pretrained_cfg
+from timm.models import build_model_with_cfg, is_model, model_entrypoint, resolve_pretrained_cfg
 from torch import Tensor, nn
 
 __all__ = ["build_model", "check_model_arguments", "checkpoint_kind", "fit_state_dict"]
@@ -149,6 +149,8 @@ _FILE_KINDS = "a .safetensors file, a torch .pth/.pt/.bin/.ckpt (read with weigh
 
 def _entry_arguments(variant: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The arguments ``timm.create_model(variant, **kwargs)`` passes to :func:`build_model` (nothing is built)."""
+    if not is_model(variant):  # a variant named by a helper (e.g. create_rkan's) rather than registered
+        return dict(kwargs)
     token = _RESOLVING.set(True)
     try:
         model_entrypoint(variant)(pretrained=False, **kwargs)
