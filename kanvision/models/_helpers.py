@@ -455,10 +455,11 @@ def fit_state_dict(
         and not (k in input_convs and out[k].dim() == 4 and out[k].shape[::2] == expected[k].shape[::2]
                  and out[k].shape[3] == expected[k].shape[3])
     ]  # fmt: skip
-    # load_state_dict would silently convert integer or bool tensors into floating-point parameters
+    # load_state_dict would silently convert integer or bool tensors into floating-point parameters (a float count
+    # into an integer buffer such as num_batches_tracked is how some released files store it, and is exact)
     retyped = [
         k for k in out if k in expected and k not in mismatched and isinstance(expected[k], Tensor)
-        and _dtype_kind(out[k].dtype) != _dtype_kind(expected[k].dtype)
+        and expected[k].is_floating_point() and _dtype_kind(out[k].dtype) != _dtype_kind(expected[k].dtype)
     ]  # fmt: skip
     if missing or unexpected or mismatched or retyped:
         problems = []
