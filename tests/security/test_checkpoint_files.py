@@ -61,6 +61,12 @@ def test_every_route_gives_the_trained_networks_logits(files, reference, tmp_pat
         "timm overlay": timm.create_model(
             "rkan_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(exported), num_classes=10), **ARCH
         ),
+        "timm overlay .safetensors": timm.create_model(
+            "rkan_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(exported)), **ARCH
+        ),
+        "timm overlay .ckpt": timm.create_model(
+            "rkan_resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(ckpt)), **ARCH
+        ),
     }
     for route, model in routes.items():
         assert torch.equal(_logits(model, batch), expected), route
@@ -72,17 +78,18 @@ def test_every_route_gives_the_trained_networks_logits(files, reference, tmp_pat
     assert evaluate(cfg)["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="timm drops the head when the file's pretrained_cfg num_classes differs")
 def test_timm_overlay_without_num_classes_keeps_the_trained_head_or_fails(files, reference):
     _, exported, _ = files
     batch, expected = reference
-    try:
-        overlay = dict(file=str(exported))
-        model = timm.create_model("rkan_resnet18", pretrained=True, pretrained_cfg_overlay=overlay, **ARCH)
-    except (ValueError, RuntimeError) as error:
-        assert "num_classes" in str(error)
-        return
+    overlay = dict(file=str(exported))  # the file's cfg (10 classes) is not repeated in the overlay
+    model = timm.create_model("rkan_resnet18", pretrained=True, pretrained_cfg_overlay=overlay, **ARCH)
     assert torch.equal(_logits(model, batch), expected)
+    # without num_classes=10 timm would build (and load into) a fresh 1000-class head: refused, naming the fix
+    arch = {k: v for k, v in ARCH.items() if k != "num_classes"}
+    with pytest.raises(ValueError, match=re.escape("num_classes=10 in the file, 1000 here (by default)")) as error:
+        timm.create_model("rkan_resnet18", pretrained=True, pretrained_cfg_overlay=overlay, **arch)
+    assert "Pass num_classes=10 to timm.create_model" in str(error.value)
+    assert f"kanvision.load_checkpoint('{exported}')" in str(error.value)
 
 
 def _edited_checkpoint(ckpt, tmp_path, edit):
