@@ -118,7 +118,7 @@ def test_core_dependencies_are_the_ones_the_core_imports():
     assert {_distribution(r) for r in project["dependencies"]} == CORE_DISTRIBUTIONS
     extras = project["optional-dependencies"]
     assert {_distribution(r) for r in extras["dev"]} >= {"kanvision", "pytest", "ruff", "mkdocs-material"}
-    assert "kanvision[train,interpret]" in extras["dev"]
+    assert "kanvision[train,interpret,sweep,hf,wds]" in extras["dev"]
     # every third-party module the core parts import at module level is a core dependency (or the standard library)
     modules = {"torch", "torchvision", "timm", "safetensors", "numpy", "triton", "kanvision", "PIL"}
     imported = set()

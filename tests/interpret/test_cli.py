@@ -91,7 +91,7 @@ def test_inspect_timm_model_names(tmp_path):
         (["kan_cnn_tiny", "--data", "nope"], "--data 'nope' is not a directory or one of the data configs"),
         (["kan_cnn_tiny", "--data", "cifar10"], "--data cifar10 reads files: give their location with --data-root"),
         (["kan_cnn_tiny", "--layers", "nothing"], "has no KAN layers, RKAN kernels or group rationals matching"),
-        (["kan_cnn_tiny", "--model-kwargs", "bogus=1"], "unexpected keyword argument 'bogus'"),
+        (["kan_cnn_tiny", "--model-kwargs", "bogus=1"], "unknown argument(s) 'bogus'"),
         (["missing.ckpt"], "checkpoint missing.ckpt does not exist"),
         (["EMPTY"], "is empty (0 bytes)"),
     ],
