@@ -19,6 +19,10 @@ than a ViT). Here:
   to a small buffer, then summed over programs and over the channels of each group by one torch reduction (a
   deterministic two-pass reduction, no atomics: repeated runs give identical bits; the tile, autotuned once per
   (C, groups, orders, dtype) on the GPU, sets the summation order).
+* Large |x|: the forward always, the backward for tiles with |x| beyond ``direct_limit`` (2^20 at order (5, 4)) or an
+  overflowed P or Q, evaluate the safe form of :mod:`kanvision.kernels.rational_reference` (no power of x, so finite
+  wherever F is, any supported order). The backward flags such rows and leaves them to a second, separate kernel
+  that costs only a read of the flags when there are none, so that its registers do not weigh on the main loop.
 * Gradient convention: ``d|b|/db = sign(b)`` and ``d|x|/dx = sign(x)`` with ``sign(0) = 0``, PyTorch's ``abs``
   backward, so the results agree with autograd on the PyTorch formula (a ``b_i`` that is exactly 0, as in the
   identity init, gets zero gradient there too).
@@ -46,6 +50,7 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from kanvision.kernels.rational_flops import backward_flops_per_element, forward_flops_per_element
+from kanvision.kernels.rational_reference import denominator_tables
 
 try:
     import triton
@@ -116,6 +121,118 @@ if triton is not None:
             return tl.full((1, cmask.shape[0]), 1.0, tl.float32)
         return tl.load(coef + (M + i) * n_cols, mask=cmask, other=0.0)[None, :]
 
+    @triton.jit
+    def _reversed_coefficient(coef, M: tl.constexpr, N: tl.constexpr, j: tl.constexpr, n_cols, cmask):
+        """c~_j of S(s) = sum_j c~_j s^j, Q(|x|) = |x|^d S(1/|x|): row M + N + 1 + j of the table."""
+        return tl.load(coef + (M + N + 1 + j) * n_cols, mask=cmask, other=0.0)[None, :]
+
+    @triton.jit
+    def _safe_denominator(ax, big, coef, M: tl.constexpr, N: tl.constexpr, n_cols, cmask):
+        """s (1/|x| for |x| > 1, else |x|), d (Q's degree for |x| > 1, else 0), 1/D and D'/D, where D = S(s) above 1
+        and Q(|x|) below (kanvision.kernels.rational_reference: Q(|x|) = |x|^d S(1/|x|), S(0) = c_d > 0)."""
+        s = tl.where(big, 1.0 / tl.where(big, ax, 1.0), ax)
+        degree = tl.load(coef + (M + 2 * N + 2) * n_cols, mask=cmask, other=0.0)[None, :]
+        d = tl.where(big, degree, 0.0)
+        direct = _denominator_coefficient(coef, M, N, n_cols, cmask)
+        q = tl.where(big, _reversed_coefficient(coef, M, N, N, n_cols, cmask), direct)
+        dq = tl.zeros_like(q)
+        for j in tl.static_range(N - 1, -1, -1):
+            dq = dq * s + q
+            direct = _denominator_coefficient(coef, M, j, n_cols, cmask)
+            q = q * s + tl.where(big, _reversed_coefficient(coef, M, N, j, n_cols, cmask), direct)
+        inverse_q = 1.0 / tl.maximum(q, 1.1754943508222875e-38)
+        return s, d, inverse_q, dq * inverse_q
+
+    @triton.jit
+    def _safe_numerator(x, ax, s, d, coef, M: tl.constexpr, N: tl.constexpr, n_cols, cmask):
+        """A = sum_{k >= d} a_k sign^k |x|^(k - d) and B = sum_{k < d} a_k sign^k s^(d - k) by Horner (sign = -1 for
+        x < 0, else 1), with dA/d|x| and dB/ds: F = (A + B) / D, no power of x (that would overflow) needed."""
+        negative = x < 0
+        top = _coefficient(coef, M, n_cols, cmask)
+        if M % 2 == 1:
+            top = tl.where(negative, -top, top)
+        a = tl.where(M >= d, top, 0.0)
+        da = tl.zeros_like(a)
+        for k in tl.static_range(M - 1, -1, -1):
+            coefficient = _coefficient(coef, k, n_cols, cmask)
+            if k % 2 == 1:
+                coefficient = tl.where(negative, -coefficient, coefficient)
+            take = k >= d
+            da = tl.where(take, da * ax + a, da)
+            a = tl.where(take, a * ax + coefficient, a)
+        b = tl.zeros_like(a)
+        db = tl.zeros_like(a)
+        for k in tl.static_range(N):  # only k < d <= N take part
+            coefficient = tl.zeros_like(a)
+            if k <= M:
+                coefficient = coefficient + _coefficient(coef, k, n_cols, cmask)
+            if k % 2 == 1:
+                coefficient = tl.where(negative, -coefficient, coefficient)
+            take = k < d
+            db = tl.where(take, db * s + b + coefficient, db)
+            b = tl.where(take, (b + coefficient) * s, b)
+        return a, da, b, db
+
+    @triton.jit
+    def _safe_value(x, coef, M: tl.constexpr, N: tl.constexpr, n_cols, cmask):
+        ax = tl.abs(x)
+        big = ax > 1.0
+        s, d, inverse_q, _ = _safe_denominator(ax, big, coef, M, N, n_cols, cmask)
+        a, _, b, _ = _safe_numerator(x, ax, s, d, coef, M, N, n_cols, cmask)
+        return (a + b) * inverse_q
+
+    @triton.jit
+    def _safe_backward(x, g, coef, M: tl.constexpr, N: tl.constexpr, n_cols, cmask, acc):
+        """dx and ``acc`` with the coefficient terms added, by the safe form: dF/da_k = sign^k T_k and
+        dF/d|b_i| = -F T_i, T_k = |x|^k / Q(|x|) = |x|^(k - d) / D, each reached from 1 / D one factor of |x| (or
+        1/|x|) at a time; dF/dx as in kanvision.layers.rational_fused (no cancellation of leading terms)."""
+        ax = tl.abs(x)
+        big = ax > 1.0
+        s, d, inverse_q, slope = _safe_denominator(ax, big, coef, M, N, n_cols, cmask)
+        a, da, b, db = _safe_numerator(x, ax, s, d, coef, M, N, n_cols, cmask)
+        f = (a + b) * inverse_q
+        negative = x < 0
+        sign = tl.where(negative, -1.0, 1.0)
+        sign_x = tl.where(x > 0, 1.0, tl.where(negative, -1.0, 0.0))
+        # above 1, s (|x| dA/d|x| - s dB/ds) with s |x| = 1: no overflowing |x| dA/d|x| where F' is finite
+        if N == 0:  # a polynomial: F may overflow where F' does not
+            small = sign * da
+            large = sign * (da - s * s * db)
+        else:
+            small = inverse_q * sign * da - sign_x * f * slope
+            large = sign * (inverse_q * (da - s * s * db) + f * s * s * slope)
+        dx = g * tl.where(big, large, small)
+        start = g * inverse_q  # g T_d
+        start_f = -(start * f)  # -g F T_d
+        v = start
+        w = start_f
+        for k in tl.static_range(N - 1, -1, -1):  # T_k for k < d: down from T_d
+            below = k < d
+            v = tl.where(below, v * s, v)
+            w = tl.where(below, w * s, w)
+            if k <= M:
+                term = tl.where(below, v, 0.0)
+                if k % 2 == 1:
+                    term = tl.where(negative, -term, term)
+                acc = _add_to_slot(acc, k, term)
+            if k >= 1:
+                acc = _add_to_slot(acc, M + k, tl.where(below, w, 0.0))
+        v = start
+        w = start_f
+        for k in tl.static_range(M + 1 if M >= N else N + 1):  # T_k for k >= d: up from T_d
+            if k > 0:
+                v = tl.where(k > d, v * ax, v)
+                w = tl.where(k > d, w * ax, w)
+            if k <= M:
+                term = tl.where(k >= d, v, 0.0)
+                if k % 2 == 1:
+                    term = tl.where(negative, -term, term)
+                acc = _add_to_slot(acc, k, term)
+            if k >= 1:
+                if k <= N:
+                    acc = _add_to_slot(acc, M + k, tl.where(k >= d, w, 0.0))
+        return dx, acc
+
     def _group_rational_forward_kernel(
         x_ptr,
         stride_xr,
@@ -147,29 +264,7 @@ if triton is not None:
             mask=mask,
             other=0.0,
         ).to(tl.float32)
-        ax = tl.abs(x)
-        # For |x| > 1 both polynomials are evaluated in 1/x with their coefficients reversed (divided by their
-        # leading powers): F = sign(x)^M |x|^(M-N) P~(1/x) / Q~(1/|x|), finite wherever F is (x^5 alone overflows
-        # float32 from |x| ~ 4e7). Coefficient k of the reversed polynomial is coefficient M - k of the direct one.
-        big = ax > 1.0
-        t = tl.where(big, 1.0 / tl.where(big, x, 1.0), x)
-        s = tl.abs(t)
-        p = tl.where(big, _coefficient(coef, 0, n_cols, cmask), _coefficient(coef, M, n_cols, cmask))
-        for k in tl.static_range(1, M + 1):
-            p = p * t + tl.where(big, _coefficient(coef, k, n_cols, cmask), _coefficient(coef, M - k, n_cols, cmask))
-        # Q(|x|) = sum_i c_i |x|^i with c_0 = 1 and c_i = |b_i| (row M + i of the table)
-        q = tl.where(big, 1.0, _denominator_coefficient(coef, M, N, n_cols, cmask))
-        for k in tl.static_range(1, N + 1):
-            direct = _denominator_coefficient(coef, M, N - k, n_cols, cmask)
-            q = q * s + tl.where(big, _denominator_coefficient(coef, M, k, n_cols, cmask), direct)
-        power = tl.full(x.shape, 1.0, tl.float32)  # |x|^(M-N) for the big branch
-        for _ in tl.static_range(M - N if M >= N else N - M):
-            power = power * ax
-        if M < N:
-            power = 1.0 / power
-        if M % 2 == 1:
-            power = tl.where(x < 0, -power, power)
-        y = tl.where(big, power, 1.0) * p / tl.maximum(q, 1.1754943508222875e-38)
+        y = _safe_value(x, coef, M, N, n_cols, cmask)
         out = y_ptr + rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
         tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -205,12 +300,14 @@ if triton is not None:
         dx_ptr,
         coef_ptr,
         partial_ptr,
+        flag_ptr,
         n_rows,
         n_cols,
         M: tl.constexpr,
         N: tl.constexpr,
         TILE: tl.constexpr,
         BLOCK_C: tl.constexpr,
+        DIRECT_LIMIT: tl.constexpr,
     ):
         BLOCK_R: tl.constexpr = TILE // BLOCK_C
         K: tl.constexpr = M + 1 + N  # coefficients: a_0..a_M, then |b_1|..|b_N|
@@ -274,25 +371,76 @@ if triton is not None:
             sign_x = tl.where(x > 0, 1.0, tl.where(x < 0, -1.0, 0.0))
             t = g * inv_q  # dL/da_0 term: g / Q
             dx = t * (dp - sign_x * dq * f)
-            tl.store(
-                dx_ptr + rows64 * n_cols + cols[None, :],
-                dx.to(dx_ptr.dtype.element_ty),
-                mask=mask,
-            )
-
-            u = -t * f  # -g P / Q^2; times |x|^i gives the |b_i| term (sign(b_i) is applied on the host)
-            for k in tl.static_range(M + 1):
-                acc = _add_to_slot(acc, k, t)
-                t = t * x
-            for i in tl.static_range(1, N + 1):
-                u = u * ax
-                acc = _add_to_slot(acc, M + i, u)
+            # Beyond DIRECT_LIMIT, or where P or Q overflowed, the direct form is inexact (P'/Q and F Q'/Q cancel
+            # their leading terms) or not finite: such a tile's rows are flagged for the safe-form kernel (a
+            # separate kernel, so that its registers do not weigh on this loop) and left to it.
+            unsafe = mask & ((ax > DIRECT_LIMIT) | ~(tl.abs(dx) < float("inf")))
+            if tl.max(tl.max(unsafe.to(tl.int32), 1), 0) > 0:
+                flags = flag_ptr + rows.to(tl.int64) * tl.num_programs(1) + pid_c
+                tl.store(flags, tl.full(rows.shape, 1, tl.int8), mask=rows < n_rows)
+            else:
+                u = -t * f  # -g P / Q^2; times |x|^i gives the |b_i| term (sign(b_i) is applied on the host)
+                for k in tl.static_range(M + 1):
+                    acc = _add_to_slot(acc, k, t)
+                    t = t * x
+                for i in tl.static_range(1, N + 1):
+                    u = u * ax
+                    acc = _add_to_slot(acc, M + i, u)
+                tl.store(
+                    dx_ptr + rows64 * n_cols + cols[None, :],
+                    dx.to(dx_ptr.dtype.element_ty),
+                    mask=mask,
+                )
 
         # partial has shape (programs along rows, M + 1 + N, n_cols).
         out = partial_ptr + pid_r.to(tl.int64) * (K * n_cols) + cols
         for k in tl.static_range(K):
             tl.store(out + k * n_cols, tl.sum(_slot(acc, k), axis=0), mask=cmask)
 
+    def _group_rational_safe_backward_kernel(
+        go_ptr,
+        stride_gr,
+        stride_gc,
+        x_ptr,
+        stride_xr,
+        stride_xc,
+        dx_ptr,
+        coef_ptr,
+        partial_ptr,
+        flag_ptr,
+        n_rows,
+        n_cols,
+        M: tl.constexpr,
+        N: tl.constexpr,
+        TILE: tl.constexpr,
+        BLOCK_C: tl.constexpr,
+    ):
+        """The backward kernel's work for the rows it flagged, by the safe form; the same grid and partial layout.
+        Programs whose rows carry no flag only read the flags."""
+        BLOCK_R: tl.constexpr = TILE // BLOCK_C
+        K: tl.constexpr = M + 1 + N
+        SLOTS: tl.constexpr = 16
+        pid_r = tl.program_id(0)
+        pid_c = tl.program_id(1)
+        cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < n_cols
+        cols64 = cols.to(tl.int64)[None, :]
+        acc = tl.zeros([SLOTS, BLOCK_R, BLOCK_C], dtype=tl.float32)
+        for r0 in range(pid_r * BLOCK_R, n_rows, tl.num_programs(0) * BLOCK_R):
+            rows = r0 + tl.arange(0, BLOCK_R)
+            flagged = tl.load(flag_ptr + rows.to(tl.int64) * tl.num_programs(1) + pid_c, mask=rows < n_rows, other=0)
+            if tl.max(flagged.to(tl.int32), 0) > 0:
+                mask = (flagged != 0)[:, None] & cmask[None, :]
+                rows64 = rows.to(tl.int64)[:, None]
+                x = tl.load(x_ptr + rows64 * stride_xr + cols64 * stride_xc, mask=mask, other=0.0).to(tl.float32)
+                g = tl.load(go_ptr + rows64 * stride_gr + cols64 * stride_gc, mask=mask, other=0.0).to(tl.float32)
+                dx, acc = _safe_backward(x, g, coef_ptr + cols, M, N, n_cols, cmask, acc)
+                tl.store(dx_ptr + rows64 * n_cols + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        out = partial_ptr + pid_r.to(tl.int64) * (K * n_cols) + cols
+        for k in tl.static_range(K):
+            tl.store(out + k * n_cols, tl.sum(_slot(acc, k), axis=0), mask=cmask)
+
+    _safe_backward_jit = triton.jit(_group_rational_safe_backward_kernel)
     _forward_jit = triton.jit(_group_rational_forward_kernel)
     _backward_jit = triton.jit(_group_rational_backward_kernel)
     # On the GPU the tile (elements per program per step) and warp count are tuned once per (C, groups, orders,
@@ -364,12 +512,20 @@ def _block_cols(n_cols: int) -> int:
 
 
 def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, groups: int, n_cols: int) -> Tensor:
-    """(m + 1 + n, C) fp32: a_0..a_m and |b_1|..|b_n| of each channel's group, one contiguous row per coefficient,
-    so that the kernels load them as vectors instead of gathering per column."""
+    """(m + 2n + 3, C) fp32: a_0..a_m and |b_1|..|b_n| of each channel's group, then the reversed denominator
+    c~_0..c~_n and its degree (:func:`~kanvision.kernels.rational_reference.denominator_tables`), one contiguous row
+    per coefficient, so that the kernels load them as vectors instead of gathering per column."""
+    c, c_reversed, degree = denominator_tables(weight_denominator, torch.float32)
     per_group = torch.cat(
-        [weight_numerator.float().expand(groups, -1), weight_denominator.float().abs()], dim=1
-    )  # (groups, K)
+        [weight_numerator.float().expand(groups, -1), c[:, 1:], c_reversed, degree], dim=1
+    )  # (groups, m + 2n + 3)
     return per_group.repeat_interleave(n_cols // groups, dim=0).t().contiguous()
+
+
+def direct_limit(numerator_order: int, denominator_order: int) -> float:
+    """|x| up to which the backward kernel uses the direct form P(x) / Q(|x|): |x|^max(m, n) <= 2^104 (float32's
+    largest binary exponent less its mantissa bits, so that moderate coefficient sums keep P and Q finite)."""
+    return 2.0 ** (104 // max(numerator_order, denominator_order, 1))
 
 
 def _as_rows(t: Tensor) -> Tensor:
@@ -432,6 +588,8 @@ def _backward_impl(
     target = 4 * _multiprocessor_count(_device_index(x)) if x.is_cuda else 3
     row_programs = max(1, min(n_rows, triton.cdiv(target, col_blocks)))
     partial = torch.empty((row_programs, num_coefficients, n_cols), dtype=torch.float32, device=x.device)
+    safe_partial = torch.empty_like(partial)
+    flags = torch.zeros((n_rows, col_blocks), dtype=torch.int8, device=x.device)  # rows left to the safe form
     with _on_device(x):
         kernel[(row_programs, col_blocks)](
             g2,
@@ -443,19 +601,45 @@ def _backward_impl(
             dx,
             coef,
             partial,
+            flags,
             n_rows,
             n_cols,
             M=numerator_order,
             N=denominator_order,
             BLOCK_C=block_c,
+            DIRECT_LIMIT=direct_limit(numerator_order, denominator_order),
             **launch_kwargs,
         )
+        # the rows flagged above (|x| beyond the direct form's limit): rare, a fixed small tile
+        _safe_backward_jit[(row_programs, col_blocks)](
+            g2,
+            g2.stride(0),
+            g2.stride(1),
+            x2,
+            x2.stride(0),
+            x2.stride(1),
+            dx,
+            coef,
+            safe_partial,
+            flags,
+            n_rows,
+            n_cols,
+            M=numerator_order,
+            N=denominator_order,
+            TILE=max(block_c, 256),
+            BLOCK_C=block_c,
+            num_warps=4,
+        )
+        partial += safe_partial
     # Second pass: sum over row programs and over the channels of each group in one deterministic reduction.
     per_group = partial.view(row_programs, num_coefficients, groups, n_cols // groups).sum(dim=(0, 3))  # (K, groups)
     grad_numerator = per_group[: numerator_order + 1].t()  # (groups, m+1)
     if weight_numerator.shape[0] == 1:
         grad_numerator = grad_numerator.sum(0, keepdim=True)
-    grad_denominator = per_group[numerator_order + 1 :].t() * torch.sign(weight_denominator.float())
+    # an exact zero b_i gets 0 (sign(0) = 0), also where its sum of terms overflowed (0 * inf would be NaN)
+    grad_denominator = torch.where(
+        weight_denominator == 0, 0.0, per_group[numerator_order + 1 :].t() * torch.sign(weight_denominator.float())
+    )
     return (
         dx.view(x.shape),
         grad_numerator.to(weight_numerator.dtype).contiguous(),

@@ -86,6 +86,13 @@ def create_basis(basis: str | Basis, **kwargs) -> Basis:
     return _REGISTRY[basis](**kwargs)
 
 
+# Upper bounds of the size arguments: far beyond any published KAN, small enough that a typo (1e9 intervals) is an
+# error here instead of an allocation failure or a recurrence that runs for minutes.
+MAX_GRID_INTERVALS = 4096
+MAX_DEGREE = 256
+MAX_SPLINE_ORDER = 16
+
+
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -192,8 +199,7 @@ class GridBasis(Basis):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         grid = state_dict.get(prefix + "grid")
         if grid is not None:
-            low, high, intervals = grid.tolist()
-            self._set_grid(low, high, round(intervals))
+            self._set_grid(*check_grid_state(grid, prefix + "grid"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _grid(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -211,6 +217,20 @@ class GridBasis(Basis):
         return f"grid_range=({self.low:g}, {self.high:g})"
 
 
+def check_grid_state(grid, key: str) -> tuple[float, float, int]:
+    """(low, high, intervals) of a state dict's ``grid`` entry ``key``, else a ValueError naming the key: three finite
+    numbers with low < high and a whole number of intervals in [1, MAX_GRID_INTERVALS]."""
+    values = grid.tolist() if isinstance(grid, Tensor) and grid.shape == (3,) else None
+    if values is not None and all(math.isfinite(v) for v in values):
+        low, high, intervals = values
+        if low < high and intervals == round(intervals) and 1 <= intervals <= MAX_GRID_INTERVALS:
+            return low, high, round(intervals)
+    raise ValueError(
+        f"state dict entry {key!r} must be (low, high, intervals): finite, low < high, a whole number of intervals "
+        f"in [1, {MAX_GRID_INTERVALS}], got {grid.tolist() if isinstance(grid, Tensor) else grid!r}"
+    )
+
+
 def _cardinal_bspline(t: Tensor, pieces: tuple[tuple[float, ...], ...], derivative: bool) -> Tensor:
     """N_k(t) (or dN_k/dt) of the cardinal B-spline as branch-free selects over its k + 1 polynomial pieces
     (``pieces[p]``: coefficients of N_k(s + p) on s in [0, 1), lowest power first); 0 outside [0, k + 1)."""
@@ -224,7 +244,7 @@ def _cardinal_bspline(t: Tensor, pieces: tuple[tuple[float, ...], ...], derivati
         for c in reversed(coef[:-1]):
             value = value * s + c
         out = torch.where(piece == p, value, out)
-    return out + t * 0  # NaN in every slot for a NaN or infinite input
+    return out + t * 0  # NaN in every slot for a NaN input
 
 
 @register_basis("bspline")
@@ -233,15 +253,16 @@ class BSplineBasis(GridBasis):
 
     n = G + k functions. The knots extend k intervals beyond the range on each side, so the functions sum
     to 1 on ``grid_range``; they fall to 0 within k intervals outside it, and are exactly 0 beyond
-    (only a layer's base branch responds there: call the layer's ``update_grid``).
+    (only a layer's base branch responds there: call the layer's ``update_grid``). That border value holds for
+    every input beyond, up to +-inf: values and x-gradients there are 0 (NaN stays NaN).
 
     Closed form on the uniform grid: B_j(x) = N_k(u - j) with u = (x - t_0) / h, where N_k is the cardinal
     B-spline, evaluated from its k + 1 precomputed polynomial pieces.
     """
 
     def __init__(self, grid_size: int = 5, spline_order: int = 3, grid_range: tuple[float, float] = (-1.0, 1.0)):
-        self.spline_order = check_int("spline_order", spline_order, 1)
-        super().__init__(grid_range, check_int("grid_size", grid_size, 1))
+        self.spline_order = check_int("spline_order", spline_order, 1, MAX_SPLINE_ORDER)
+        super().__init__(grid_range, check_int("grid_size", grid_size, 1, MAX_GRID_INTERVALS))
         k = spline_order
         # N_k(s + p) = sum_q pieces[q][p] s^q on s in [0, 1), from the truncated-power form
         # N_k(t) = sum_l (-1)^l C(k+1, l) (t - l)_+^k / k!
@@ -270,7 +291,12 @@ class BSplineBasis(GridBasis):
 
     def _position(self, x: Tensor) -> Tensor:
         """u - j: x in knot intervals from the first knot of slot j, ``(P, n, Q)``."""
-        return (x - self._knots(x, self.spline_order)) / self._grid(x)[1]
+        low, h = self._grid(x)
+        # x clamped to one interval beyond the outermost knots, where every function is 0 with slope 0: the same
+        # values for every finite x, and finite positions for huge and infinite ones (inf - inf would give NaN)
+        margin = (self.spline_order + 1) * h
+        x = x.clamp(low - margin, low + self.intervals * h + margin)
+        return (x - self._knots(x, self.spline_order)) / h
 
     def extra_repr(self) -> str:
         return f"grid_size={self.grid_size}, spline_order={self.spline_order}, {super().extra_repr()}"
@@ -281,7 +307,8 @@ class RBFBasis(GridBasis):
     """Gaussian radial basis of FastKAN (Li, arXiv 2405.06721): exp(-((x - c_k) / h)^2).
 
     ``num_centers`` centres spaced evenly over ``grid_range`` (FastKAN: 8 on [-2, 2]); the width h
-    defaults to the spacing (4/7 there). Any finite input; the values vanish far outside the range.
+    defaults to the spacing (4/7 there). Any input: the values (and x-gradients) underflow to exactly 0 far outside
+    the range, which is also their value at +-inf (NaN stays NaN).
     FastKAN's LayerNorm is not part of the basis: normalisation belongs to the block using the layer.
     """
 
@@ -291,7 +318,7 @@ class RBFBasis(GridBasis):
         if bandwidth is not None and not (_is_number(bandwidth) and math.isfinite(bandwidth) and bandwidth > 0):
             raise ValueError(f"bandwidth must be a positive finite number or None, got {bandwidth!r}")
         self.bandwidth = bandwidth
-        super().__init__(grid_range, check_int("num_centers", num_centers, 2) - 1)
+        super().__init__(grid_range, check_int("num_centers", num_centers, 2, MAX_GRID_INTERVALS + 1) - 1)
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
@@ -302,13 +329,20 @@ class RBFBasis(GridBasis):
         return self.bandwidth if self.bandwidth is not None else self.spacing
 
     def values(self, x: Tensor) -> Tensor:
-        z = (x - self._knots(x)) / self._width(x)
-        return torch.exp(-z * z)
+        return torch.exp(-self._z(x).square())
 
     def derivative(self, x: Tensor) -> Tensor:
+        z = self._z(x)
+        return torch.exp(-z * z) * z * (-2 / self._width(x))
+
+    def _z(self, x: Tensor) -> Tensor:
+        """(x - c_k) / h, ``(P, n, Q)``, with x clamped to 40 widths beyond the outermost centres: exp(-40^2)
+        underflows to 0 even in float64, so finite inputs keep their values, and huge or infinite ones give 0
+        instead of exp(-inf) * inf = NaN in the derivative."""
+        low, h = self._grid(x)
         width = self._width(x)
-        z = (x - self._knots(x)) / width
-        return torch.exp(-z * z) * z * (-2 / width)
+        x = x.clamp(low - 40 * width, low + self.intervals * h + 40 * width)
+        return (x - self._knots(x)) / width
 
     def _width(self, x: Tensor) -> Tensor | float:
         return self.bandwidth if self.bandwidth is not None else self._grid(x)[1]
@@ -330,9 +364,9 @@ class ReLUBasis(GridBasis):
     def __init__(
         self, grid_size: int = 5, order: int = 3, power: int = 2, grid_range: tuple[float, float] = (0.0, 1.0)
     ):
-        self.order = check_int("order", order, 0)
-        self.power = check_int("power", power, 1)
-        super().__init__(grid_range, check_int("grid_size", grid_size, 1))
+        self.order = check_int("order", order, 0, MAX_SPLINE_ORDER)
+        self.power = check_int("power", power, 1, MAX_SPLINE_ORDER)
+        super().__init__(grid_range, check_int("grid_size", grid_size, 1, MAX_GRID_INTERVALS))
 
     def _set_grid(self, low: float, high: float, intervals: int) -> None:
         super()._set_grid(low, high, intervals)
@@ -369,7 +403,7 @@ class ChebyshevBasis(Basis):
 
     def __init__(self, degree: int = 3):
         super().__init__()
-        self.degree = check_int("degree", degree, 0)
+        self.degree = check_int("degree", degree, 0, MAX_DEGREE)
         self.num_functions = degree + 1
 
     def values(self, x: Tensor) -> Tensor:
@@ -401,7 +435,7 @@ class FourierBasis(Basis):
 
     def __init__(self, num_frequencies: int = 4):
         super().__init__()
-        self.num_frequencies = check_int("num_frequencies", num_frequencies, 1)
+        self.num_frequencies = check_int("num_frequencies", num_frequencies, 1, MAX_GRID_INTERVALS)
         self.num_functions = 2 * num_frequencies
 
     def values(self, x: Tensor) -> Tensor:
@@ -429,8 +463,8 @@ class GramBasis(Basis):
 
     def __init__(self, degree: int = 3, num_points: int = 64):
         super().__init__()
-        self.degree = check_int("degree", degree, 0)
-        self.num_points = check_int("num_points", num_points, degree + 1)
+        self.degree = check_int("degree", degree, 0, MAX_DEGREE)
+        self.num_points = check_int("num_points", num_points, degree + 1, 1 << 20)
         self.num_functions = degree + 1
         m = num_points
         self._alpha = [(m / (n + 1)) * math.sqrt((4 * (n + 1) ** 2 - 1) / (m**2 - (n + 1) ** 2)) for n in range(degree)]
@@ -474,7 +508,7 @@ class KAGNGramBasis(Basis):
         self, degree: int = 3, activation: str | None = "silu", learnable: bool = True, beta_init_std: float = 0.0
     ):
         super().__init__()
-        self.degree = check_int("degree", degree, 0)
+        self.degree = check_int("degree", degree, 0, MAX_DEGREE)
         if activation not in (None, "silu"):
             raise ValueError(f"activation must be None or 'silu', got {activation!r}")
         if not (_is_number(beta_init_std) and math.isfinite(beta_init_std) and beta_init_std >= 0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 
 import torch
 from timm.layers import get_act_layer
@@ -13,6 +14,7 @@ __all__ = [
     "check_bool",
     "check_floating",
     "check_int",
+    "check_kwargs",
     "create_activation",
     "create_norm",
     "is_int",
@@ -28,11 +30,22 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(name: str, value: int, minimum: int) -> int:
-    """``value`` as an int if it is an integer (:func:`is_int`) >= ``minimum``, else a ValueError naming ``name``."""
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def check_int(name: str, value: int, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int if it is an integer (:func:`is_int`) in [``minimum``, ``maximum``], else a ValueError
+    naming ``name``."""
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
     return int(value)
+
+
+def check_kwargs(name: str, value: Mapping | None) -> dict:
+    """``value`` as a dict if it is a mapping with string keys (None: empty), else a TypeError naming ``name``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise TypeError(f"{name} must be a mapping of argument names to values (e.g. dict(degree=3)), got {value!r}")
+    return dict(value)
 
 
 def check_bool(name: str, value: bool) -> bool:

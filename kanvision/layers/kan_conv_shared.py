@@ -23,7 +23,7 @@ from torch.nn.utils.parametrize import is_parametrized
 
 from kanvision.layers.bases import Basis, create_basis
 from kanvision.layers.expansion import has_derivative
-from kanvision.layers.helpers import check_bool, check_int
+from kanvision.layers.helpers import check_bool, check_int, check_kwargs
 from kanvision.layers.kan_conv import KANConv2d
 from kanvision.layers.spline_scaler import add_spline_scaler
 
@@ -107,7 +107,8 @@ class SharedKANConv2d(nn.Module):
             raise ValueError(f"init must be one of {_INITS}, got {init!r}")
         self.init = init
         if scale_by_input:
-            basis, basis_kwargs = InputScaledBasis(create_basis(basis, **(basis_kwargs or {}))), None
+            basis_kwargs = check_kwargs("basis_kwargs", basis_kwargs)
+            basis, basis_kwargs = InputScaledBasis(create_basis(basis, **basis_kwargs)), None
         self.conv = KANConv2d(
             1, kernels, kernel_size, stride, self.padding, bias=False, basis=basis, basis_kwargs=basis_kwargs,
             base_activation=base_activation, border=border, device=device, dtype=dtype,

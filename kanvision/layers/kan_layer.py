@@ -17,8 +17,8 @@ from torch.nn.utils import parametrize
 from torch.utils.checkpoint import checkpoint
 
 from kanvision.layers.activations import resolve_activation
-from kanvision.layers.bases import Basis, GridBasis, create_basis
-from kanvision.layers.helpers import check_bool, check_int
+from kanvision.layers.bases import MAX_GRID_INTERVALS, Basis, GridBasis, check_grid_state, create_basis
+from kanvision.layers.helpers import check_bool, check_int, check_kwargs
 
 __all__ = ["KANLayer", "resolve_activation"]
 
@@ -73,7 +73,8 @@ class KANLayer(nn.Module):
         if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"drop_rate must be a number in [0, 1), got {drop_rate!r}")
         # an instance is copied: a shared one would let one layer's update_grid move another layer's grid
-        self.basis = create_basis(copy.deepcopy(basis) if isinstance(basis, Basis) else basis, **(basis_kwargs or {}))
+        basis_kwargs = check_kwargs("basis_kwargs", basis_kwargs)
+        self.basis = create_basis(copy.deepcopy(basis) if isinstance(basis, Basis) else basis, **basis_kwargs)
         if any(True for _ in self.basis.parameters()):  # a learnable basis (e.g. kagn) follows the layer's dtype
             self.basis.to(device=device, dtype=dtype)
         self.base_activation = resolve_activation(base_activation)
@@ -187,9 +188,15 @@ class KANLayer(nn.Module):
         ``keep_size=True`` keeps the parameter shapes: the grid is stretched over [min, max] widened by
         ``margin`` of the span and each function is refitted by float64 least squares on the samples; the
         change grows when the new cells are much coarser than the old ones.
-        Returns the relative L2 change of the basis part of the functions on the samples (0 in the default).
-        Only grid bases (``bspline``, ``rbf``, ``relu``) have a grid.
+        Returns the relative L2 change of the basis part of the functions on all samples of ``x`` (0 in the
+        default); the least-squares fit uses at most ``max_samples`` of them per input (evenly spaced, plus the
+        extremes). Only grid bases (``bspline``, ``rbf``, ``relu``) have a grid.
         """
+        check_bool("keep_size", keep_size)
+        max_intervals = check_int("max_intervals", max_intervals, 1, MAX_GRID_INTERVALS)
+        max_samples = check_int("max_samples", max_samples, 1)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
+            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
         old = self.basis
         if not isinstance(old, GridBasis):
             raise ValueError(
@@ -200,22 +207,22 @@ class KANLayer(nn.Module):
         x = self._prepare(x)
         if x.numel() == 0:
             raise ValueError(f"update_grid needs at least one sample to fit the grid to, got an empty {tuple(x.shape)}")
-        samples = x.detach().movedim(self._channel_dim, 0).reshape(self._in, -1).to("cpu", torch.float64)
+        all_samples = x.detach().movedim(self._channel_dim, 0).reshape(self._in, -1).to("cpu", torch.float64)
+        bad = (~torch.isfinite(all_samples)).sum().item()
+        if bad:
+            raise ValueError(f"update_grid got {bad} non-finite values in its samples; pass finite inputs")
+        samples = all_samples
         if samples.shape[1] > max_samples:  # an even subsample, plus the extremes the grid must cover
             idx = torch.linspace(0, samples.shape[1] - 1, max_samples).long()
             samples = torch.cat([samples[:, idx], samples.amin(1, keepdim=True), samples.amax(1, keepdim=True)], 1)
-        bad = (~torch.isfinite(samples)).sum().item()
-        if bad:
-            raise ValueError(f"update_grid got {bad} non-finite values in its samples; pass finite inputs")
         lo, hi = samples.min().item(), samples.max().item()
-        old_design = old(samples, -1)  # (C_in, N, n)
         n = old.num_functions
         if keep_size:
             if hi - lo <= 0:  # constant samples: keep the old width around them
                 lo, hi = lo - (old.high - old.low) / 2, hi + (old.high - old.low) / 2
             span = hi - lo
             new = old.resized(lo - margin * span, hi + margin * span, old.intervals)
-            new_design = new(samples, -1)
+            old_design, new_design = old(samples, -1), new(samples, -1)  # (C_in, N, n), (C_in, N, n')
             # projection of the old functions onto the new span: (C_in, n', n), independent of the outputs
             projection = torch.linalg.lstsq(new_design, old_design, driver="gelsd").solution
         else:
@@ -226,7 +233,6 @@ class KANLayer(nn.Module):
                     f"[{min(lo, old.low):g}, {max(hi, old.high):g}], more than max_intervals={max_intervals}; "
                     "normalise the inputs, raise max_intervals, or use keep_size=True"
                 )
-            new_design = new(samples, -1)
             projection = torch.zeros(new.num_functions, n, dtype=torch.float64)
             projection[below + torch.arange(n), torch.arange(n)] = 1.0
             projection = projection.expand(self._in, -1, -1)
@@ -235,10 +241,17 @@ class KANLayer(nn.Module):
             return self._coefficient_view(weight).reshape(self._in, n, -1).to("cpu", torch.float64)
 
         coef_in = per_input(self.weight)  # the coefficients the layer computes with (after a parametrisation)
-        residual = new_design @ projection - old_design  # (C_in, N, n)
-        # ||R c||^2 = tr(c^T (R^T R) c): the change on the samples without an (N, outputs) tensor
-        change = torch.einsum("cnr,cnm,cmr->", coef_in, residual.mT @ residual, coef_in)
-        total = torch.einsum("cnr,cnm,cmr->", coef_in, old_design.mT @ old_design, coef_in)
+        # ||R c||^2 = tr(c^T (R^T R) c): the change on all samples without an (N, outputs) tensor, the Gram
+        # matrices accumulated over chunks of samples
+        residual_gram = torch.zeros(self._in, n, n, dtype=torch.float64)
+        old_gram = torch.zeros(self._in, n, n, dtype=torch.float64)
+        for chunk in all_samples.split(max(max_samples, 1024), dim=1):
+            old_chunk = old(chunk, -1)  # (C_in, N', n)
+            residual = new(chunk, -1) @ projection - old_chunk
+            residual_gram += residual.mT @ residual
+            old_gram += old_chunk.mT @ old_chunk
+        change = torch.einsum("cnr,cnm,cmr->", coef_in, residual_gram, coef_in)
+        total = torch.einsum("cnr,cnm,cmr->", coef_in, old_gram, coef_in)
         # the stored coefficients are mapped: per-edge scales commute with the map, so they stay as they are
         stored = self._stored_weight()
         g, cg, og, k = self.groups, self._in // self.groups, self._out // self.groups, self._kernel_numel
@@ -270,11 +283,11 @@ class KANLayer(nn.Module):
         grid = state_dict.get(prefix + "basis.grid")
         weight = state_dict.get(prefix + "weight", state_dict.get(prefix + "parametrizations.weight.original"))
         if isinstance(self.basis, GridBasis) and grid is not None and weight is not None:
-            low, high, intervals = grid.tolist()
-            if round(intervals) != self.basis.intervals:
+            low, high, intervals = check_grid_state(grid, prefix + "basis.grid")
+            if intervals != self.basis.intervals:
                 parametrizations = self._weight_parametrizations()
                 stored = self._stored_weight()
-                self.basis = self.basis.resized(low, high, round(intervals))
+                self.basis = self.basis.resized(low, high, intervals)
                 with torch.no_grad():
                     self._resize_weight(torch.empty(weight.shape, dtype=stored.dtype, device=stored.device))
                 for parametrization in parametrizations:

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kanvision.layers.helpers import check_bool
-from kanvision.layers.rational_fused import check_arguments, group_rational_fused
+from kanvision.kernels.rational_reference import group_rational_pytorch
+from kanvision.layers.helpers import check_bool, is_int
+from kanvision.layers.rational_fused import group_rational_fused
 
 __all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
 
@@ -51,41 +52,6 @@ DENOMINATOR_TIE_BREAK = 1e-8
 def list_rational_inits() -> list[str]:
     """Names accepted by ``GroupRational(init=...)``."""
     return sorted(RATIONAL_INITS)
-
-
-def group_rational_pytorch(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:
-    """Reference PyTorch group rational on channels-last ``x`` (..., C).
-
-    ``weight_numerator`` is (1, m+1) (shared) or (groups, m+1), ``weight_denominator`` is (groups, n); channel c
-    belongs to group c // (C / groups). Half-precision inputs are computed in float32 and returned in their dtype.
-    """
-    check_arguments(x, weight_numerator, weight_denominator, groups)
-    num_channels = x.shape[-1]
-    if not x.is_floating_point():
-        raise TypeError(f"group rational needs a floating-point input, got {x.dtype}")
-    compute_dtype = torch.promote_types(x.dtype, torch.float32)
-    xg = x.to(compute_dtype).unflatten(-1, (groups, num_channels // groups))  # (..., g, C/g)
-    a = weight_numerator.to(compute_dtype).unsqueeze(-1)  # (1 or g, m+1, 1): a[:, k] broadcasts over (..., g, C/g)
-    b = weight_denominator.to(compute_dtype).abs().unsqueeze(-1)  # (g, n, 1)
-    c = torch.cat([torch.ones_like(b[:, :1]), b], dim=1)  # Q(|x|) = sum_i c_i |x|^i with c_0 = 1
-    m, n = a.shape[1] - 1, c.shape[1] - 1
-    # For |x| > 1 both polynomials are evaluated in 1/x (their coefficients reversed), i.e. divided by their leading
-    # power: x^m / |x|^n * P~(1/x) / Q~(1/|x|). x^5 alone overflows float32 from |x| ~ 4e7; this form stays finite
-    # wherever F is. The inner where keeps 1/x finite in the unused branch (its gradient would be NaN otherwise).
-    ax = xg.abs()
-    big = ax > 1
-    t = torch.where(big, 1.0 / torch.where(big, xg, torch.ones_like(xg)), xg)  # 1/x or x
-    s = t.abs()  # 1/|x| or |x|
-    numerator = torch.where(big, a[:, 0], a[:, m])
-    for k in range(1, m + 1):  # Horner
-        numerator = numerator * t + torch.where(big, a[:, k], a[:, m - k])
-    denominator = torch.where(big, c[:, 0], c[:, n])
-    for k in range(1, n + 1):
-        denominator = denominator * s + torch.where(big, c[:, k], c[:, n - k])
-    # x^m / |x|^n = sign(x)^m |x|^(m-n); Q~ > 0 in exact arithmetic, kept away from 0 where it underflows
-    scale = torch.where(big, torch.sign(xg) ** m * ax ** (m - n), torch.ones_like(xg))
-    denominator = denominator.clamp_min(torch.finfo(compute_dtype).tiny)
-    return (scale * numerator / denominator).flatten(-2).to(x.dtype)
 
 
 class GroupRational(nn.Module):
@@ -153,13 +119,17 @@ class GroupRational(nn.Module):
             )
         if order[0] < 0 or order[1] < 1:
             raise ValueError(f"GroupRational: order=(m, n) needs m >= 0 and n >= 1, got {order}")
+        if not is_int(channel_dim):
+            raise TypeError(
+                f"GroupRational: channel_dim must be an int (-1 for channels last, 1 for NCHW), got {channel_dim!r}"
+            )
         if use_kernel not in (None, True, False):
             raise ValueError(f"GroupRational: use_kernel must be None (auto), True or False, got {use_kernel!r}")
         self.num_channels = num_channels
         self.groups = groups
         self.order = (int(order[0]), int(order[1]))
         self.share_numerator = check_bool("GroupRational: share_numerator", share_numerator)
-        self.channel_dim = channel_dim
+        self.channel_dim = int(channel_dim)
         self.use_kernel = use_kernel
         self.init = init if isinstance(init, str) else "custom"
         self._init_numerator, self._init_denominator = self._init_coefficients(init)  # (1, m+1), (1, n)
@@ -191,13 +161,17 @@ class GroupRational(nn.Module):
                 f"GroupRational: init {self.init!r} has {numerator.shape[1]} numerator and {denominator.shape[1]} "
                 f"denominator coefficients, order {self.order} needs {m + 1} and {n}"
             )
+        for name, values in (("numerator", numerator), ("denominator", denominator)):
+            if not torch.isfinite(values).all():
+                raise ValueError(f"GroupRational: init's {name} coefficients must be finite, got {values.tolist()[0]}")
         denominator = torch.where(denominator == 0, torch.full_like(denominator, DENOMINATOR_TIE_BREAK), denominator)
         return numerator, denominator
 
     def forward(self, x: Tensor) -> Tensor:
         if not -x.dim() <= self.channel_dim < x.dim() or x.shape[self.channel_dim] != self.num_channels:
             raise ValueError(
-                f"GroupRational expects {self.num_channels} channels on dim {self.channel_dim}, got {tuple(x.shape)}"
+                f"GroupRational expects {self.num_channels} channels on dim channel_dim={self.channel_dim} (valid for "
+                f"this input: -{x.dim()}..{x.dim() - 1}), got {tuple(x.shape)}"
             )
         channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
         if self.uses_kernel(x):

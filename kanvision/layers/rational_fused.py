@@ -16,16 +16,10 @@ absolute coefficients are at most 2^d, which bounds |P| and |Q| by 2^e. Otherwis
 again in the safe form. Under ``torch.compile`` the safe formulas are traced into the caller's graph instead,
 elsewhere (small inputs, other devices, ``KANVISION_CPU_KERNELS=0``) they run as eager ops.
 
-The formulas work in ``t`` = x for |x| <= 1 and ``t`` = 1/x for |x| > 1 (``s`` = |t|), where both polynomials
-are evaluated with their coefficients reversed: ``F = scale P~(t) / Q~(s)`` with ``scale = 1`` or
-``sign(x)^m |x|^(m-n)``, finite up to |x| ~ 1e30 in float32. Writing ``A_k``, ``C_i`` for the coefficients of
-``t^k`` in ``P~`` and ``s^i`` in ``Q~`` (``a_k`` and ``c_i`` for |x| <= 1, ``a_{m-k}`` and ``c_{n-i}`` above;
-``c_0 = 1``, ``c_i = |b_i|``) and ``R = P~ / Q~``:
-
-    dF/dA_k = scale t^k / Q~,   dF/dC_i = -F s^i / Q~,
-    dF/dx = R'(t) for |x| <= 1,   scale t ((m - n) R - t R'(t)) for |x| > 1
-
-(from dt/dx = -t^2 and d scale/dx = (m - n) scale t above 1).
+The safe form is :mod:`kanvision.kernels.rational_reference`'s: F = sum_k a_k sign(x)^k T_k with
+``T_k = |x|^k / Q(|x|)`` computed without any power of x (finite wherever F is, any orders, |x| up to 1e30 and
+beyond in float32). The gradients come from the same terms: ``dF/da_k = sign(x)^k T_k``, ``dF/dc_i = -F T_i`` and
+``dF/dx = sum_k k a_k sign(x)^(k-1) T_(k-1) - sign(x) F sum_i i c_i T_(i-1)`` (``c_i = |b_i|``).
 """
 
 from __future__ import annotations
@@ -38,55 +32,58 @@ from torch.utils.flop_counter import register_flop_formula
 
 from kanvision.kernels import compiled
 from kanvision.kernels.rational_flops import backward_flops_per_element, forward_flops_per_element
+from kanvision.kernels.rational_reference import check_arguments, denominator_tables, group_rational_pytorch
 from kanvision.layers.helpers import plain_ops_required
 
 __all__ = ["check_arguments", "group_rational_fused"]
 
 
 def _coefficient_table(weight_numerator: Tensor, weight_denominator: Tensor, x: Tensor) -> Tensor:
-    """(m + 1 + n, groups, 1) in x's compute dtype (float32 or float64): a_0..a_m, |b_1|..|b_n| of each group."""
+    """(m + 2n + 3, groups, 1) in x's compute dtype (float32 or float64), per group: a_0..a_m, |b_1|..|b_n|, then the
+    safe form's reversed denominator c~_0..c~_n and its degree (see :func:`denominator_tables`)."""
     dtype, groups = torch.promote_types(x.dtype, torch.float32), weight_denominator.shape[0]
-    per_group = torch.cat([weight_numerator.to(dtype).expand(groups, -1), weight_denominator.to(dtype).abs()], 1)
+    c, c_reversed, degree = denominator_tables(weight_denominator, dtype)
+    per_group = torch.cat([weight_numerator.to(dtype).expand(groups, -1), c[:, 1:], c_reversed, degree], 1)
     return per_group.t().unsqueeze(-1).contiguous()
 
 
-def _safe_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
-    """t, |t|, whether |x| > 1, P~(t), 1 / Q~(|t|) (Q~ floored at the smallest normal number), the scale and, with
-    ``derivatives``, dP~/dt and dQ~/ds, in the coefficients' dtype, for ``x`` (R, groups, C/groups)."""
+def _safe_parts(x: Tensor, coef: Tensor, m: int, n: int):
+    """The safe form's pieces for ``x`` (R, groups, C/groups), in the coefficients' dtype (the Triton kernels'
+    ``_safe_denominator`` and ``_safe_numerator``): with D = S(s) above |x| = 1 and Q(|x|) below, d the denominator's
+    degree above 1 (0 below) and sign = -1 for x < 0 else 1, F = (A + B) / D where A = sum_{k >= d} a_k sign^k
+    |x|^(k - d) and B = sum_{k < d} a_k sign^k s^(d - k), by Horner with dA/d|x| and dB/ds alongside."""
     x = x.to(coef.dtype)
     ax = x.abs()
     big = ax > 1
-    t = torch.where(big, 1.0 / torch.where(big, x, 1.0), x)
-    s = t.abs()
+    s = torch.where(big, 1.0 / torch.where(big, ax, 1.0), ax)
+    d = torch.where(big, coef[m + 2 * n + 2], 0.0)
 
-    def numerator(k: int) -> Tensor:  # coefficient of t^k
-        return torch.where(big, coef[m - k], coef[k])
+    def c(i: int):  # c_i of Q, c_0 = 1
+        return coef[m + i] if i > 0 else 1.0
 
-    def denominator(i: int) -> Tensor:  # coefficient of s^i; c_0 = 1
-        if n == 0:
-            return torch.ones_like(t)
-        direct = coef[m + i] if i > 0 else 1.0
-        reversed_ = coef[m + n - i] if i < n else 1.0
-        return torch.where(big, reversed_, direct)
-
-    p, dp = numerator(m), None
-    for k in range(m - 1, -1, -1):  # Horner, the derivative alongside
-        if derivatives:
-            dp = p if dp is None else dp * t + p
-        p = p * t + numerator(k)
-    q, dq = denominator(n), None
-    for i in range(n - 1, -1, -1):
-        if derivatives:
-            dq = q if dq is None else dq * s + q
-        q = q * s + denominator(i)
+    q = torch.where(big, coef[m + 2 * n + 1], c(n))
+    dq = torch.zeros_like(q)
+    for j in range(n - 1, -1, -1):
+        dq = dq * s + q
+        q = q * s + torch.where(big, coef[m + n + 1 + j], c(j))
     inverse_q = 1.0 / q.clamp_min(torch.finfo(coef.dtype).tiny)
-    power = ax ** (m - n)
-    if m % 2 == 1:
-        power = torch.where(x < 0, -power, power)
-    scale = torch.where(big, power, 1.0)
-    if derivatives and dp is None:
-        dp = torch.zeros_like(p)
-    return t, s, big, p, inverse_q, scale, dp, dq
+    negative = x < 0
+
+    def signed(k: int) -> Tensor:  # a_k sign^k
+        return torch.where(negative, -coef[k], coef[k]) if k % 2 else coef[k]
+
+    a = torch.where(m >= d, signed(m), 0.0)
+    da = torch.zeros_like(a)
+    for k in range(m - 1, -1, -1):
+        take = k >= d
+        da = torch.where(take, da * ax + a, da)
+        a = torch.where(take, a * ax + signed(k), a)
+    b = db = torch.zeros_like(a)
+    for k in range(n):  # only k < d <= n take part
+        take, coefficient = k < d, signed(k) if k <= m else 0.0
+        db = torch.where(take, db * s + b + coefficient, db)
+        b = torch.where(take, (b + coefficient) * s, b)
+    return x, ax, big, s, d, inverse_q, dq * inverse_q, negative, a, da, b, db
 
 
 # The kernels take the weights, not a table built from them: building it inside costs nothing there, where eager
@@ -94,8 +91,8 @@ def _safe_terms(x: Tensor, coef: Tensor, m: int, n: int, derivatives: bool):
 def _rational_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, m: int, n: int) -> Tensor:
     """F(x) in x's dtype for ``x`` (R, groups, C/groups)."""
     coef = _coefficient_table(weight_numerator, weight_denominator, x)
-    _, _, _, p, inverse_q, scale, _, _ = _safe_terms(x, coef, m, n, derivatives=False)
-    return (scale * p * inverse_q).to(x.dtype)
+    _, _, _, _, _, inverse_q, _, _, a, _, b, _ = _safe_parts(x, coef, m, n)
+    return ((a + b) * inverse_q).to(x.dtype)
 
 
 def _rational_backward(
@@ -103,17 +100,38 @@ def _rational_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The gradients of x and of both weights (each in its dtype), for ``x`` and ``grad`` (R, groups, C/groups)."""
     coef = _coefficient_table(weight_numerator, weight_denominator, x)
-    t, s, big, p, inverse_q, scale, dp, dq = _safe_terms(x, coef, m, n, derivatives=True)
+    x_, ax, big, s, d, inverse_q, slope, negative, a, da, b, db = _safe_parts(x, coef, m, n)
     g = grad.to(coef.dtype)
-    r = p * inverse_q
-    dr = (dp - torch.sign(t) * r * dq) * inverse_q  # R'(t)
-    gx = g * torch.where(big, scale * t * ((m - n) * r - t * dr), dr)
-    u = g * scale * inverse_q  # dF/dA_k = u t^k
-    v = -(u * r)  # dF/dC_i = v s^i
-    powers_t, powers_s = _powers(t, max(m, n)), _powers(s, max(m, n))
-    terms = [u * torch.where(big, powers_t[m - k], powers_t[k]) for k in range(m + 1)]
-    terms += [v * torch.where(big, powers_s[n - i], powers_s[i]) for i in range(1, n + 1)]
-    return (gx.to(x.dtype), *_coefficient_gradients(_sums_per_group(terms), weight_numerator, weight_denominator))
+    f = (a + b) * inverse_q
+    sign = torch.where(negative, -1.0, 1.0)
+    # |x| <= 1: P'/Q - sign(x) F Q'/Q. Above: s (|x| dA/d|x| - s dB/ds) / D + F s^2 D'/D with s |x| = 1, without
+    # the cancellation of P'/Q against F Q'/Q (equal leading terms) and without overflowing |x| dA/d|x|.
+    small = inverse_q * sign * da - torch.sign(x_) * f * slope
+    large = sign * (inverse_q * (da - s * s * db) + f * s * s * slope)
+    gx = g * torch.where(big, large, small)
+    # g T_k and -g F T_i, T_k = |x|^k / Q = |x|^(k - d) / D: from T_d one factor of s (down) or |x| (up) at a time
+    numerator_terms, denominator_terms = [None] * (m + 1), [None] * (n + 1)
+    start, start_f = g * inverse_q, -(g * f * inverse_q)
+    v, w = start, start_f
+    for k in range(n - 1, -1, -1):
+        below = k < d
+        v, w = torch.where(below, v * s, v), torch.where(below, w * s, w)
+        if k <= m:
+            numerator_terms[k] = v
+        denominator_terms[k] = w
+    v, w = start, start_f
+    for k in range(max(m, n) + 1):
+        if k > 0:
+            up = k > d
+            v, w = torch.where(up, v * ax, v), torch.where(up, w * ax, w)
+        if k <= m:
+            numerator_terms[k] = torch.where(k >= d, v, numerator_terms[k]) if k < n else v
+        if k <= n:
+            denominator_terms[k] = torch.where(k >= d, w, denominator_terms[k]) if k < n else w
+    numerator_terms[1::2] = [sign * t for t in numerator_terms[1::2]]
+    denominator_terms = denominator_terms[1:]
+    per_group = _sums_per_group(numerator_terms + denominator_terms)
+    return (gx.to(x.dtype), *_coefficient_gradients(per_group, weight_numerator, weight_denominator))
 
 
 def _powers(t: Tensor, k: int) -> list[Tensor]:
@@ -137,7 +155,9 @@ def _coefficient_gradients(per_group: Tensor, weight_numerator: Tensor, weight_d
     grad_numerator = per_group[: m + 1].t()
     if weight_numerator.shape[0] == 1:
         grad_numerator = grad_numerator.sum(0, keepdim=True)
-    grad_denominator = per_group[m + 1 :].t() * torch.sign(weight_denominator).to(per_group.dtype)
+    # an exact zero b_i gets 0 (sign(0) = 0), also where its sum of terms overflowed (0 * inf would be NaN)
+    sign = torch.sign(weight_denominator).to(per_group.dtype)
+    grad_denominator = torch.where(sign == 0, 0.0, per_group[m + 1 :].t() * sign)
     # contiguous, as the custom op's fake implementation says (they are tiny)
     return (
         grad_numerator.to(weight_numerator.dtype).contiguous(),
@@ -184,7 +204,7 @@ def _direct_forward(x: Tensor, weight_numerator: Tensor, weight_denominator: Ten
     would make inductor write both to memory for a second loop; this check reads only x.)"""
     coef = _coefficient_table(weight_numerator, weight_denominator, x)
     _, ax, p, _, q, _ = _direct_polynomials(x, coef, m, n)
-    sums = torch.stack([coef[: m + 1].abs().sum(0), 1.0 + coef[m + 1 :].sum(0)])
+    sums = torch.stack([coef[: m + 1].abs().sum(0), 1.0 + coef[m + 1 : m + 1 + n].sum(0)])
     large = ~(sums <= 1.0 / torch.finfo(coef.dtype).eps).all()  # NaN coefficients too
     # a NaN in x makes the max NaN and the check fail: the other elements might be beyond the limit
     return (p / q).to(x.dtype), large | ~(ax.amax() <= _direct_limit(coef.dtype, m, n))
@@ -288,8 +308,6 @@ class _GroupRational(torch.autograd.Function):
         groups = ctx.groups
         if not torch.compiler.is_compiling() and (torch.is_grad_enabled() or plain_ops_required(grad)):
             # create_graph (double backward) or batched gradients: autograd of the reference ops
-            from kanvision.layers.rational import group_rational_pytorch
-
             inputs = [t if t.requires_grad else t.detach().requires_grad_() for t in ctx.saved_tensors]
             with torch.enable_grad():
                 out = group_rational_pytorch(*inputs, groups)
@@ -316,22 +334,7 @@ def group_rational_fused(x: Tensor, weight_numerator: Tensor, weight_denominator
     half-precision inputs (also under autocast) and in float64 for float64 ones. Forward-mode AD, functorch
     transforms and traced graphs get the reference ops.
     """
-    from kanvision.layers.rational import group_rational_pytorch
-
     if not x.is_floating_point() or plain_ops_required():
         return group_rational_pytorch(x, weight_numerator, weight_denominator, groups)
     check_arguments(x, weight_numerator, weight_denominator, groups)
     return _GroupRational.apply(x, weight_numerator, weight_denominator, groups)
-
-
-def check_arguments(x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> None:
-    """The shape checks of both group rational paths (ValueError naming the bad shape)."""
-    channels = x.shape[-1] if x.dim() else 0
-    if x.dim() == 0 or channels % groups != 0:
-        raise ValueError(f"channel count {channels} is not divisible by groups={groups}")
-    if weight_denominator.dim() != 2 or weight_denominator.shape[0] != groups or weight_denominator.shape[1] < 1:
-        raise ValueError(
-            f"weight_denominator must be (groups={groups}, n) with n >= 1, got {tuple(weight_denominator.shape)}"
-        )
-    if weight_numerator.dim() != 2 or weight_numerator.shape[0] not in (1, groups):
-        raise ValueError(f"weight_numerator must be (1, m+1) or ({groups}, m+1), got {tuple(weight_numerator.shape)}")

@@ -287,12 +287,15 @@ def test_unusual_layouts_match_the_reference(compiled_calls, make):
     assert compiled_calls == KERNELS
 
 
-def test_non_finite_inputs_give_nan(compiled_calls):
+def test_non_finite_inputs_give_nan_and_infinite_ones_the_border_value(compiled_calls):
+    """NaN stays NaN; +-inf (and the largest finite values) get the B-splines' value far outside the grid, 0."""
     basis = create_basis("bspline")
     x = _x((4, 16, 24, 24)).detach()
-    x[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=x.dtype)
+    big = torch.finfo(x.dtype).max
+    x[0, 0, 0, :5] = torch.tensor([float("nan"), float("inf"), -float("inf"), big, -big], dtype=x.dtype)
     y = basis(x.requires_grad_(), 2, None)
-    assert y[0, 0, :, 0, :3].isnan().all() and y[0, 0, :, 0, 3:].isfinite().all()
+    assert y[0, 0, :, 0, 0].isnan().all() and y[0, 0, :, 0, 1:].isfinite().all()
+    assert (y[0, 0, :, 0, 1:5] == 0).all()
     assert compiled_calls == [("_forward", True)]
 
 

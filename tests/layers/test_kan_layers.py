@@ -675,3 +675,103 @@ def test_border_zero_needs_zero_padding():
         KANConv2d(2, 2, 3, padding=1, padding_mode="reflect", border="zero")
     with pytest.raises(ValueError, match="border must be 'function'"):
         KANConv2d(2, 2, 3, border="zeros")
+
+
+@pytest.mark.parametrize("layer_type", ["linear", "shared_conv"])
+def test_basis_kwargs_must_be_a_mapping(layer_type):
+    from kanvision.layers import SharedKANConv2d
+
+    with pytest.raises(TypeError, match=r"basis_kwargs must be a mapping .* got 'degree=3'"):
+        if layer_type == "linear":
+            KANLinear(2, 2, basis="chebyshev", basis_kwargs="degree=3")
+        else:
+            SharedKANConv2d(2, 2, 3, basis="chebyshev", basis_kwargs="degree=3")
+    assert KANLinear(2, 2, basis="chebyshev", basis_kwargs={"degree": 5}).basis.degree == 5
+
+
+def test_update_grid_argument_checks():
+    layer = KANLinear(2, 2, basis="bspline")
+    weight = layer.weight.detach().clone()
+    x = torch.randn(16, 2) * 3
+    for kwargs, match in [
+        (dict(keep_size="false"), "keep_size must be True or False, got 'false'"),
+        (dict(max_samples=0), r"max_samples must be an integer >= 1, got 0"),
+        (dict(max_intervals=10**9), r"max_intervals must be an integer in \[1, 4096\]"),
+        (dict(margin=float("nan")), "margin must be a finite number >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            layer.update_grid(x, **kwargs)
+    assert torch.equal(layer.weight, weight) and layer.basis.grid_range == (-1.0, 1.0)  # nothing changed
+
+
+@pytest.mark.parametrize("max_samples", [1, 5, 100000])
+def test_update_grid_reports_the_change_on_all_samples(max_samples):
+    """With one input and no base branch or bias, each output is one edge function: the returned change must be the
+    relative L2 change of the outputs on every sample, measured here in float64, whatever the fit's subsample."""
+    torch.manual_seed(0)
+    layer = KANLinear(1, 3, basis="bspline", base_activation=None, bias=False).double()
+    with torch.no_grad():
+        layer.weight.normal_()
+    x = torch.randn(3000, 1, dtype=torch.float64) * 2
+    before = layer(x).detach()
+    change = layer.update_grid(x, keep_size=True, max_samples=max_samples)
+    true_change = ((layer(x).detach() - before).norm() / before.norm()).item()
+    assert true_change > 1e-3  # the refit does change the function
+    assert change == pytest.approx(true_change, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "grid", [[float("nan"), 1.0, 5.0], [1.0, -1.0, 5.0], [-1.0, 1.0, 0.0], [-1.0, 1.0, 1e9], [-1.0, 1.0, 2.5]]
+)
+@pytest.mark.parametrize("layer_type", ["linear", "conv"])
+def test_a_broken_grid_in_a_state_dict_is_refused_naming_the_key(grid, layer_type):
+    layer = KANLinear(2, 2, basis="bspline") if layer_type == "linear" else KANConv2d(2, 2, 3, basis="bspline")
+    state = layer.state_dict()
+    state["basis.grid"] = torch.tensor(grid, dtype=torch.float64)
+    fresh = copy.deepcopy(layer)
+    with pytest.raises(ValueError, match=r"state dict entry 'basis.grid' must be \(low, high, intervals\)"):
+        fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.state_dict(), layer.state_dict())  # nothing half-loaded
+    basis = create_basis("rbf")
+    with pytest.raises(ValueError, match=r"state dict entry 'grid'"):
+        basis.load_state_dict({"grid": torch.tensor(grid, dtype=torch.float64)})
+
+
+@pytest.mark.parametrize(
+    ("basis", "kwargs", "match"),
+    [
+        ("bspline", dict(grid_size=0), r"grid_size must be an integer in \[1, 4096\], got 0"),
+        ("bspline", dict(grid_size=10**9), r"grid_size must be an integer in \[1, 4096\], got 1000000000"),
+        ("bspline", dict(spline_order=100), r"spline_order must be an integer in \[1, 16\]"),
+        ("rbf", dict(num_centers=10**9), r"num_centers must be an integer in \[2, 4097\]"),
+        ("relu", dict(grid_size=10**9), r"grid_size must be an integer in \[1, 4096\]"),
+        ("chebyshev", dict(degree=10**6), r"degree must be an integer in \[0, 256\]"),
+        ("fourier", dict(num_frequencies=10**9), r"num_frequencies must be an integer in \[1, 4096\]"),
+    ],
+)
+def test_size_arguments_have_a_sane_range(basis, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        KANLinear(2, 2, basis=basis, basis_kwargs=kwargs)
+
+
+@pytest.mark.parametrize("name", ["bspline", "rbf"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_grid_bases_without_base_branch_are_finite_for_huge_and_infinite_inputs(name, dtype):
+    """Far outside the grid every function is 0 (documented as the value at +-inf too): the layer gives its bias
+    there, with zero x-gradient, for 3e38, the largest finite value and +-inf."""
+    torch.manual_seed(0)
+    layer = KANLinear(2, 3, basis=name, base_activation=None).to(dtype)
+    big = torch.finfo(dtype).max
+    x = torch.tensor([[3e38, -3e38], [big, -big], [float("inf"), -float("inf")], [0.3, -0.2]], dtype=dtype)
+    x.requires_grad_(True)
+    y = layer(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+    bias = layer.bias.detach().expand(3, -1)
+    assert torch.equal(y[:3].detach(), bias) and torch.equal(x.grad[:3], torch.zeros(3, 2, dtype=dtype))
+    # finite inputs keep their values: the float64 reference far inside agrees
+    far = torch.tensor([[1e30, 0.3]], dtype=torch.float64)
+    ref = layer.double()(far)
+    assert torch.isfinite(ref).all()
+    nan = layer(torch.tensor([[float("nan"), 0.0]], dtype=torch.float64))
+    assert torch.isnan(nan).all()  # NaN stays NaN

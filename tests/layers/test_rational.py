@@ -293,3 +293,104 @@ def test_integer_input_is_refused():
 def test_argument_types_are_checked(kwargs, match):
     with pytest.raises(TypeError, match=match):
         GroupRational(**kwargs)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("which", ["numerator", "denominator"])
+def test_non_finite_init_coefficients_are_refused(value, which):
+    numerator, denominator = [0.0, 1.0, 0.5], [0.1, 0.2]
+    (numerator if which == "numerator" else denominator)[1] = value
+    with pytest.raises(ValueError, match=f"init's {which} coefficients must be finite"):
+        GroupRational(8, groups=2, order=(2, 2), init=(numerator, denominator))
+
+
+@pytest.mark.parametrize("channel_dim", ["x", 1.5, None, True])
+def test_channel_dim_must_be_an_int(channel_dim):
+    with pytest.raises(TypeError, match=f"channel_dim must be an int .* got {channel_dim!r}"):
+        GroupRational(8, channel_dim=channel_dim)
+
+
+def test_channel_dim_out_of_range_names_it():
+    with pytest.raises(ValueError, match=r"channel_dim=3 \(valid for this input: -2\.\.1\)"):
+        GroupRational(8, channel_dim=3)(torch.randn(2, 8))
+
+
+def exact_rational(x: float, a: list[float], b: list[float]) -> tuple[float, float, list[float], list[float], float]:
+    """F(x), dF/dx, dF/da_k, dF/db_i in exact rational arithmetic, rounded to float64 (+-inf beyond its range), and
+    the size of the terms that P'/Q - sign(x) F Q'/Q cancels (dF/dx's rounding error scales with it)."""
+    from fractions import Fraction
+
+    def rounded(value: Fraction) -> float:
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+
+    X, A = Fraction(x), [Fraction(v) for v in a]
+    C = [Fraction(1)] + [abs(Fraction(v)) for v in b]
+    sign = (X > 0) - (X < 0)
+    p = sum(ak * X**k for k, ak in enumerate(A))
+    dp = sum(k * ak * X ** (k - 1) for k, ak in enumerate(A) if k > 0)
+    q = sum(ci * abs(X) ** i for i, ci in enumerate(C))
+    dq = sum(i * ci * abs(X) ** (i - 1) for i, ci in enumerate(C) if i > 0)
+    f = p / q
+    grad_a = [rounded(X**k / q) for k in range(len(A))]
+    grad_b = [rounded(-f * abs(X) ** i / q * ((v > 0) - (v < 0))) for i, v in enumerate(b, 1)]
+    terms = sum(abs(k * ak * X ** (k - 1)) for k, ak in enumerate(A) if k > 0) + abs(f) * dq
+    return rounded(f), rounded((dp - sign * f * dq) / q), grad_a, grad_b, rounded(terms / q)
+
+
+ORDERS_AND_INITS = [
+    ((5, 4), "identity"),
+    ((5, 4), "random"),
+    ((12, 1), "identity"),
+    ((12, 1), "random"),
+    ((1, 2), "identity"),
+    ((3, 6), "random"),
+    ((7, 7), "random"),
+    ((4, 3), "top denominator coefficients 0"),
+]
+
+
+@pytest.mark.parametrize(("order", "init"), ORDERS_AND_INITS)
+def test_every_order_is_finite_and_exact_in_float32_up_to_1e30(order, init):
+    """Each of 22 inputs |x| in [0, 1e30] gets its own group (own denominator, own numerator), so that the
+    coefficient gradients are per input; values and all gradients in float32 against exact rational arithmetic
+    wherever that is within float32's range (beyond it the result overflows). x^12 alone overflows float32 from
+    |x| ~ 1.6e3."""
+    magnitudes = [0.0, 1e-3, 0.5, 1.0, 1.5, 10.0, 1e3, 1e6, 1e12, 1e20, 1e30]
+    values = [v for m in magnitudes for v in (m, -m)]
+    groups = len(values)
+    m, n = order
+    layer = GroupRational(groups, groups=groups, order=order, share_numerator=False)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        if init != "identity":
+            layer.weight_numerator.copy_(torch.randn(groups, m + 1, generator=generator))
+            layer.weight_denominator.copy_(torch.randn(groups, n, generator=generator))
+        if init == "top denominator coefficients 0":  # the effective denominator degree is 1, not n
+            layer.weight_denominator[:, 1:] = 0.0
+    x = torch.tensor(values).view(1, groups).requires_grad_()
+    y = layer(x)
+    y.sum().backward()
+    a, b = layer.weight_numerator.detach().tolist(), layer.weight_denominator.detach().tolist()
+    exact = [exact_rational(v, a[g], b[g]) for g, v in enumerate(values)]
+    want = {
+        "F": torch.tensor([e[0] for e in exact], dtype=torch.float64),
+        "dF/dx": torch.tensor([e[1] for e in exact], dtype=torch.float64),
+        "dF/da": torch.tensor([e[2] for e in exact], dtype=torch.float64),
+        "dF/db": torch.tensor([e[3] for e in exact], dtype=torch.float64),
+    }
+    got = {"F": y[0], "dF/dx": x.grad[0], "dF/da": layer.weight_numerator.grad, "dF/db": layer.weight_denominator.grad}
+    float32_max = torch.finfo(torch.float32).max
+    for name, expected in want.items():
+        actual = got[name].double()
+        representable = expected.abs() < float32_max / 2
+        assert representable[:, ..., 0].sum() if expected.dim() > 1 else representable.sum()
+        assert torch.isfinite(actual[representable]).all(), name
+        # the rounding of float32 cancellations in dF/dx for |x| <= 1; beyond, the evaluation has none
+        cancelled = [
+            e[4] * 1e-6 if abs(v) <= 1 and name == "dF/dx" else 0.0 for e, v in zip(exact, values, strict=True)
+        ]
+        atol = torch.tensor(cancelled, dtype=torch.float64).view(-1, *[1] * (expected.dim() - 1)).clamp_min(1e-30)
+        assert ((actual - expected).abs() <= 2e-5 * expected.abs() + atol)[representable].all(), name

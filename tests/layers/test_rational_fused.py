@@ -256,3 +256,30 @@ def test_custom_ops_agree_with_their_fake_implementations(rows, shared):
     grad = torch.randn_like(x)
     torch.library.opcheck(_forward_op, (x, a, b), test_utils=("test_schema", "test_faketensor"))
     torch.library.opcheck(_backward_op, (x, grad, a, b), test_utils=("test_schema", "test_faketensor"))
+
+
+def test_rational_modules_import_each_other_in_one_direction_and_kernels_import_no_layers():
+    """rational.py imports rational_fused.py, never the reverse (also not lazily inside a function); both get the
+    reference formula from kanvision.kernels, and no kernels module imports kanvision.layers."""
+    import ast
+    from pathlib import Path
+
+    import kanvision
+
+    root = Path(kanvision.__file__).parent
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+        return names
+
+    assert "kanvision.layers.rational_fused" in imported(root / "layers" / "rational.py")
+    assert not any(
+        name.startswith("kanvision.layers.rational") for name in imported(root / "layers" / "rational_fused.py")
+    )
+    for path in (root / "kernels").glob("*.py"):
+        assert not any(name.startswith("kanvision.layers") for name in imported(path)), path.name
