@@ -29,8 +29,7 @@ KNOWN_UPWARD = {
 }
 # Module-level imports that cross upwards.
 KNOWN_MODULE_LEVEL: set[tuple[str, str]] = set()
-# layers/rational.py <-> layers/rational_fused.py (function-level imports both ways) is being fixed separately.
-KNOWN_CYCLES = {frozenset({"kanvision.layers.rational", "kanvision.layers.rational_fused"})}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _module_name(path: Path) -> str:
