@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml | $(PY)
 train: $(STAMP)
 	$(PY) -m kanvision.train experiment=digits_kan
 
+# one worker per core; a module's tests stay on one worker, so its module-scoped fixtures (trained runs) run once
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n auto --dist loadscope --durations=15
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadscope --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kanvision tests scripts benchmarks

@@ -4,8 +4,26 @@ import os
 # (timm and torch._dynamo import it), so it is set here, before any test module is collected.
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+SLOW_TIER = Path(__file__).with_name("slow_tier.txt")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests listed in ``slow_tier.txt`` slow; a listed id in a collected file that names no test fails."""
+    listed = {line.strip() for line in SLOW_TIER.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    collected = {item.nodeid for item in items}
+    files = {nodeid.split("::")[0] for nodeid in collected}
+    stale = sorted(n for n in listed if n.split("::")[0] in files and n not in collected)
+    if stale and not any("::" in arg for arg in config.args):  # a test id on the command line collects only it
+        raise pytest.UsageError(f"{SLOW_TIER.name} lists tests that do not exist: {stale}")
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
