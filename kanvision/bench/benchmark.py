@@ -42,6 +42,7 @@ import torch.nn.functional as F
 import kanvision  # noqa: F401  (registers the models)
 from kanvision.bench.throughput import _cpu_peak_rss_bytes, _reset_cpu_peak_rss, build_model, machine_info
 from kanvision.bench.zoo import kanvision_models
+from kanvision.utils.cli import non_negative_int, positive_int
 from kanvision.utils.flops import count_forward_flops
 
 __all__ = ["ZooRow", "baseline_for", "measure_pair", "run", "read_csv", "main"]
@@ -357,16 +358,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kanvision-bench", description=__doc__.splitlines()[0])
     parser.add_argument("patterns", nargs="*", default=["*"], help="fnmatch patterns of kanvision model names")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 2 on CPU, 64 on CUDA")
-    parser.add_argument("--img-size", type=int, default=None, help="default: each model's own input size")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (one step of each model)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: 2 on CPU, 64 on CUDA")
+    parser.add_argument("--img-size", type=positive_int, default=None, help="default: each model's own input size")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="alternating rounds (one step of each model)")
+    parser.add_argument("--warmup", type=non_negative_int, default=1)
     parser.add_argument("--amp", default=None, help="bf16, fp16 or none (default: none on CPU, bf16 on CUDA)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     quick_help = "64 px, 10 classes, batch 2, 1 round (a warm-up step only to compile): a smoke run"
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--no-baseline", action="store_true", help="measure the kanvision models alone")
-    parser.add_argument("--num-classes", type=int, default=None, help="default: each model's own")
+    parser.add_argument("--num-classes", type=positive_int, default=None, help="default: each model's own")
     parser.add_argument(
         "--out", "--out-dir", dest="out", type=Path, default=Path("."), metavar="DIR",
         help="folder for the CSV and JSON (default: the current directory)",

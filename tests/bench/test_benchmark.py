@@ -194,3 +194,21 @@ def test_command_writes_only_into_the_current_directory_or_out(tmp_path, monkeyp
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == written
     after = {p: p.stat().st_mtime_ns for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
+        (["--img-size", "-8"], "argument --img-size: must be an integer >= 1, got -8"),
+        (["--rounds", "0"], "argument --rounds: must be an integer >= 1, got 0"),
+        (["--warmup", "-1"], "argument --warmup: must be an integer >= 0, got -1"),
+        (["--num-classes", "x"], "argument --num-classes: invalid positive_int value: 'x'"),
+    ],
+)
+def test_bad_sizes_are_usage_errors_naming_the_option(args, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["kan_cnn_tiny", "--out", str(tmp_path), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written
