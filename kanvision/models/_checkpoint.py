@@ -11,6 +11,7 @@ Needs no Lightning: a ``.ckpt`` is read as the plain dict Lightning wrote; ``kan
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import zipfile
@@ -37,6 +38,12 @@ __all__ = [
 ]
 
 _META_KEY = "kanvision"
+
+log = logging.getLogger(__name__)
+
+# create_model arguments that only matter when the network is first built (weights to start from); a checkpoint
+# holds the trained weights, so rebuilding from it must not fetch them again (nor read a file it names).
+INIT_ONLY_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict")
 
 
 class CheckpointError(RuntimeError):
@@ -180,8 +187,10 @@ def check_metadata(meta: Any, source: str, key: str = _META_KEY) -> dict[str, An
 
     if not isinstance(meta, Mapping):
         raise ValueError(f"{source}: {key} must be a mapping, got a {type(meta).__name__}")
-    meta = {name: check_file_config(value, source, f"{key}.{name}", allow_targets=name == "data")
-            for name, value in meta.items()}  # fmt: skip
+    meta = {
+        name: check_file_config(value, source, f"{key}.{name}", allow_targets="datamodule" if name == "data" else False)
+        for name, value in meta.items()
+    }
     for name, kinds, what in (
         ("model_name", str, "a model name"),
         ("model_kwargs", (dict, type(None)), "a mapping of timm.create_model arguments"),
@@ -191,6 +200,8 @@ def check_metadata(meta: Any, source: str, key: str = _META_KEY) -> dict[str, An
     ):
         if name in meta and not isinstance(meta[name], kinds):
             raise ValueError(f"{source}: {key}.{name} must be {what}, got {meta[name]!r}")
+    if meta.get("model_kwargs"):
+        meta["model_kwargs"] = drop_init_only(meta["model_kwargs"], source, f"{key}.model_kwargs")
     for name in ("num_classes", "in_chans"):
         value = (meta.get("model_kwargs") or {}).get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -217,13 +228,23 @@ def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike, source: 
     return check_metadata(meta, source)
 
 
+def drop_init_only(kwargs: Mapping[str, Any], source: str, key: str) -> dict[str, Any]:
+    """``kwargs`` (stored ``timm.create_model`` arguments) without :data:`INIT_ONLY_KWARGS` (logged): the network is
+    rebuilt from the file's weights, never from the weights or file those arguments name."""
+    dropped = sorted(k for k in kwargs if k in INIT_ONLY_KWARGS)
+    if dropped:
+        log.info("%s: ignoring %s.%s (the network is rebuilt from the file's weights)", source, key, dropped)
+    return {k: v for k, v in kwargs.items() if k not in INIT_ONLY_KWARGS}
+
+
 # hyper-parameters whose configs are Hydra targets (built when training starts); every other one is plain data
-_TARGET_HPARAMS = ("optimizer", "scheduler")
+_TARGET_HPARAMS = {"optimizer": "optimizer", "scheduler": "scheduler"}
 
 
 def checkpoint_hparams(checkpoint: dict[str, Any], source: str | None = None) -> dict[str, Any]:
     """The checkpoint's ``hyper_parameters`` (ImageClassifier's arguments) as plain Python once checked: the optimizer
-    and scheduler may name torch/timm optimizers and schedulers and kanvision's schedules, nothing else names code."""
+    and scheduler may name torch/timm optimizers and schedulers and kanvision's schedules (at their top level only),
+    nothing else names code. :data:`INIT_ONLY_KWARGS` are dropped from ``kwargs``."""
     from kanvision.utils.safe_config import check_file_config
 
     source = _source_of(checkpoint, source)
@@ -232,10 +253,12 @@ def checkpoint_hparams(checkpoint: dict[str, Any], source: str | None = None) ->
         raise ValueError(f"{source} has no ImageClassifier hyper_parameters; it was not written by kanvision-train")
     checked = {}
     for name, value in hparams.items():
-        allow = name in _TARGET_HPARAMS
+        allow = _TARGET_HPARAMS.get(name, False)
         checked[name] = check_file_config(value, source, f"hyper_parameters.{name}", allow_targets=allow)
     if not isinstance(checked["name"], str):
         raise ValueError(f"{source}: hyper_parameters.name must be a model name, got {checked['name']!r}")
+    if isinstance(checked.get("kwargs"), Mapping):
+        checked["kwargs"] = drop_init_only(checked["kwargs"], source, "hyper_parameters.kwargs")
     return checked
 
 

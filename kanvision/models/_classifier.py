@@ -88,6 +88,9 @@ class ClassifierMixin:
         if prune_end:
             self._prune_layers_after(max_index)
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            # the maps after max_index are gone: forward_intermediates' default indices end there (timm's ViT
+            # trims self.blocks the same way)
+            self.feature_info = self.feature_info[: max_index + 1]
         if prune_head or prune_end:
             self._prune_head()
         return take
@@ -103,7 +106,21 @@ class ClassifierMixin:
 
 
 def _take_indices(count: int, indices: int | list[int] | tuple[int, ...] | None) -> tuple[list[int], int]:
-    """timm's ``feature_take_indices`` (absolute indices, the largest), its out-of-range assertion a ValueError."""
+    """timm's ``feature_take_indices`` (absolute indices, the largest), with its range checked here first: timm's
+    check is an assertion (gone under ``python -O``) and takes ``True`` as 1."""
+    if isinstance(indices, bool) or not (indices is None or isinstance(indices, (int, list, tuple))):
+        raise ValueError(
+            f"indices={indices!r}: expected an int 1..{count} (the last n), a list of ints or None "
+            f"({count} feature maps)"
+        )
+    if isinstance(indices, int) and not 0 < indices <= count:
+        raise ValueError(f"indices={indices!r}: last-n ({indices}) is out of range (1 to {count})")
+    for i in indices if isinstance(indices, (list, tuple)) else ():
+        if isinstance(i, bool) or not isinstance(i, int) or not -count <= i < count:
+            raise ValueError(
+                f"indices={indices!r}: feature index {i!r} is out of range (0 to {count - 1}) (negative ints "
+                f"count from the end, down to -{count})"
+            )
     try:
         return feature_take_indices(count, indices)
     except AssertionError as error:

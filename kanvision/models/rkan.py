@@ -470,6 +470,8 @@ class ResidualKANNet(ClassifierMixin, nn.Module):
             self._stages, self._post = self._stages[:max_index], ()
             self.stages = tuple(s for s in self.stages if s <= max_index)
             self.backbone.num_features = self.backbone.head_hidden_size = self._map_channels[max_index]
+            # forward_intermediates' default indices end at the last map kept
+            self._map_channels = self._map_channels[: max_index + 1]
         if prune_head or prune_end:
             self.backbone.reset_classifier(0, "")
         return take

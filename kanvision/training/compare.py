@@ -142,14 +142,13 @@ def model_family(name: str) -> str:
 
 
 def _safetensors_metadata(path: Path) -> dict[str, Any] | None:
+    """The checked ``kanvision`` metadata of the run's ``model.safetensors`` (else ``model_ema.safetensors``), None
+    without either file; ValueError (naming the file) for one that cannot be read or holds bad metadata."""
+    from kanvision.models._checkpoint import _safetensors_metadata as read_metadata
+
     for name in ("model.safetensors", "model_ema.safetensors"):
         if (path / name).is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path / name), framework="pt") as f:
-                meta = (f.metadata() or {}).get("kanvision")
-            if meta:
-                return json.loads(meta)
+            return read_metadata(path / name)[0]
     return None
 
 
@@ -180,9 +179,15 @@ def _num_params(path: Path, metrics: dict[str, Any], cfg: DictConfig | None, mod
     try:
         meta = _safetensors_metadata(path)
         if meta:
-            return _count_params_on_meta(meta["model_name"], dict(meta["model_kwargs"]))
+            return _count_params_on_meta(meta["model_name"], dict(meta.get("model_kwargs") or {}))
         if cfg is not None and model:
-            kwargs = dict(OmegaConf.to_container(cfg.model.kwargs, resolve=True) if "kwargs" in cfg.model else {})
+            from kanvision.utils.safe_config import check_file_config
+
+            kwargs = _select(cfg, "model.kwargs")
+            kwargs = OmegaConf.to_container(kwargs, resolve=True) if kwargs is not None else {}
+            # the run's config file is data: its model kwargs go to timm.create_model, so they may name no code
+            source = f"run config {path / '.hydra' / 'config.yaml'}"
+            kwargs = dict(check_file_config(kwargs, source, "model.kwargs", allow_targets=False))
             num_classes = _num_classes_from_config(cfg)
             if num_classes:
                 kwargs["num_classes"] = num_classes
@@ -206,8 +211,12 @@ def _dataset(cfg: DictConfig | None, hydra_cfg: DictConfig | None) -> str:
 
 
 def _img_size(path: Path, cfg: DictConfig | None, model: str) -> int | None:
-    meta = _safetensors_metadata(path)
-    size = (meta or {}).get("data_config", {}).get("img_size") or _select(cfg, "data.img_size")
+    try:
+        meta = _safetensors_metadata(path)
+    except ValueError as exc:  # a report with a gap beats no report: the run's config may still give the size
+        log.warning("%s: could not read the model's metadata (%s)", path, exc)
+        meta = None
+    size = ((meta or {}).get("data_config") or {}).get("img_size") or _select(cfg, "data.img_size")
     if size is None and model:
         import timm
 

@@ -30,6 +30,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 import kanvision  # noqa: F401  (registers kanvision's models with timm)
+from kanvision.models._checkpoint import INIT_ONLY_KWARGS  # initial-weight arguments, never stored or rebuilt from
 from kanvision.training.optim import (
     create_optimizer,
     create_scheduler,
@@ -45,9 +46,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ImageClassifier"]
 
-# create_model arguments that only matter when the network is first built (weights to start from); a
-# checkpoint holds the trained weights, so rebuilding from it must not fetch them again.
-INIT_ONLY_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict")
 
 _DEFAULT_OPTIMIZER = {
     "_target_": "timm.optim.create_optimizer_v2",
@@ -424,7 +422,9 @@ class ImageClassifier(L.LightningModule):
         The file is read with ``torch.load(weights_only=True)``; its hyper-parameters and ``kanvision`` entry must pass
         :func:`~kanvision.utils.safe_config.check_file_config` (only the optimizer and scheduler, and the stored
         data config, may name code, and only torch/timm/kanvision optimizers, schedulers and DataModules) before
-        anything is built. ``overrides`` replace hyper-parameters (e.g. ``compile=False``).
+        anything is built. Stored initial-weight arguments (``kwargs.pretrained``, ``checkpoint_path``, ...; see
+        ``INIT_ONLY_KWARGS``) are dropped: the network is rebuilt from the file's weights. ``overrides`` replace
+        hyper-parameters (e.g. ``compile=False``).
         """
         from kanvision.training.checkpoint import (
             check_state_dict,
@@ -436,7 +436,7 @@ class ImageClassifier(L.LightningModule):
         source = f"checkpoint {os.fspath(path)}"
         checkpoint = read_checkpoint(path)
         checkpoint_metadata(checkpoint, source)  # before anything is built (on_load_checkpoint uses it)
-        hparams = checkpoint_hparams(checkpoint, source)
+        hparams = checkpoint_hparams(checkpoint, source)  # kwargs without INIT_ONLY_KWARGS
         unknown = sorted(set(overrides) - set(inspect.signature(cls.__init__).parameters))
         if unknown:
             raise TypeError(f"ImageClassifier.from_checkpoint: unknown hyper-parameters {unknown}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kanvision.training.checkpoint import checkpoint_hparams, read_checkpoint
+from kanvision.training.checkpoint import check_metadata, checkpoint_hparams, read_checkpoint
 from kanvision.training.validate import ConfigError
 from kanvision.utils.safe_config import check_file_config
 
@@ -30,6 +30,8 @@ _MODEL_KEYS = (
     "label_smoothing", "mixup", "ema", "compile", "grad_checkpointing", "channels_last",
 )  # fmt: skip
 _IMAGE_CLASSIFIER = "kanvision.training.module.ImageClassifier"
+# the recorded model keys that name code (see check_file_config); the rest are data
+_TARGET_KEYS = {"optimizer": "optimizer", "scheduler": "scheduler"}
 
 
 def command_line_keys() -> list[str] | None:
@@ -57,9 +59,11 @@ def config_from_checkpoint(cfg: DictConfig, ckpt_path: str, keys: list[str] | No
     """
     checkpoint = read_checkpoint(ckpt_path)
     source = f"checkpoint {ckpt_path}"
-    # checked whether or not the model comes from it: Lightning's fit reads the same file (on_load_checkpoint)
+    # checked whether or not the model comes from it: Lightning's fit reads the same file (on_load_checkpoint);
+    # the stored kwargs come without the initial-weight arguments (pretrained, checkpoint_path, ...)
     hparams = checkpoint_hparams(checkpoint, source) if "hyper_parameters" in checkpoint else {}
-    name = hparams.get("name") or (checkpoint.get("kanvision") or {}).get("model_name")
+    meta = check_metadata(checkpoint["kanvision"], source) if checkpoint.get("kanvision") is not None else {}
+    name = hparams.get("name") or meta.get("model_name")
     if not name or OmegaConf.select(cfg, "model._target_", default=None) != _IMAGE_CLASSIFIER:
         return  # not written by kanvision-train's ImageClassifier: Lightning compares the weights itself
     model_chosen = keys is None or "experiment" in keys or "model" in keys or "model.name" in keys
@@ -73,12 +77,16 @@ def config_from_checkpoint(cfg: DictConfig, ckpt_path: str, keys: list[str] | No
         return
     with open_dict(cfg):
         if not model_chosen:
-            recorded = check_file_config({k: hparams[k] for k in _MODEL_KEYS if k in hparams}, source, "model")
+            recorded = {
+                k: check_file_config(hparams[k], source, f"model.{k}", allow_targets=_TARGET_KEYS.get(k, False))
+                for k in _MODEL_KEYS
+                if k in hparams
+            }
             cfg.model = _with_command_line(cfg, "model", {**_plain(cfg.model, "_"), **recorded}, keys)
             log.info("Model from %s: %s", source, name)
-        data = (checkpoint.get("kanvision") or {}).get("data")
+        data = meta.get("data")
         if data and "experiment" not in keys and "data" not in keys:
-            recorded = check_file_config(data, source, "kanvision.data")
+            recorded = check_file_config(data, source, "kanvision.data", allow_targets="datamodule")
             cfg.data = _with_command_line(cfg, "data", recorded, keys)
             log.info("Data from %s: %s", source, recorded.get("_target_"))
 

@@ -3,7 +3,8 @@
 A second ``kanvision-train`` given the same ``hydra.run.dir`` fails at once, naming the process that holds the
 directory, instead of overwriting its checkpoints and metrics. The lock file records ``pid``, ``host`` and the SLURM
 job id; the kernel drops the ``flock`` when its process dies (even by SIGKILL), so a lock file left by a dead
-process is taken over without any guessing. A requeued SLURM job (same job id, another host) takes over too.
+process is taken over without any guessing. A requeued SLURM job (same job id, a higher ``SLURM_RESTART_COUNT``)
+takes over too, with a new lock file.
 The other ranks of a multi-process run (``LOCAL_RANK``/``RANK`` > 0, set by Lightning's launcher and torchrun)
 write through rank 0 and take no lock.
 """
@@ -52,6 +53,12 @@ def _holder(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _restart_count(value: str) -> int | None:
+    """``SLURM_RESTART_COUNT`` as an int (``None`` if it is not a non-negative integer: then nothing is taken over)."""
+    value = value.strip() or "0"
+    return int(value) if value.isdigit() else None
+
+
 class RunDirLock:
     """Hold ``<run_dir>/.run.lock`` from :meth:`acquire` to :meth:`release` (also a context manager); a holder
     inside another holder of the same directory in this process holds nothing itself."""
@@ -79,8 +86,15 @@ class RunDirLock:
                         f"run directory {self.run_dir} is in use by process {holder.get('pid', '?')} on "
                         f"{holder.get('host', '?')} ({self.path}); give another hydra.run.dir, or wait for that run"
                     ) from None
-                log.warning("Taking over %s from the previous attempt of SLURM job %s", self.path, holder["slurm_job"])
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                log.warning(
+                    "Taking over %s from attempt %s of SLURM job %s",
+                    self.path,
+                    holder.get("slurm_restart", 0),
+                    holder["slurm_job"],
+                )
+                # the old holder may still hold its file: lock a new file (a new inode) at the path instead
+                self.path.unlink(missing_ok=True)
+                continue
             # the file may have been unlinked by its previous holder between our open and our lock: lock the file
             # that is at the path now
             try:
@@ -93,7 +107,12 @@ class RunDirLock:
         previous = _holder(self.path)
         if previous:
             log.info("Took over %s left by process %s on %s", self.path, previous.get("pid"), previous.get("host"))
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID")}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "slurm_restart": _restart_count(os.environ.get("SLURM_RESTART_COUNT", "0")),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
         self._fd = fd
@@ -102,17 +121,29 @@ class RunDirLock:
 
     @staticmethod
     def _same_slurm_job(holder: dict[str, Any]) -> bool:
-        """A requeued SLURM job (same job id, the old process gone with its node) may take its own directory back."""
+        """A requeued SLURM job (same job id, a higher ``SLURM_RESTART_COUNT`` than the holder's) may take its own
+        directory back; another step of the same attempt (same restart count) may not."""
         job = os.environ.get("SLURM_JOB_ID")
-        mine = (os.getpid(), socket.gethostname())
-        return bool(job) and holder.get("slurm_job") == job and (holder.get("pid"), holder.get("host")) != mine
+        if not job or holder.get("slurm_job") != job:
+            return False
+        mine = _restart_count(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        theirs = holder.get("slurm_restart", 0)
+        if mine is None or isinstance(theirs, bool) or not isinstance(theirs, int):
+            return False
+        return mine > theirs
 
     def release(self) -> None:
         if self._fd is None:
             return
         _HELD.discard(os.path.realpath(self.run_dir))
         try:
-            self.path.unlink(missing_ok=True)
+            # a requeued attempt may have taken the path over with a file of its own: leave that one in place
+            try:
+                ours = os.fstat(self._fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                ours = False
+            if ours:
+                self.path.unlink(missing_ok=True)
         finally:
             os.close(self._fd)  # closing drops the flock
             self._fd = None

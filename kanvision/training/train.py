@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kanvision.training.callbacks import MonitoredMetricCheck, ThroughputMeter, latest_checkpoint
-from kanvision.training.checkpoint import checkpoint_metadata, read_checkpoint, save_safetensors
+from kanvision.training.checkpoint import check_metadata, checkpoint_metadata, read_checkpoint, save_safetensors
 from kanvision.training.checkpoint_io import AtomicCheckpointIO, CheckpointError, check_checkpoint_file, check_writable
 from kanvision.training.resume import command_line_keys, config_from_checkpoint
 from kanvision.training.run_lock import RunDirLock, is_secondary_rank
@@ -80,7 +80,9 @@ def _requeue_checkpoint(output_dir: Path) -> str | None:
 
 def _resume_wandb(cfg: DictConfig, ckpt_path: str) -> None:
     """Continue the checkpoint's wandb run (its id is stored in the checkpoint) unless an id was given."""
-    run_id = (checkpoint_metadata(read_checkpoint(ckpt_path)) or {}).get("wandb_run_id")
+    # a checkpoint without a kanvision entry (another LightningModule's) resumes too; it just names no run
+    meta = read_checkpoint(ckpt_path).get("kanvision")
+    run_id = None if meta is None else check_metadata(meta, f"checkpoint {ckpt_path}").get("wandb_run_id")
     if not run_id or not cfg.get("logger"):
         return
     with open_dict(cfg):

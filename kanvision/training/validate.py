@@ -170,9 +170,12 @@ def _check_precision(cfg: DictConfig) -> list[str]:
     value = _select(cfg, "trainer.precision")
     if value is _MISSING or value is None:
         return []
-    # Lightning's own parsing (private: its public form is only reached inside Trainer(), after the model is built)
-    from lightning.fabric.connector import _convert_precision_to_unified_args
-
+    # Lightning's own parsing (private: its public form is only reached inside Trainer(), after the model is built);
+    # if a Lightning release moves it, the Trainer still checks the value (later) and test_validate.py says so
+    try:
+        from lightning.fabric.connector import _convert_precision_to_unified_args
+    except ImportError:
+        return []
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the Trainer repeats the advice on legacy names such as 16 or "bf16"

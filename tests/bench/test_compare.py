@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,60 @@ def test_plot_axes_plain_numbers_legend_per_kind_dataset_title(sizes):
         assert ax.get_xlabel() == "parameters (millions)"
     finally:
         plt.close(fig)
+
+
+def _safetensors(path, meta_text: str | None) -> None:
+    """A safetensors file as kanvision-export writes it: tensors and a JSON 'kanvision' metadata entry."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(
+        {"fc.weight": torch.zeros(4, 4)}, str(path), metadata=None if meta_text is None else {"kanvision": meta_text}
+    )
+
+
+def _one_run(out) -> dict:
+    return json.loads((out / "compare.json").read_text())["runs"][0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad json", "no metadata"])
+def test_a_run_with_a_broken_safetensors_file_still_gets_a_report(tmp_path, damage, caplog):
+    run = _fake_run(tmp_path / "runs" / "a", "kan_cnn_tiny", {"val/acc1": 0.5})
+    file = run / "model.safetensors"
+    meta = {"model_name": "kan_cnn_tiny", "model_kwargs": {"num_classes": 10}, "data_config": {"img_size": 8}}
+    _safetensors(file, {"bad json": "{not json", "no metadata": None}.get(damage, json.dumps(meta)))
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[:-10])
+    out = tmp_path / "report"
+    compare_main([str(tmp_path / "runs"), "--out", str(out)])
+    row = _one_run(out)
+    assert row["top1"] == pytest.approx(0.5)
+    assert row["img_size"] == 32  # the run's config, not the unreadable file
+    assert "model.safetensors" in caplog.text  # the warning names the file
+
+
+def test_img_size_comes_from_the_safetensors_metadata_and_null_data_config_falls_back(tmp_path):
+    meta = {"model_name": "kan_cnn_tiny", "model_kwargs": {"num_classes": 10, "in_chans": 3}}
+    for name, data_config in (("a", {"img_size": 8}), ("b", None)):
+        run = _fake_run(tmp_path / "runs" / name, "kan_cnn_tiny", {"val/acc1": 0.5})
+        _safetensors(run / "model.safetensors", json.dumps(meta | {"data_config": data_config}))
+    out = tmp_path / "report"
+    compare_main([str(tmp_path / "runs"), "--out", str(out)])
+    runs = {Path(r["path"]).name: r for r in json.loads((out / "compare.json").read_text())["runs"]}
+    assert runs["a"]["img_size"] == 8 and runs["b"]["img_size"] == 32
+    expected = sum(p.numel() for p in timm.create_model("kan_cnn_tiny", num_classes=10, in_chans=3).parameters())
+    assert runs["a"]["num_params"] == runs["b"]["num_params"] == expected
+
+
+def test_model_kwargs_in_a_run_config_may_name_no_code(tmp_path, monkeypatch, caplog):
+    from kanvision.training import compare
+
+    run = _fake_run(tmp_path / "runs" / "a", "kan_cnn_tiny", {"val/acc1": 0.5})
+    config = run / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("kwargs: {}", "kwargs:\n    act_layer:\n      _target_: os.system"))
+    built = []
+    monkeypatch.setattr(compare, "_count_params_on_meta", lambda *args: built.append(args) or 1)
+    out = tmp_path / "report"
+    compare_main([str(tmp_path / "runs"), "--out", str(out)])
+    assert built == [] and _one_run(out)["num_params"] is None
+    assert "_target_" in caplog.text and "config.yaml" in caplog.text

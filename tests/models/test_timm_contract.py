@@ -133,6 +133,11 @@ def test_pruning_removes_the_later_layers_and_the_head_as_timm_does(name, kwargs
         # the features end at the kept map and the head passes it through unpooled, as timm's ResNet after pruning
         torch.testing.assert_close(model(x), before[keep], rtol=0, atol=0)
         assert model.num_classes == 0 and model.num_features == before[keep].shape[1]
+        if name != "resnet18":  # timm's ResNet keeps its five (pruned: Identity) maps; kanvision's end at the kept one
+            after = model.forward_intermediates(x, intermediates_only=True)  # the default indices: every map left
+            assert len(after) == keep + 1
+            for got, want in zip(after, before[: keep + 1], strict=True):
+                torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("name", "kwargs", "shape"), PRUNE_CASES)
@@ -169,3 +174,16 @@ def test_out_of_range_indices_name_the_range():
         model.prune_intermediate_layers([5])
     with pytest.raises(ValueError, match=r"last-n \(4\) is out of range"):
         model.forward_intermediates(torch.randn(1, 1, 8, 8), indices=4)
+
+
+@pytest.mark.parametrize("indices", [True, False, [True], [0, False], 0, [-4], [1.0], "1"])
+def test_bools_and_other_non_indices_are_refused_before_timm(indices, monkeypatch):
+    """timm's check is an assertion (gone under ``python -O``) that takes True for 1: these fail here without it."""
+    from kanvision.models import _classifier
+
+    monkeypatch.setattr(_classifier, "feature_take_indices", lambda *a: ([2], 2))  # as timm's without its asserts
+    model = timm.create_model("kan_cnn_tiny")
+    with pytest.raises(ValueError, match=r"indices=.*(out of range|expected an int)"):
+        model.prune_intermediate_layers(indices)
+    with pytest.raises(ValueError, match=r"indices=.*(out of range|expected an int)"):
+        model.forward_intermediates(torch.randn(1, 1, 8, 8), indices=indices)

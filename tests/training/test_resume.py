@@ -70,3 +70,45 @@ def test_a_hostile_recorded_config_is_refused(make_cfg, run, tmp_path):
     torch.save(checkpoint, tmp_path / "hostile.ckpt")
     with pytest.raises(UnsafeConfigError, match="os.system"):
         train(make_cfg(f"ckpt_path={tmp_path / 'hostile.ckpt'}", output_dir=tmp_path / "other"))
+
+
+def _save(tmp_path, checkpoint, name="made.ckpt"):
+    path = tmp_path / name
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def test_the_recorded_model_comes_without_initial_weight_arguments(make_cfg, tmp_path):
+    from kanvision.training.resume import config_from_checkpoint
+
+    kwargs = {"pretrained": True, "pretrained_cfg_overlay": {"file": "/elsewhere.pth"}, "checkpoint_path": "/x.pth"}
+    hparams = {"name": "resnet18", "kwargs": {**kwargs, "drop_rate": 0.1}, "num_classes": 10, "in_chans": 3}
+    path = _save(tmp_path, {"hyper_parameters": hparams, "kanvision": {"model_name": "resnet18"}})
+    cfg = make_cfg()
+    config_from_checkpoint(cfg, path, keys=[])
+    assert cfg.model.name == "resnet18" and cfg.model.num_classes == 10
+    assert dict(cfg.model.kwargs) == {"drop_rate": 0.1}
+
+
+@pytest.mark.parametrize("hparams", [False, True])
+def test_a_kanvision_entry_that_is_not_a_mapping_is_named(make_cfg, tmp_path, hparams):
+    from kanvision.training.resume import config_from_checkpoint
+
+    checkpoint = {"kanvision": ["resnet18"]}
+    if hparams:
+        checkpoint["hyper_parameters"] = {"name": "resnet18", "kwargs": {}, "num_classes": 10, "in_chans": 3}
+    path = _save(tmp_path, checkpoint)
+    with pytest.raises(ValueError, match=r"made\.ckpt: kanvision must be a mapping, got a list"):
+        config_from_checkpoint(make_cfg(), path, keys=[])
+
+
+def test_wandb_resume_reads_the_run_id_only_from_a_kanvision_entry(make_cfg, tmp_path):
+    from kanvision.training.train import _resume_wandb
+
+    foreign = _save(tmp_path, {"state_dict": {}, "pytorch-lightning_version": "2.0"}, "foreign.ckpt")
+    cfg = make_cfg("logger=wandb")
+    _resume_wandb(cfg, foreign)  # another LightningModule's checkpoint: nothing to continue
+    assert not cfg.logger.wandb.get("id")
+    ours = _save(tmp_path, {"kanvision": {"model_name": "resnet18", "wandb_run_id": "run42"}}, "ours.ckpt")
+    _resume_wandb(cfg, ours)
+    assert cfg.logger.wandb.id == "run42"

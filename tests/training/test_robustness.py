@@ -212,6 +212,23 @@ def test_valid_trainer_values_pass(make_cfg):
         validate_config(make_cfg(*RUN, *overrides))
 
 
+def test_lightning_still_has_the_private_precision_parser():
+    """validate_config's precision check uses this private Lightning function and skips itself without it: a
+    Lightning release that moves it fails here instead of the check going quiet."""
+    from lightning.fabric.connector import _convert_precision_to_unified_args
+
+    assert _convert_precision_to_unified_args("bf16-mixed") == "bf16-mixed"
+    with pytest.raises(ValueError, match="bogus"):
+        _convert_precision_to_unified_args("bogus")
+
+
+def test_without_the_precision_parser_the_config_check_leaves_precision_to_the_trainer(make_cfg, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning.fabric.connector", None)  # any import of it raises ImportError
+    validate_config(make_cfg(*RUN, "trainer.precision=bogus"))
+    with pytest.raises(ConfigError, match="trainer.devices=0"):  # the other checks still run
+        validate_config(make_cfg(*RUN, "trainer.precision=bogus", "trainer.devices=0"))
+
+
 def test_a_monitored_metric_that_is_never_logged_fails_at_the_first_validation(make_cfg, tmp_path):
     cfg = make_cfg(*RUN, "callbacks.model_checkpoint.monitor=val/acc99")
     with pytest.raises(ValueError, match=r"callbacks\.model_checkpoint\.monitor='val/acc99' .*val/acc1, val/acc5"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import time
 import pytest
 import timm
 
+from kanvision.training import run_lock
 from kanvision.training.run_lock import LOCK_NAME, RunDirectoryBusyError, RunDirLock
 from kanvision.training.train import train
 
@@ -103,3 +105,79 @@ def test_a_resumed_run_that_trains_on_drops_the_metrics_of_the_older_weights(mak
     train(make_cfg(*RUN, "test=false", "trainer.max_epochs=2", "ckpt_path=last"))
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["global_step"] == 2 and "val/acc1" in written and "test/acc1" not in written
+
+
+def _slurm_holder(run_dir, restart):
+    """Another process of SLURM job 4242 (attempt ``restart``) holding ``run_dir``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "SLURM_PROCID")}
+    env.update(SLURM_JOB_ID="4242", SLURM_RESTART_COUNT=str(restart))
+    process = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    assert process.stdout.readline().strip() == "locked"
+    return process
+
+
+def _is_flocked(path) -> bool:
+    """Whether some open file holds the flock of the file now at ``path`` (another open file conflicts even here)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_a_requeued_slurm_job_takes_over_with_a_new_locked_file(tmp_path, monkeypatch):
+    old = _slurm_holder(tmp_path, restart=0)
+    try:
+        old_inode = os.stat(tmp_path / LOCK_NAME).st_ino
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+        monkeypatch.delenv("SLURM_PROCID", raising=False)
+        monkeypatch.setenv("SLURM_JOB_ID", "4242")
+        monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+        lock = RunDirLock(tmp_path).acquire()
+        try:
+            record = json.loads((tmp_path / LOCK_NAME).read_text())
+            assert record["pid"] == os.getpid() and record["slurm_restart"] == 1
+            assert os.stat(tmp_path / LOCK_NAME).st_ino != old_inode
+            assert _is_flocked(tmp_path / LOCK_NAME)  # the run writes with the lock held
+        finally:
+            lock.release()
+        assert not (tmp_path / LOCK_NAME).exists()
+    finally:
+        old.kill()
+        old.wait()
+
+
+def test_another_step_of_the_same_slurm_attempt_does_not_take_over(tmp_path, monkeypatch):
+    old = _slurm_holder(tmp_path, restart=1)
+    try:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+        monkeypatch.delenv("SLURM_PROCID", raising=False)
+        monkeypatch.setenv("SLURM_JOB_ID", "4242")
+        for restart in ("1", "0"):
+            monkeypatch.setenv("SLURM_RESTART_COUNT", restart)
+            with pytest.raises(RunDirectoryBusyError, match=f"in use by process {old.pid} on "):
+                RunDirLock(tmp_path).acquire()
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == old.pid
+        assert _is_flocked(tmp_path / LOCK_NAME)
+    finally:
+        old.kill()
+        old.wait()
+
+
+def test_the_previous_attempt_releasing_late_leaves_the_new_lock_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    old = RunDirLock(tmp_path).acquire()
+    run_lock._HELD.clear()  # act as another process: the same-process sharing would otherwise hold nothing
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    new = RunDirLock(tmp_path).acquire()
+    old.release()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["slurm_restart"] == 1
+    assert _is_flocked(tmp_path / LOCK_NAME)
+    new.release()
+    assert not (tmp_path / LOCK_NAME).exists()
