@@ -39,7 +39,7 @@ def _input(name: str, batch: int = 2) -> torch.Tensor:
     chans, size, _ = cfg.input_size if cfg is not None else (3, 64, 64)
     if name.startswith("kat_"):
         size = _KAT["img_size"]
-    elif not cfg.fixed_input_size:
+    elif cfg is None or not cfg.fixed_input_size:
         size = min(size, 32 if name.startswith("kan_") else 64)
     return torch.randn(batch, chans, size, size)
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from kanvision.training.train import follow_data_img_size, train
 from kanvision.training.utils import instantiate
+from tests.training.test_data_mnist import write_mnist
 from tests.training.test_experiments import EXPERIMENTS, compose_experiment
 
 pytestmark = pytest.mark.slow
@@ -86,10 +87,12 @@ def _write_cifar(root: Path, num_classes: int) -> Path:
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("pipelines")
+    write_mnist(base / "mnist", num_train=NUM_DRAWS, num_test=100)
     return {
         "ImageFolderDataModule": _write_image_folder(base / "imagefolder"),
         "CIFAR10DataModule": _write_cifar(base / "cifar10", 10),
         "CIFAR100DataModule": _write_cifar(base / "cifar100", 100),
+        "MNISTDataModule": base / "mnist",
     }
 
 
