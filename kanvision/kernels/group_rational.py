@@ -698,7 +698,9 @@ _LIBRARY = torch.library.Library("kanvision", "FRAGMENT")
 
 def _make_autocast_kernel(device_type: str):
     # Cast only x (to the autocast dtype of this device); the coefficients stay in their own (fp32) precision, a
-    # bf16 rounding of b_4 ~ 5e-4 would change the function. Then run the op with autocast off.
+    # bf16 rounding of b_4 ~ 5e-4 would change the function. Then run the op with autocast off. Private API on
+    # purpose: the public torch.library.register_autocast casts every floating input, coefficients included; the
+    # names are checked by tests/test_private_torch_apis.py, which fails loudly when a torch release moves them.
     autocast_key = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, "Autocast" + device_type.upper()))
 
     def kernel(_keyset, x: Tensor, weight_numerator: Tensor, weight_denominator: Tensor, groups: int) -> Tensor:

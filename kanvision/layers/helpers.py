@@ -90,7 +90,8 @@ def plain_ops_required(*tensors: Tensor) -> bool:
     """Whether a custom autograd Function (x's gradient by a hand-written backward) must give way to plain
     differentiable ops: under functorch transforms and forward-mode AD (it has no rules for them), for batched
     gradients (``is_grads_batched``: ``tensors`` batched by autograd's own vmap; torch has no public query for any of
-    the three) and while ``torch.jit`` traces (ONNX export wants the plain ops). False inside compiled code."""
+    the three, hence the private queries, checked by tests/test_private_torch_apis.py) and while ``torch.jit``
+    traces (ONNX export wants the plain ops). False inside compiled code."""
     return not torch.compiler.is_compiling() and (
         torch._C._are_functorch_transforms_active()
         or forward_ad._current_level >= 0

@@ -171,7 +171,7 @@ def _check_precision(cfg: DictConfig) -> list[str]:
     if value is _MISSING or value is None:
         return []
     # Lightning's own parsing (private: its public form is only reached inside Trainer(), after the model is built);
-    # if a Lightning release moves it, the Trainer still checks the value (later) and test_validate.py says so
+    # if a Lightning release moves it, the Trainer still checks the value (later) and test_robustness.py says so
     try:
         from lightning.fabric.connector import _convert_precision_to_unified_args
     except ImportError:
