@@ -15,13 +15,54 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from kanvision.training.data.augment import pillow_safe
 
-__all__ = ["DataRootError", "ImageDataModule"]
+__all__ = ["ArrayImageDataset", "ArraySubset", "DataRootError", "ImageDataModule"]
 
 _DATA_CONFIG_KEYS = ("img_size", "mean", "std", "interpolation", "crop_pct")
+
+
+class ArrayImageDataset(Dataset):
+    """Images held in memory as a uint8 array (``images``, ``targets``), read as PIL images of ``mode``;
+    ``native_mode`` is the mode of the stored pixels."""
+
+    native_mode = "RGB"
+    images: np.ndarray
+    targets: np.ndarray
+    transform: Any = None
+    mode: str = "RGB"
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` as a PIL image in the dataset's mode."""
+        image = Image.fromarray(self.images[index])
+        return image if self.mode == self.native_mode else image.convert(self.mode)
+
+    def __getitem__(self, index: int):
+        image = self.image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[index])
+
+
+class ArraySubset(Dataset):
+    """A view of an :class:`ArrayImageDataset` at ``indices`` with its own transform (train and val splits of one
+    source)."""
+
+    def __init__(self, dataset: ArrayImageDataset, indices: np.ndarray, transform):
+        self.dataset, self.indices, self.transform = dataset, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        image = self.dataset.image(self.indices[index])
+        return self.transform(image), int(self.dataset.targets[self.indices[index]])
 
 
 class DataRootError(ValueError):

@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
-from kanvision.training.data.base import DataRootError, ImageDataModule, split_indices
+from kanvision.training.data.base import (
+    ArrayImageDataset,
+    ArraySubset,
+    DataRootError,
+    ImageDataModule,
+    split_indices,
+)
 from kanvision.training.data.safe_pickle import UnsafePickleError, load_data_pickle
 
 __all__ = ["CIFARDataset", "CIFAR10DataModule", "CIFAR100DataModule"]
@@ -108,7 +113,7 @@ def read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels  # row-major: 1024 red, green, blue
 
 
-class CIFARDataset(Dataset):
+class CIFARDataset(ArrayImageDataset):
     """The CIFAR-10/100 python release read directly from its pickled batches.
 
     Checks the structure (keys, shapes, label range) rather than torchvision's MD5 sums, so re-packed copies and
@@ -128,34 +133,6 @@ class CIFARDataset(Dataset):
         self.targets = np.concatenate(labels)
         self.transform = transform
         self.mode = mode
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def image(self, index: int) -> Image.Image:
-        """Image ``index`` as a PIL image in the dataset's mode."""
-        image = Image.fromarray(self.images[index])
-        return image if self.mode == "RGB" else image.convert(self.mode)
-
-    def __getitem__(self, index: int):
-        image = self.image(index)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
-
-
-class _Subset(Dataset):
-    """A view of ``dataset`` at ``indices`` with its own transform (train and val splits of one source)."""
-
-    def __init__(self, dataset: CIFARDataset, indices: np.ndarray, transform):
-        self.dataset, self.indices, self.transform = dataset, indices, transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int):
-        image = self.dataset.image(self.indices[index])
-        return self.transform(image), int(self.dataset.targets[self.indices[index]])
 
 
 class _CIFARDataModule(ImageDataModule):
@@ -239,8 +216,8 @@ class _CIFARDataModule(ImageDataModule):
         test = CIFARDataset(folder, self.cifar_classes, train=False, transform=eval_tf, mode=mode)
         if self.val_fraction > 0:
             keep, held = split_indices(len(full), self.val_fraction, self.seed)
-            return _Subset(full, keep, train_tf), _Subset(full, held, eval_tf), test
-        return _Subset(full, np.arange(len(full)), train_tf), test, test
+            return ArraySubset(full, keep, train_tf), ArraySubset(full, held, eval_tf), test
+        return ArraySubset(full, np.arange(len(full)), train_tf), test, test
 
 
 class CIFAR10DataModule(_CIFARDataModule):

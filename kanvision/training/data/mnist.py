@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
-from kanvision.training.data.base import DataRootError, ImageDataModule, split_indices
+from kanvision.training.data.base import (
+    ArrayImageDataset,
+    ArraySubset,
+    DataRootError,
+    ImageDataModule,
+    split_indices,
+)
 
 __all__ = ["read_idx", "MNISTDataset", "MNISTDataModule", "FashionMNISTDataModule"]
 
@@ -93,11 +98,13 @@ def _read_labels(path: Path, num_classes: int) -> np.ndarray:
     return labels
 
 
-class MNISTDataset(Dataset):
+class MNISTDataset(ArrayImageDataset):
     """One split of MNIST-format IDX files: items are (PIL image or transformed tensor, label).
 
     ``mode`` ``"RGB"`` repeats the gray channel for three-channel models.
     """
+
+    native_mode = "L"  # uint8 (28, 28)
 
     def __init__(
         self, images: str | os.PathLike, labels: str | os.PathLike, num_classes: int = 10, transform=None, mode="L"
@@ -108,33 +115,6 @@ class MNISTDataset(Dataset):
             raise DataRootError(f"{images} holds {len(self.images)} images but {labels} {len(self.targets)} labels")
         self.transform = transform
         self.mode = mode
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def image(self, index: int) -> Image.Image:
-        image = Image.fromarray(self.images[index])  # uint8 (28, 28): mode L
-        return image if self.mode == "L" else image.convert(self.mode)
-
-    def __getitem__(self, index: int):
-        image = self.image(index)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.targets[index])
-
-
-class _Subset(Dataset):
-    """A view of ``dataset`` at ``indices`` with its own transform (train and val splits of one source)."""
-
-    def __init__(self, dataset: MNISTDataset, indices: np.ndarray, transform):
-        self.dataset, self.indices, self.transform = dataset, indices, transform
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int):
-        image = self.dataset.image(self.indices[index])
-        return self.transform(image), int(self.dataset.targets[self.indices[index]])
 
 
 class _MNISTDataModule(ImageDataModule):
@@ -228,8 +208,8 @@ class _MNISTDataModule(ImageDataModule):
         test = MNISTDataset(*self._paths("test"), transform=eval_tf, mode=mode)
         if self.val_fraction > 0:
             keep, held = split_indices(len(full), self.val_fraction, self.seed)
-            return _Subset(full, keep, train_tf), _Subset(full, held, eval_tf), test
-        return _Subset(full, np.arange(len(full)), train_tf), test, test
+            return ArraySubset(full, keep, train_tf), ArraySubset(full, held, eval_tf), test
+        return ArraySubset(full, np.arange(len(full)), train_tf), test, test
 
 
 class MNISTDataModule(_MNISTDataModule):
