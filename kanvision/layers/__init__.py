@@ -1,4 +1,4 @@
-"""Pure-PyTorch KAN building blocks: bases, KANLinear, KANConv1d/2d/3d, SharedKANConv2d, GroupRational."""
+"""Pure-PyTorch KAN building blocks: bases, KANLinear, KANConv1d/2d/3d, SharedKANConv2d, GroupRational, GroupKAN."""
 
 from kanvision.layers.bases import (
     Basis,
@@ -14,6 +14,8 @@ from kanvision.layers.bases import (
     list_bases,
     register_basis,
 )
+from kanvision.layers.group_activation import GroupActivation
+from kanvision.layers.group_kan import GroupKAN, list_group_kan_inits
 from kanvision.layers.kan_conv import KANConv1d, KANConv2d, KANConv3d
 from kanvision.layers.kan_conv_shared import InputScaledBasis, SharedKANConv2d
 from kanvision.layers.kan_layer import KANLayer
@@ -44,4 +46,7 @@ __all__ = [
     "SplineScaler",
     "add_spline_scaler",
     "GroupRational",
+    "GroupActivation",
+    "GroupKAN",
+    "list_group_kan_inits",
 ]

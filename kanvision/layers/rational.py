@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from kanvision.kernels.rational_reference import group_rational_pytorch
-from kanvision.layers.helpers import check_bool, is_int
+from kanvision.layers.group_activation import GroupActivation, check_group_arguments
+from kanvision.layers.helpers import check_bool
 from kanvision.layers.rational_fused import group_rational_fused
 
 __all__ = ["GroupRational", "group_rational_pytorch", "list_rational_inits", "RATIONAL_INITS"]
@@ -54,7 +55,7 @@ def list_rational_inits() -> list[str]:
     return sorted(RATIONAL_INITS)
 
 
-class GroupRational(nn.Module):
+class GroupRational(GroupActivation):
     """Group-rational activation of GR-KAN (KAT, arXiv 2409.10594), in the released form.
 
     Channels (axis ``channel_dim``; -1 for tokens (B, L, C), 1 for NCHW) split into ``groups`` contiguous groups.
@@ -104,25 +105,15 @@ class GroupRational(nn.Module):
         use_kernel: bool | None = None,
     ):
         super().__init__()
-        for name, value in (("num_channels", num_channels), ("groups", groups)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"GroupRational: {name} must be an int, got {value!r} ({type(value).__name__})")
+        check_group_arguments("GroupRational", num_channels, groups, channel_dim)
         if (
             not isinstance(order, Sequence)
             or len(order) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in order)
         ):
             raise TypeError(f"GroupRational: order must be two ints (m, n), got {order!r}")
-        if groups < 1 or num_channels < 1 or num_channels % groups != 0:
-            raise ValueError(
-                f"GroupRational: num_channels={num_channels} must be a positive multiple of groups={groups}"
-            )
         if order[0] < 0 or order[1] < 1:
             raise ValueError(f"GroupRational: order=(m, n) needs m >= 0 and n >= 1, got {order}")
-        if not is_int(channel_dim):
-            raise TypeError(
-                f"GroupRational: channel_dim must be an int (-1 for channels last, 1 for NCHW), got {channel_dim!r}"
-            )
         if use_kernel not in (None, True, False):
             raise ValueError(f"GroupRational: use_kernel must be None (auto), True or False, got {use_kernel!r}")
         self.num_channels = num_channels
@@ -168,11 +159,7 @@ class GroupRational(nn.Module):
         return numerator, denominator
 
     def forward(self, x: Tensor) -> Tensor:
-        if not -x.dim() <= self.channel_dim < x.dim() or x.shape[self.channel_dim] != self.num_channels:
-            raise ValueError(
-                f"GroupRational expects {self.num_channels} channels on dim channel_dim={self.channel_dim} (valid for "
-                f"this input: -{x.dim()}..{x.dim() - 1}), got {tuple(x.shape)}"
-            )
+        self._check_input(x)
         channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
         if self.uses_kernel(x):
             # Imported lazily so that CPU use never imports triton.
@@ -186,6 +173,10 @@ class GroupRational(nn.Module):
     def uses_kernel(self, x: Tensor) -> bool:
         """Whether ``forward(x)`` runs the fused Triton kernel (see ``use_kernel``)."""
         return bool(self.use_kernel or (self.use_kernel is None and x.is_cuda and x.dtype != torch.float64))
+
+    def group_functions(self, x: Tensor) -> Tensor:
+        numerator, denominator = (w.to(x.dtype) for w in (self.weight_numerator, self.weight_denominator))
+        return group_rational_pytorch(x.contiguous(), numerator, denominator, self.groups)
 
     @torch.no_grad()
     def variance_gain(self, num_points: int = 128) -> float:
