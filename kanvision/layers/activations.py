@@ -26,11 +26,16 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def resolve_activation(activation: str | Callable[[Tensor], Tensor] | None) -> Callable[[Tensor], Tensor] | None:
-    """The base-branch function b(x): a name in ``_ACTIVATIONS``, a callable, or None for no branch."""
+    """The base-branch function b(x): a name in ``_ACTIVATIONS``, a callable, or None (or ``"none"``, which survives
+    ``timm.create_model``, where None arguments are dropped) for no branch."""
     if activation is None or callable(activation):
         return activation
+    if activation == "none":
+        return None
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"unknown base_activation {activation!r}; valid: {sorted(_ACTIVATIONS)}, a callable or None")
+        raise ValueError(
+            f"unknown base_activation {activation!r}; valid: {sorted(_ACTIVATIONS)}, a callable, None or 'none'"
+        )
     return _ACTIVATIONS[activation]
 
 

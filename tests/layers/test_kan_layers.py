@@ -775,3 +775,13 @@ def test_grid_bases_without_base_branch_are_finite_for_huge_and_infinite_inputs(
     assert torch.isfinite(ref).all()
     nan = layer(torch.tensor([[float("nan"), 0.0]], dtype=torch.float64))
     assert torch.isnan(nan).all()  # NaN stays NaN
+
+
+def test_base_activation_none_as_a_string_drops_the_base_branch():
+    # "none" is the spelling that survives timm.create_model, which drops None keyword arguments
+    torch.manual_seed(0)
+    with_string, with_none = KANLinear(3, 2, base_activation="none"), KANLinear(3, 2, base_activation=None)
+    assert with_string.base_activation is None and with_string.num_terms == with_none.num_terms
+    with_string.load_state_dict(with_none.state_dict())
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(with_string(x), with_none(x), rtol=0, atol=0)
