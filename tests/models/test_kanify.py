@@ -117,8 +117,8 @@ def test_rational_gelu_init_stays_close_to_the_original_network(family):
         kanvision.kanify(model, kan="rational")
         converted = model(x)
     difference = float((converted - reference).abs().max())
-    # measured: vit 5e-3, swin 5e-5, convnext ~3e-8 (layer scale 1e-6 at init)
-    assert difference < 2e-2 * max(1.0, float(reference.abs().max()))
+    # measured (max |logit difference|, logits up to 0.2): vit 3.9e-4, swin 6.2e-5, convnext 7.5e-9 (layer scale 1e-6)
+    assert difference < 2e-3
 
 
 def test_a_group_activation_reproduces_the_activation_it_replaces():
