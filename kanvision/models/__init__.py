@@ -8,3 +8,4 @@ from kanvision.models import (
     kat,  # noqa: F401
     rkan,  # noqa: F401
 )
+from kanvision.models.kanification import KanifyReport, kanify  # noqa: F401

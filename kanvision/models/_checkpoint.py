@@ -197,9 +197,13 @@ def check_metadata(meta: Any, source: str, key: str = _META_KEY) -> dict[str, An
         ("data_config", (dict, type(None)), "a mapping"),
         ("data", (dict, type(None)), "a data config mapping"),
         ("wandb_run_id", (str, type(None)), "a string"),
+        ("kanify", (list, type(None)), "a list of kanvision.kanify argument mappings"),
     ):
         if name in meta and not isinstance(meta[name], kinds):
             raise ValueError(f"{source}: {key}.{name} must be {what}, got {meta[name]!r}")
+    for index, step in enumerate(meta.get("kanify") or []):
+        if not isinstance(step, dict):
+            raise ValueError(f"{source}: {key}.kanify[{index}] must be a mapping of kanify arguments, got {step!r}")
     if meta.get("model_kwargs"):
         meta["model_kwargs"] = drop_init_only(meta["model_kwargs"], source, f"{key}.model_kwargs")
     for name in ("num_classes", "in_chans"):
@@ -210,8 +214,8 @@ def check_metadata(meta: Any, source: str, key: str = _META_KEY) -> dict[str, An
 
 
 def checkpoint_metadata(checkpoint: dict[str, Any] | str | os.PathLike, source: str | None = None) -> dict[str, Any]:
-    """The checked ``kanvision`` entry (model_name, model_kwargs, data_config, data, has_ema, wandb_run_id) of a
-    checkpoint (a dict read by :func:`read_checkpoint`, or a path); ``source`` names it in errors."""
+    """The checked ``kanvision`` entry (model_name, model_kwargs, kanify, data_config, data, has_ema, wandb_run_id) of
+    a checkpoint (a dict read by :func:`read_checkpoint`, or a path); ``source`` names it in errors."""
     if not isinstance(checkpoint, dict):
         source = source or f"checkpoint {os.fspath(checkpoint)}"
         checkpoint = read_checkpoint(checkpoint)
@@ -324,6 +328,7 @@ def _build(meta: dict[str, Any], source: str) -> nn.Module:
         model = timm.create_model(name, pretrained=False, **(meta.get("model_kwargs") or {}))
     except TypeError as error:  # arguments the model does not take
         raise ValueError(f"{source}: cannot build {name} with {meta.get('model_kwargs')}: {error}") from error
+    _replay_kanify(model, meta.get("kanify"), source)
     data = meta.get("data_config") or {}
     if data and hasattr(model, "pretrained_cfg"):
         # so that timm.data.resolve_model_data_config(model) gives the trained input size and normalisation
@@ -342,6 +347,22 @@ def _build(meta: dict[str, Any], source: str) -> nn.Module:
             raise ValueError(f"{source}: kanvision.data_config is incomplete or malformed ({data!r})") from error
         model.pretrained_cfg = cfg
     return model
+
+
+def _replay_kanify(model: nn.Module, recipe: list[dict[str, Any]] | None, source: str) -> None:
+    """Apply the stored :func:`~kanvision.kanify` steps to the freshly built ``model``, in their order."""
+    from kanvision.models.kanification import KANIFY_ARGUMENTS, kanify
+
+    for index, step in enumerate(recipe or []):
+        unknown = sorted(set(step) - set(KANIFY_ARGUMENTS))
+        if unknown:
+            raise ValueError(
+                f"{source}: kanvision.kanify[{index}] has unknown arguments {unknown}; valid: {list(KANIFY_ARGUMENTS)}"
+            )
+        try:
+            kanify(model, **step)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{source}: cannot replay kanvision.kanify[{index}]={step!r}: {error}") from error
 
 
 def _safetensors_metadata(path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -437,11 +458,19 @@ def export_safetensors(
 
 
 def save_safetensors(model: nn.Module, meta: dict[str, Any], out_path: str | os.PathLike, ema: bool = False) -> Path:
-    """Write ``model`` with the checkpoint metadata ``meta`` (model_name, model_kwargs, data_config) as safetensors."""
+    """Write ``model`` with the checkpoint metadata ``meta`` (model_name, model_kwargs, data_config) as safetensors.
+
+    The :func:`~kanvision.kanify` steps applied to ``model`` (its ``kanify_recipe``) are recorded too.
+    """
     from safetensors.torch import save_model
 
+    from kanvision.models.kanification import kanify_recipe
+
     out_path = Path(out_path)
+    recipe = kanify_recipe(model, f"the network written to {out_path}")
     meta = {k: meta.get(k) for k in ("model_name", "model_kwargs", "data_config")} | {"ema": ema}
+    if recipe is not None:
+        meta["kanify"] = recipe
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     save_model(model, str(tmp), metadata={_META_KEY: json.dumps(meta)})  # save_model de-duplicates shared tensors

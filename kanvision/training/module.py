@@ -31,6 +31,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 import kanvision  # noqa: F401  (registers kanvision's models with timm)
 from kanvision.models._checkpoint import INIT_ONLY_KWARGS  # initial-weight arguments, never stored or rebuilt from
+from kanvision.models.kanification import check_kanify_config, kanify_recipe
+from kanvision.models.kanification import kanify as kanify_model
 from kanvision.training.optim import (
     create_optimizer,
     create_scheduler,
@@ -111,6 +113,8 @@ class ImageClassifier(L.LightningModule):
     Args:
         name: a registered timm model name (kanvision's ``kat_*``, ``rkan_*``, ``kan_*`` or any timm model).
         kwargs: further ``timm.create_model`` arguments (``drop_path_rate``, ``pretrained``, ``basis``, ...).
+        kanify: :func:`kanvision.kanify` arguments (``kan``, ``where``, ``groups``, ``pattern``, ``kan_kwargs``) applied
+            to the network right after it is built, e.g. ``{"kan": "chebyshev"}``; None: the network as timm builds it.
         num_classes, in_chans: set from the data by ``train(cfg)`` unless given.
         optimizer: a Hydra ``_partial_`` config (or a callable) taking the parameter groups first: any torch or timm
             optimizer class, or ``timm.optim.create_optimizer_v2`` with ``opt=`` (the default: AdamW, lr 1e-3, weight
@@ -136,6 +140,7 @@ class ImageClassifier(L.LightningModule):
         self,
         name: str,
         kwargs: Mapping[str, Any] | None = None,
+        kanify: Mapping[str, Any] | None = None,
         num_classes: int | None = None,
         in_chans: int | None = None,
         optimizer: Mapping[str, Any] | Callable | None = None,
@@ -158,6 +163,9 @@ class ImageClassifier(L.LightningModule):
         if num_classes is None or int(num_classes) < 1:
             raise ValueError(f"model.num_classes must be a positive integer (it follows the data), got {num_classes}")
         in_chans = 3 if in_chans is None else int(in_chans)
+        kanify = _plain(kanify)
+        _check_no_missing(kanify, "model.kanify")
+        kanify = check_kanify_config(kanify, "model.kanify")
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         optimizer, scheduler, param_groups = _from_old_recipe(
@@ -181,6 +189,7 @@ class ImageClassifier(L.LightningModule):
             dict(
                 name=name,
                 kwargs=kwargs,
+                kanify=kanify,
                 num_classes=int(num_classes),
                 in_chans=in_chans,
                 # a config is kept (checkpoints stay loadable with weights_only=True); a callable is used, not saved
@@ -197,6 +206,13 @@ class ImageClassifier(L.LightningModule):
             )
         )
         self.model = timm.create_model(name, num_classes=int(num_classes), in_chans=in_chans, **kwargs)
+        if kanify is not None:
+            try:
+                report = kanify_model(self.model, **kanify)
+            except ValueError as error:
+                raise ValueError(f"model.kanify={kanify} cannot convert {name}: {error}") from error
+            log.info("kanify %s: %d modules converted, parameters %d -> %d", name, len(report.replaced),
+                     report.params_before, report.params_after)  # fmt: skip
         if grad_checkpointing:
             if not hasattr(self.model, "set_grad_checkpointing"):
                 raise ValueError(f"model {name!r} has no set_grad_checkpointing(); set model.grad_checkpointing=false")
@@ -240,6 +256,7 @@ class ImageClassifier(L.LightningModule):
         return {
             "model_name": self.hparams.name,
             "model_kwargs": self.model_kwargs,
+            "kanify": kanify_recipe(self.model, f"model {self.hparams.name}"),
             "data_config": dict(self.data_config),
             "data": self.data_module_config,
             "has_ema": self.model_ema is not None,

@@ -161,7 +161,7 @@ def validate_config(cfg: DictConfig) -> None:
             continue
         if value is None or not check(value):
             errors.append(f"{key}={value!r} ({type(value).__name__}) is invalid: expected {valid}")
-    errors += _check_precision(cfg) + _check_optimizer(cfg) + _check_length(cfg)
+    errors += _check_precision(cfg) + _check_optimizer(cfg) + _check_length(cfg) + _check_kanify(cfg)
     if errors:
         raise ConfigError("invalid config value" + ("s" if len(errors) > 1 else "") + ":\n  " + "\n  ".join(errors))
 
@@ -213,3 +213,17 @@ def _check_length(cfg: DictConfig) -> list[str]:
             "(or train=false to only test a checkpoint)"
         )
     return errors
+
+
+def _check_kanify(cfg: DictConfig) -> list[str]:
+    """``model.kanify``'s keys and values (kan, where, groups, pattern, kan_kwargs), before the network is built."""
+    value = _select(cfg, "model.kanify")
+    if value is _MISSING or value is None:
+        return []
+    from kanvision.models.kanification import check_kanify_config
+
+    try:
+        check_kanify_config(value, "model.kanify")
+    except (TypeError, ValueError) as error:
+        return [str(error)]
+    return []
