@@ -7,4 +7,5 @@ from kanvision.models import (
     kan_vgg,  # noqa: F401
     kat,  # noqa: F401
     rkan,  # noqa: F401
+    vit_kan,  # noqa: F401
 )
