@@ -3,6 +3,7 @@ formula, the MLP's layers and basis, dtypes, torch.compile, ViT weight loading f
 
 import logging
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -158,6 +159,17 @@ def test_vit_safetensors_loads_everything_but_the_mlps(tmp_path, caplog):
     for key in mlp:  # new: the model's own initialisation
         torch.testing.assert_close(state[key], fresh[key], rtol=0, atol=0, msg=key)
     assert "keeping the model's initial KAN MLPs" in caplog.text and "blocks.0.mlp.fc1.weight (768, 192)" in caplog.text
+
+
+def test_augreg_npz_loads_like_timms_vit(tmp_path):
+    from tests.models.test_kat_weights import vit_to_flax  # an independent Flax writer, checked against timm there
+
+    vit_state = randomize_(timm.create_model("vit_tiny_patch16_224", **WEIGHTS)).state_dict()
+    path = tmp_path / "ViT-Ti_16.npz"
+    np.savez(path, **vit_to_flax(vit_state, num_heads=3))
+    state = from_file(path).state_dict()
+    for key in (k for k in state if ".mlp." not in k):
+        torch.testing.assert_close(state[key], vit_state[key], msg=key)
 
 
 def test_own_state_dict_round_trips(tmp_path):
