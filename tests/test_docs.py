@@ -194,7 +194,7 @@ def test_site_builds_strictly_and_documents_every_public_symbol(site):
     ids = set()
     for page in ("layers", "models", "interpret"):
         ids |= set(re.findall(r'id="([\w.]+)"', (site / "api" / page / "index.html").read_text()))
-    families = ["kat", "rkan", "kan_cnn", "kan_vgg", "kan_resnet", "baselines"]
+    families = ["kat", "vit_kan", "rkan", "kan_cnn", "kan_vgg", "kan_resnet", "baselines"]
     public = _public("kanvision.layers") + _public("kanvision.interpret") + _public("kanvision.models")
     public += [name for family in families for name in _public(f"kanvision.models.{family}")]
     assert len(public) > 60

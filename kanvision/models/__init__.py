@@ -7,5 +7,6 @@ from kanvision.models import (
     kan_vgg,  # noqa: F401
     kat,  # noqa: F401
     rkan,  # noqa: F401
+    vit_kan,  # noqa: F401
 )
 from kanvision.models.kanification import KanifyReport, kanify  # noqa: F401

@@ -25,6 +25,8 @@ def test_every_baseline_is_a_plain_timm_model_of_the_same_family():
             assert timm.is_model(baseline) and baseline not in kan, (name, baseline)
     assert pairs["kat_tiny_patch16_224"] == "vit_tiny_patch16_224"
     assert pairs["kat_base_patch16_384"] == "vit_base_patch16_384"
+    assert pairs["vit_kan_tiny_patch16_224"] == "vit_tiny_patch16_224"
+    assert pairs["vit_kan_base_patch16_224"] == "vit_base_patch16_224"
     assert pairs["rkan_resnet50"] == "resnet50" and pairs["rkan_resnet18_cifar"] == "resnet18_cifar"
     assert pairs["rkan_resnext50_32x4d"] == "resnext50_32x4d" and pairs["rkan_regnety_016"] == "regnety_016"
     assert pairs["kan_resnet34_cifar"] == "resnet34_cifar" and pairs["kan_vgg11_kagn_v4"] == "vgg11_bn"

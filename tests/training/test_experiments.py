@@ -105,6 +105,8 @@ RECIPES = {}
 for _size, _rate in _KAT_DROP_PATH.items():
     for _name in (f"kat_{_size}_imagenet", f"kat_{_size}_imagenet_from_vit", f"vit_{_size}_imagenet"):
         RECIPES[_name] = _KAT | dict(drop_path=_rate)
+    if _size != "base":  # the KAT paper's ViT + KAN baseline diverged at B size: no row to reproduce
+        RECIPES[f"vit_kan_{_size}_imagenet"] = _KAT | dict(drop_path=_rate)
     RECIPES[f"deit_{_size}_imagenet"] = _DEIT
 for _model in ("rkan_resnet50", "resnet50", "rkan_densenet169", "densenet169", "rkan_densenet121", "densenet121"):
     RECIPES[f"{_model}_imagenet"] = _RKAN_IMAGENET
@@ -122,7 +124,7 @@ _KAT_CIFAR = _KAT | dict(
 _RKAN_CIFAR32 = _RKAN_CIFAR100 | dict(img_size=32)  # kanvision's own, rkan_resnet18_cifar100.yaml documents it
 RECIPES["rkan_resnet18_cifar10"] = RECIPES["rkan_resnet18_cifar100"] = _RKAN_CIFAR32
 RECIPES["resnet18_cifar_cifar10"] = RECIPES["resnet18_cifar_cifar100"] = _RKAN_CIFAR32  # their baselines
-for _name in ("kat_tiny_cifar10", "kat_tiny_cifar100", "vit_tiny_cifar10", "vit_tiny_cifar100"):
+for _name in ("kat_tiny_cifar10", "kat_tiny_cifar100", "vit_tiny_cifar10", "vit_tiny_cifar100", "vit_kan_tiny_cifar10"):
     RECIPES[_name] = _KAT_CIFAR
 
 
