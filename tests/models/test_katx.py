@@ -235,31 +235,32 @@ def rms_fit_error(act, target):
 
 @pytest.mark.parametrize("name", ["katx_tiny_cheb_patch16_224", "katx_tiny_rbf_patch16_224"])
 def test_identity_gelu_init_starts_close_to_the_vit(tmp_path, name):
-    """With ViT weights and init ("identity", "gelu") a KAT-X computes the ViT's function up to its activations' fit
-    errors. The bound is 2 x the sum of both fits' N(0, 1)-weighted RMS errors: at KAT-X-T widths (4 blocks here)
-    the measured relative logit error is 0.6-1.5 x that sum (cheb 0.10 -> 0.15, rbf 0.054 -> 0.04 at 12 blocks);
-    the largest errors (``init_error``: 1.0 and 0.40 for identity at x = +-3) are too loose a bound, since few
-    LayerNorm outputs lie that far out. The released swish init for act2 must exceed the bound."""
+    """With ViT weights a KAT-X computes the ViT's function up to how far its activations are from (x, GELU): the
+    relative logit error is proportional to S, the sum of both activations' N(0, 1)-weighted RMS distances to x and
+    GELU (what the init fit minimises). Measured at KAT-X-T widths, 4 blocks: 0.8-1.3 x S for ("identity", "gelu")
+    (cheb S = 0.10 -> 0.13, rbf 0.054 -> 0.044; docs/models/kat.md has 12 blocks), 1.1-1.2 x S for the released
+    ("identity", "swish"); checked within [S / 2, 2 S]. A GELU init not applied would put the gelu run far above.
+    ``init_error`` (largest error on [-3, 3]: 1.0 and 0.40 for identity) is too loose to bound it: few LayerNorm
+    outputs lie that far out."""
     size = dict(img_size=32, patch_size=8, depth=4)  # KAT-T widths: the activations are KAT-X-T's
     torch.manual_seed(0)
     vit = timm.create_model(VIT_TINY, **size).eval()
     path = tmp_path / "vit.safetensors"
     save_file(vit.state_dict(), str(path))
     images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    errors = {}
+    results = {}
     for init in (("identity", "gelu"), ("identity", "swish")):
         model = timm.create_model(
             name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), rational_init=init, **size
         ).eval()
         with torch.no_grad():
             expected, got = vit(images), model(images)
-        errors[init[1]] = ((got - expected).norm() / expected.norm()).item()
-        if init[1] == "gelu":
-            mlp = model.blocks[0].mlp
-            bound = 2 * (rms_fit_error(mlp.act1, lambda x: x) + rms_fit_error(mlp.act2, F.gelu))
-            assert mlp.act2.init_error < 0.1  # GroupKAN's own measure of the GELU fit (max on [-3, 3])
-    assert errors["gelu"] < bound, (errors, bound)
-    assert errors["swish"] > bound, (errors, bound)
+        mlp = model.blocks[0].mlp
+        distance = rms_fit_error(mlp.act1, lambda x: x) + rms_fit_error(mlp.act2, F.gelu)
+        results[init[1]] = (((got - expected).norm() / expected.norm()).item(), distance)
+    for relative, distance in results.values():
+        assert distance / 2 < relative < 2 * distance, results
+    assert results["swish"][0] > 1.4 * results["gelu"][0], results  # the GELU init is what brings it close
 
 
 # -- learning ---------------------------------------------------------------------------------------------------------
@@ -278,9 +279,10 @@ def digits_tensors():
     return out
 
 
-def train_on_digits(model, epochs, batch_size=64, lr=2e-3):
+def train_on_digits(model, epochs, batch_size=64, lr=4e-3):
+    """AdamW with a one-cycle schedule on the digits' training split; the validation accuracy at the end."""
     (x, y), (x_val, y_val) = digits_tensors()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     steps = epochs * math.ceil(len(y) / batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(0)
@@ -297,26 +299,31 @@ def train_on_digits(model, epochs, batch_size=64, lr=2e-3):
         return (model(x_val).argmax(-1) == y_val).float().mean().item()
 
 
-def digits_katx(name, **kwargs):
+def digits_katx(name, patch_size, **kwargs):
+    """A KAT-X on the 8x8 digits, average-pooled tokens (no class token to learn: faster on so little data)."""
     torch.manual_seed(0)
-    return timm.create_model(name, img_size=8, patch_size=2, in_chans=1, num_classes=10, **kwargs)
+    size = dict(img_size=8, patch_size=patch_size, in_chans=1, num_classes=10, global_pool="avg")
+    return timm.create_model(name, **size, **kwargs)
+
+
+SMALL_DIGITS = dict(embed_dim=48, depth=2, num_heads=3)
 
 
 def test_small_katx_learns_digits():
+    """4 px patches (4 tokens per digit): 0.96 validation accuracy in about 4 s on 2 cores when written."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    model = digits_katx("katx_tiny_cheb_patch16_224", embed_dim=48, depth=2, num_heads=3)
+    model = digits_katx("katx_tiny_cheb_patch16_224", patch_size=4, **SMALL_DIGITS)
     start = time.perf_counter()
     accuracy = train_on_digits(model, epochs=6)
     assert accuracy > 0.9, accuracy  # chance is 0.1
-    assert time.perf_counter() - start < 60  # a few seconds when written; generous for a busy machine
+    assert time.perf_counter() - start < 60  # generous for a busy machine
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 2 px patches: 16 tokens per digit and about 4x the epochs to pass 0.9
 @pytest.mark.parametrize("name", ["katx_tiny_cheb_patch16_224", "katx_tiny_rbf_patch16_224"])
-def test_katx_tiny_learns_digits(name):
-    """KAT-X-T's network (width 192, 12 blocks, 3 heads) with 2 px patches: 16 tokens per 8x8 digit."""
+def test_katx_learns_digits_with_2px_patches(name):
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    assert train_on_digits(digits_katx(name), epochs=4, lr=1e-3) > 0.9
+    assert train_on_digits(digits_katx(name, patch_size=2, **SMALL_DIGITS), epochs=20) > 0.9
 
 
 # -- training and benchmark hooks -------------------------------------------------------------------------------------
@@ -352,8 +359,11 @@ def test_benchmark_compares_katx_with_its_vit():
     assert baseline_for("katx_tiny_rbf_patch16_224") == VIT_TINY
 
 
-@pytest.mark.xfail(strict=True, reason="GroupKAN fits its init on the ambient device; meta support belongs to it")
-def test_builds_on_the_meta_device():
+def test_builds_on_the_meta_device_then_materialises():
     with torch.device("meta"):
         model = tiny(**CHEB4, weight_init="skip")
-    assert model.blocks[0].mlp.act1.weight.is_meta
+    assert all(p.is_meta for p in model.parameters())
+    assert count(model) == count(tiny(**CHEB4))
+    model.to_empty(device="cpu")
+    model.init_weights("released")  # resets the activations to their fitted init too
+    torch.testing.assert_close(model.blocks[0].mlp.act2.weight, tiny(**CHEB4).blocks[0].mlp.act2.weight)
