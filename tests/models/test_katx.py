@@ -367,3 +367,25 @@ def test_builds_on_the_meta_device_then_materialises():
     model.to_empty(device="cpu")
     model.init_weights("released")  # resets the activations to their fitted init too
     torch.testing.assert_close(model.blocks[0].mlp.act2.weight, tiny(**CHEB4).blocks[0].mlp.act2.weight)
+
+
+def test_kanvision_safetensors_roundtrip(tmp_path):
+    """kan and kan_kwargs survive the JSON metadata of kanvision's own files (tuples come back as lists)."""
+    from kanvision.models._checkpoint import load_checkpoint, save_safetensors
+
+    kwargs = dict(TINY, kan="rbf", kan_kwargs=dict(basis_kwargs=dict(num_centers=5), init_range=(-2.5, 2.5)))
+    model = randomized(tiny(**kwargs))
+    path = save_safetensors(
+        model, dict(model_name="kat_tiny_patch16_224", model_kwargs=kwargs), tmp_path / "m.safetensors"
+    )
+    loaded = load_checkpoint(path)
+    assert loaded.kan == "rbf" and loaded.blocks[0].mlp.act1.init_range == (-2.5, 2.5)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def randomized(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    return model
