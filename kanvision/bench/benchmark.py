@@ -51,6 +51,7 @@ __all__ = ["ZooRow", "baseline_for", "measure_pair", "run", "read_csv", "main"]
 _BASELINE_RULES: list[tuple[str, str | Callable[[re.Match], str]]] = [
     (r"kat_(tiny|small|base|large)_patch16_(\d+)", lambda m: f"vit_{m[1]}_patch16_{m[2]}"),
     (r"vit_kan_(tiny|small|base)_patch16_(\d+)", lambda m: f"vit_{m[1]}_patch16_{m[2]}"),
+    (r"katx_(tiny|small|base|large)_[a-z0-9]+_patch16_(\d+)", lambda m: f"vit_{m[1]}_patch16_{m[2]}"),  # KAT-X
     (r"rkan_generic", "resnet50"),  # its default backbone
     (r"rkan_(resnet\d+_cifar)", lambda m: m[1]),  # kanvision.models.baselines: the same CIFAR stem
     (r"rkan_(.+)", lambda m: m[1]),

@@ -16,7 +16,7 @@ from kanvision.interpret.importance import LayerImportance
 from kanvision.interpret.sampling import FunctionSamples, InputRecord, input_index
 from kanvision.interpret.symbolic import SymbolicFit
 
-__all__ = ["plot_functions", "plot_group_rationals", "plot_importance_heatmap"]
+__all__ = ["plot_functions", "plot_group_activations", "plot_group_rationals", "plot_importance_heatmap"]
 
 DPI = 72
 DATA_COLOR = "tab:blue"
@@ -83,15 +83,15 @@ def plot_functions(
     return _save(figure, path)
 
 
-def plot_group_rationals(
+def plot_group_activations(
     panels: Mapping[str, tuple[FunctionSamples, InputRecord | None, Mapping[tuple[int, ...], Sequence[SymbolicFit]]]],
     path: str | os.PathLike,
     title: str = "",
 ) -> Path:
-    """One panel per GroupRational (e.g. a KAT block's ``act1`` and ``act2``) with all its group functions, the
-    inputs' observed range shaded and the best fit of each group dashed."""
+    """One panel per group activation (GroupRational or GroupKAN, e.g. a KAT block's ``act1`` and ``act2``) with all
+    its group functions, the inputs' observed range shaded and the best fit of each group dashed."""
     if not panels:
-        raise ValueError("plot_group_rationals needs at least one panel")
+        raise ValueError("plot_group_activations needs at least one panel")
     figure = _figure(4.2 * len(panels), 3.4)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, (name, (samples, record, fits)) in zip(axes, panels.items(), strict=True):
@@ -110,6 +110,9 @@ def plot_group_rationals(
     if title:
         figure.suptitle(title, fontsize=11)
     return _save(figure, path)
+
+
+plot_group_rationals = plot_group_activations  # the name from before GroupKAN
 
 
 def plot_importance_heatmap(importance: LayerImportance, path: str | os.PathLike, title: str = "") -> Path:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrize import type_before_parametrizations
 
 from kanvision.interpret.importance import LayerImportance, function_importance
-from kanvision.interpret.plots import plot_functions, plot_group_rationals, plot_importance_heatmap
+from kanvision.interpret.plots import plot_functions, plot_group_activations, plot_importance_heatmap
 from kanvision.interpret.sampling import (
     InputRecord,
     collect_inputs,
@@ -28,6 +28,7 @@ from kanvision.interpret.sampling import (
     sample_functions,
 )
 from kanvision.interpret.symbolic import SymbolicFunction, suggest_layer
+from kanvision.layers.group_activation import GroupActivation
 from kanvision.layers.kan_layer import KANLayer
 from kanvision.layers.rational import GroupRational
 
@@ -128,7 +129,8 @@ def inspect_model(
 
     Writes per KAN layer ``<name>.functions.png`` (its ``top_k`` most important functions) and, for KAN layers with
     more than one input or output channel, ``<name>.importance.png`` (input x output heat map); one
-    ``<parent>.rationals.png`` per module holding GroupRationals (a KAT block's MLP); ``report.json`` and
+    ``<parent>.rationals.png`` per module holding GroupRationals (a KAT block's MLP), ``<parent>.activations.png``
+    per module holding GroupKANs (KAT-X); ``report.json`` and
     ``report.md``. Returns the report as a dict.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -154,7 +156,7 @@ def inspect_model(
         "layers": [],
         "not_reached": [name for name in modules if name not in records],
     }
-    rational_panels: dict[str, dict] = {}
+    group_panels: dict[tuple[str, str], dict] = {}  # (parent, "rationals" | "activations") -> panels
     for name, module in modules.items():
         if name not in records:
             continue
@@ -164,10 +166,11 @@ def inspect_model(
         fits = suggest_layer(module, record=record, indices=top, library=library, num_points=num_points)
         samples = sample_functions(module, record, num_points=num_points, margin=0.15)
         plots, notes = [], []
-        if isinstance(module, GroupRational):
+        if isinstance(module, GroupActivation):
             parent, _, child = name.rpartition(".")
-            rational_panels.setdefault(parent or name, {})[child] = (samples, record, fits)
-            plots.append(f"{_file_name(parent or name)}.rationals.png")
+            kind = "rationals" if isinstance(module, GroupRational) else "activations"
+            group_panels.setdefault((parent or name, kind), {})[child] = (samples, record, fits)
+            plots.append(f"{_file_name(parent or name)}.{kind}.png")
         else:
             file = f"{_file_name(name)}.functions.png"
             title = f"{name}: top {len(top)} of {importance.edges.numel()} functions"
@@ -186,8 +189,9 @@ def inspect_model(
         if notes:
             entry["notes"] = notes
         report["layers"].append(entry)
-    for parent, panels in rational_panels.items():
-        plot_group_rationals(panels, out_dir / f"{_file_name(parent)}.rationals.png", f"{parent}: group rationals")
+    for (parent, kind), panels in group_panels.items():
+        title = f"{parent}: group {'rationals' if kind == 'rationals' else 'KAN activations'}"
+        plot_group_activations(panels, out_dir / f"{_file_name(parent)}.{kind}.png", title)
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     (out_dir / "report.md").write_text(_markdown(report))
     return report

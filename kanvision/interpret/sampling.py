@@ -9,8 +9,9 @@ input channel, kernel position). Every supported module is sampled in one layout
 with ``in`` the inputs each output reads (``in_channels / groups`` for grouped convolutions; :func:`input_index`
 maps them to the module's input channels). Modules whose functions are shared are laid out as:
 
-- :class:`~kanvision.layers.GroupRational` (KAT, arXiv 2409.10594): ``(1, groups, P)``, one function per channel
-  group; its recorded input pools the channels of each group.
+- Group activations (:class:`~kanvision.layers.GroupActivation`: KAT's :class:`~kanvision.layers.GroupRational`,
+  arXiv 2409.10594, and :class:`~kanvision.layers.GroupKAN` of any basis): ``(1, groups, P)``, one function per
+  channel group, evaluated by ``group_functions``; the recorded input pools the channels of each group.
 - Channel-shared convolutions (:class:`~kanvision.layers.SharedKANConv2d`: RKAN's kernel, Bodner et al.'s) hold a
   1 -> ``kernels`` :class:`~kanvision.layers.KANConv2d` over the channels folded into the batch and are sampled
   through it: ``(kernels, 1, k, k, P)``, its recorded input pools all channels.
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from kanvision.layers.group_activation import GroupActivation
 from kanvision.layers.kan_layer import KANLayer
-from kanvision.layers.rational import GroupRational, group_rational_pytorch
 
 __all__ = [
     "FUNCTION_MODULES",
@@ -45,7 +46,7 @@ __all__ = [
     "sample_functions",
 ]
 
-FUNCTION_MODULES = (KANLayer, GroupRational)
+FUNCTION_MODULES = (KANLayer, GroupActivation)
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
 
@@ -137,8 +138,7 @@ def evaluate_functions(module: nn.Module, x: Tensor) -> Tensor:
         weight = module.weight.detach().to(dtype).reshape(g, out // g, per_group, m, -1)
         y = torch.einsum("gipm,goimk->goikp", feats.reshape(g, per_group, -1, m), weight)
         return y.reshape(out, per_group, *kernel, x.shape[1])
-    numerator, denominator = (w.detach().to(dtype) for w in (module.weight_numerator, module.weight_denominator))
-    return group_rational_pytorch(x.T.contiguous(), numerator, denominator, module.groups).T.unsqueeze(0)
+    return module.group_functions(x.T.contiguous()).T.unsqueeze(0)
 
 
 # -- recording inputs --------------------------------------------------------------------------------------------

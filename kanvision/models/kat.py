@@ -7,6 +7,10 @@ A ViT whose MLP is a two-layer GR-KAN: act1 (GroupRational, identity init) -> dr
 swish init) -> dropout -> fc2. Everything else is timm's VisionTransformer (pre-norm blocks, LayerNorm eps 1e-6,
 qkv bias, class token, no LayerScale), so the full timm API comes with it and ViT weights map one-to-one.
 
+KAT-X: ``kan=<basis>`` (any name of ``kanvision.layers.list_bases()``) replaces both rationals by
+:class:`~kanvision.layers.GroupKAN` activations of that basis, same groups and inits; ``kan="rational"`` (default) is
+the released KAT.
+
 Weights load through timm's standard path,
 ``timm.create_model("kat_tiny_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=PATH))``, from timm ViT
 state dicts (.pth/.bin/.safetensors; the paper's "from ViT" initialisation), Google AugReg ``.npz`` files, official
@@ -32,21 +36,68 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 from torch import Tensor, nn
 
+from kanvision.layers.bases import list_bases
+from kanvision.layers.group_activation import GroupActivation
+from kanvision.layers.group_kan import GroupKAN
 from kanvision.layers.rational import GroupRational
 from kanvision.models._helpers import build_model, describe_keys, fit_state_dict
 
-__all__ = ["Kat", "KatMlp", "checkpoint_filter_fn", "load_checkpoint_file", "mimetic_attention_init_"]
+__all__ = ["Kat", "KatMlp", "checkpoint_filter_fn", "list_kans", "load_checkpoint_file", "mimetic_attention_init_"]
 
 _logger = logging.getLogger(__name__)
 
 WEIGHT_INITS = ("released", "variance", "skip")
+
+# What ``kan_kwargs`` may set on the GroupKAN activations of KAT-X; the rest comes from the model's own arguments.
+KAN_KWARGS = ("basis_kwargs", "base_activation", "init_range")
+_KAN_KWARGS_ELSEWHERE = {
+    "groups": "rational_groups",
+    "init": "rational_init",
+    "basis": "kan",
+    "num_channels": "the model's widths",
+    "channel_dim": "the model's layout",
+}
+_RATIONAL_ONLY = dict(rational_order=(5, 4), share_numerator=True, use_kernel=None)
+
+
+def list_kans() -> list[str]:
+    """Values of ``kan``: ``"rational"`` (KAT's GroupRational) and every basis of ``kanvision.layers.list_bases()``
+    (a basis with learnable parameters, like ``kagn``, needs ``basis_kwargs=dict(learnable=False)``)."""
+    return ["rational", *list_bases()]
+
+
+def check_kan(kan: str, kan_kwargs: dict | None, **rational_options: Any) -> dict[str, Any]:
+    """ValueError naming the bad value unless ``kan`` is one of :func:`list_kans` and ``kan_kwargs`` (keys of
+    ``KAN_KWARGS``, only with a basis) and the GroupRational options (only with ``"rational"``) fit it.
+    Returns ``kan_kwargs`` as a new dict."""
+    if not isinstance(kan, str) or kan not in list_kans():
+        raise ValueError(f"kan={kan!r} is not a group activation; valid: {list_kans()}")
+    if kan_kwargs is None:
+        kan_kwargs = {}
+    if not isinstance(kan_kwargs, dict):
+        raise ValueError(f"kan_kwargs must be a dict with keys from {list(KAN_KWARGS)}, got {kan_kwargs!r}")
+    if kan == "rational":
+        if kan_kwargs:
+            raise ValueError(f"kan_kwargs={kan_kwargs!r} applies to a basis kan, not kan='rational'")
+        return {}
+    for key in kan_kwargs:
+        if key in _KAN_KWARGS_ELSEWHERE:
+            raise ValueError(f"kan_kwargs[{key!r}]: set it through {_KAN_KWARGS_ELSEWHERE[key]} instead")
+        if key not in KAN_KWARGS:
+            raise ValueError(f"kan_kwargs has unknown key {key!r}; valid: {list(KAN_KWARGS)}")
+    for name, value in rational_options.items():
+        default = _RATIONAL_ONLY[name]
+        if (tuple(value) if isinstance(value, (list, tuple)) else value) != default:
+            raise ValueError(f"{name}={value!r} applies to kan='rational' only, not kan={kan!r}")
+    return dict(kan_kwargs)
 
 
 class KatMlp(nn.Module):
     """GR-KAN channel mixer (KAT section 4): act1 -> drop -> fc1 -> act2 -> drop -> fc2, no dropout after fc2.
 
     Signature compatible with timm's ``Mlp`` so that it plugs into timm's ``Block`` as ``mlp_layer``
-    (``act_layer`` is ignored: the activations are the two GroupRationals).
+    (``act_layer`` is ignored: the activations are the two group activations). ``kan``, ``kan_kwargs``: as
+    :class:`Kat` (``"rational"``: GroupRational; a basis name: GroupKAN of that basis).
     """
 
     def __init__(
@@ -63,28 +114,45 @@ class KatMlp(nn.Module):
         rational_order: tuple[int, int] = (5, 4),
         share_numerator: bool = True,
         use_kernel: bool | None = None,
+        kan: str = "rational",
+        kan_kwargs: dict | None = None,
         device: Any = None,
         dtype: Any = None,
     ):
         super().__init__()
         if norm_layer is not None:
             raise ValueError("KatMlp has no inner norm: scale_mlp_norm=True is not supported")
+        kan_kwargs = check_kan(
+            kan, kan_kwargs, rational_order=rational_order, share_numerator=share_numerator, use_kernel=use_kernel
+        )
         hidden_features = hidden_features or in_features
         out_features = out_features or in_features
-        rational = partial(
-            GroupRational, groups=rational_groups, order=rational_order, share_numerator=share_numerator,
-            use_kernel=use_kernel,
-        )  # fmt: skip
-        self.act1 = rational(in_features, init=rational_init[0])
+        if kan == "rational":
+            activation = partial(
+                GroupRational, groups=rational_groups, order=rational_order, share_numerator=share_numerator,
+                use_kernel=use_kernel,
+            )  # fmt: skip
+        else:
+            activation = partial(_group_kan, groups=rational_groups, basis=kan, **kan_kwargs)
+        self.act1 = activation(in_features, init=rational_init[0])
         self.drop1 = nn.Dropout(drop)
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
-        self.act2 = rational(hidden_features, init=rational_init[1])
+        self.act2 = activation(hidden_features, init=rational_init[1])
         self.drop2 = nn.Dropout(drop)
         self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
         self.to(device=device, dtype=dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.drop2(self.act2(self.fc1(self.drop1(self.act1(x))))))
+
+
+def _group_kan(num_channels: int, **kwargs: Any) -> GroupKAN:
+    """A GroupKAN built on the CPU, then moved to the ambient default device: its init is a least-squares fit that
+    needs real memory and LAPACK's gelsd (a ``torch.device("meta")`` or CUDA context would fail it)."""
+    ambient = torch.empty(0).device
+    with torch.device("cpu"):
+        activation = GroupKAN(num_channels, **kwargs)
+    return activation.to(ambient)
 
 
 def _noisy_identity(dim: int, alpha: float, beta: float, generator: torch.Generator | None) -> Tensor:
@@ -148,15 +216,21 @@ class Kat(VisionTransformer):
     """Kolmogorov-Arnold Transformer (arXiv 2409.10594): timm's VisionTransformer with :class:`KatMlp` blocks.
 
     Args (besides every VisionTransformer argument):
-        rational_init: init of (act1, act2), names from ``kanvision.layers.rational.list_rational_inits``.
-            ("identity", "swish") is the released default; ("identity", "gelu") makes the model compute the ViT's
-            function once ViT weights are loaded.
-        rational_groups, rational_order, share_numerator: GroupRational layout (released: 8, (5, 4), True).
-        use_kernel: GroupRational kernel switch (None: fused Triton kernel on CUDA).
+        kan: the group activation of act1 and act2: ``"rational"`` (default, the released KAT: GroupRational) or a
+            basis name of ``kanvision.layers.list_bases()`` (KAT-X: GroupKAN of that basis); see :func:`list_kans`.
+        kan_kwargs: GroupKAN options for a basis ``kan``: ``basis_kwargs`` (e.g. ``dict(degree=4)``),
+            ``base_activation`` (default ``"silu"``), ``init_range`` (default (-3, 3)). Groups and inits come from
+            ``rational_groups`` and ``rational_init``.
+        rational_init: init of (act1, act2), names from ``kanvision.layers.rational.list_rational_inits`` (the same
+            names for GroupKAN). ("identity", "swish") is the released default; ("identity", "gelu") makes the model
+            compute the ViT's function (to the activations' fit error) once ViT weights are loaded.
+        rational_groups: channel groups of every group activation (released: 8).
+        rational_order, share_numerator: GroupRational layout (released: (5, 4), True); ``kan="rational"`` only.
+        use_kernel: GroupRational kernel switch (None: fused Triton kernel on CUDA); ``kan="rational"`` only.
         weight_init: "released" (default) is what the published models were trained with: timm's ViT init
             (trunc-normal 0.02 on every Linear) plus mimetic attention. The official code meant to apply the
             paper's variance-preserving fc init but overwrote it; "variance" actually applies it (fc1, fc2 from
-            N(0, alpha/d_in) with alpha = Var[x] / E[F(x)^2] of the preceding rational, computed numerically)
+            N(0, alpha/d_in) with alpha = Var[x] / E[F(x)^2] of the preceding activation, computed numerically)
             on top of mimetic attention. "released" is the default because the published accuracies, recipes and
             checkpoints all come from it; "variance" is the design of section 4.4, untested at ImageNet scale.
             "skip" leaves parameters uninitialised (for loading weights right after).
@@ -170,6 +244,8 @@ class Kat(VisionTransformer):
         share_numerator: bool = True,
         use_kernel: bool | None = None,
         weight_init: str = "released",
+        kan: str = "rational",
+        kan_kwargs: dict | None = None,
         **kwargs: Any,
     ):
         if isinstance(rational_init, str) or len(rational_init) != 2:
@@ -178,11 +254,17 @@ class Kat(VisionTransformer):
             )
         if weight_init not in WEIGHT_INITS:
             raise ValueError(f"weight_init={weight_init!r} is not one of {WEIGHT_INITS}")
+        kan_kwargs = check_kan(
+            kan, kan_kwargs, rational_order=rational_order, share_numerator=share_numerator, use_kernel=use_kernel
+        )
         mlp_layer = partial(
             KatMlp, rational_init=tuple(rational_init), rational_groups=rational_groups,
             rational_order=tuple(rational_order), share_numerator=share_numerator, use_kernel=use_kernel,
         )  # fmt: skip
+        if kan != "rational":  # the released KAT's blocks stay built exactly as before
+            mlp_layer = partial(mlp_layer, kan=kan, kan_kwargs=kan_kwargs)
         super().__init__(mlp_layer=mlp_layer, weight_init="skip", **kwargs)
+        self.kan, self.kan_kwargs = kan, kan_kwargs
         self.rational_init = tuple(rational_init)
         self.weight_init_mode = ""  # timm's own mode for VisionTransformer.init_weights
         self.kat_weight_init = weight_init
@@ -194,7 +276,7 @@ class Kat(VisionTransformer):
         mode = mode or self.kat_weight_init
         if mode not in ("released", "variance"):
             raise ValueError(f"Kat.init_weights: mode={mode!r} is not 'released' or 'variance'")
-        super().init_weights("", needs_reset=needs_reset)  # trunc-normal(0.02) Linears, pos/cls init, rationals
+        super().init_weights("", needs_reset=needs_reset)  # trunc-normal(0.02) Linears, pos/cls init, activations
         for block in self.blocks:
             mimetic_attention_init_(block.attn, generator=generator)
         if mode == "variance":
@@ -206,7 +288,7 @@ class Kat(VisionTransformer):
         for block in self.blocks:
             mlp = block.mlp
             for act, fc in ((mlp.act1, mlp.fc1), (mlp.act2, mlp.fc2)):
-                key = tuple(act.weight_numerator.flatten().tolist() + act.weight_denominator.flatten().tolist())
+                key = _function_key(act)
                 if key not in gains:
                     gains[key] = act.variance_gain()
                 std = math.sqrt(gains[key] / fc.in_features)
@@ -221,6 +303,12 @@ class Kat(VisionTransformer):
         if prefix:
             state_dict = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         self.load_state_dict(checkpoint_filter_fn(state_dict, self), strict=True)
+
+
+def _function_key(act: GroupActivation) -> tuple:
+    """Everything that defines the function a group activation computes: its type, layout and every tensor."""
+    tensors = tuple((name, tuple(t.shape), tuple(t.flatten().tolist())) for name, t in act.state_dict().items())
+    return type(act).__name__, act.extra_repr(), tensors
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -325,8 +413,10 @@ def _strip_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def _is_rational(key: str) -> bool:
-    return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.weight_(numerator|denominator)$", key))
+def _is_group_activation(key: str) -> bool:
+    """A tensor of a block's act1/act2 (GroupRational numerator/denominator; GroupKAN weight, base_weight and its
+    basis' grid): what a ViT checkpoint does not have."""
+    return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.", key))
 
 
 def checkpoint_filter_fn(
@@ -334,7 +424,8 @@ def checkpoint_filter_fn(
 ) -> dict[str, Tensor]:
     """Remap a checkpoint to ``model``'s full state dict, or raise ValueError listing every mismatch.
 
-    Accepts timm ViT state dicts (rationals are new: the model's initial ones are kept, and logged), Google AugReg
+    Accepts timm ViT state dicts (the group activations, rational or GroupKAN, are new: the model's initial ones are
+    kept, and logged), Google AugReg
     Flax dicts (from ``.npz``), official KAT checkpoints (``state_dict``/``state_dict_ema`` with ``args``) and
     kanvision's own. Position embeddings (and patch-embedding kernels) are resampled to the model's grid; a head
     whose class count differs is dropped (the model's fresh head is kept, and logged). Any other missing,
@@ -367,13 +458,13 @@ def checkpoint_filter_fn(
     if model.num_classes > 0 and not any(k in out for k in ("head.weight", "head.bias")):
         out.update({k: v for k, v in expected.items() if k.startswith("head.")})
 
-    rational_keys = [k for k in expected if _is_rational(k)]
-    if rational_keys and not any(k in out for k in rational_keys):
+    activation_keys = [k for k in expected if _is_group_activation(k)]
+    if activation_keys and not any(k in out for k in activation_keys):
         _logger.info(
-            f"Checkpoint has no rational activations (a ViT): keeping the model's initial rationals "
-            f"{getattr(model, 'rational_init', '')}"
+            f"Checkpoint has no group activations (a ViT): keeping the model's initial {getattr(model, 'kan', '')} "
+            f"activations {getattr(model, 'rational_init', '')}"
         )
-        out.update({k: expected[k] for k in rational_keys})
+        out.update({k: expected[k] for k in activation_keys})
 
     description = f"{type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, " \
         f"num_classes={model.num_classes})"  # fmt: skip
@@ -448,6 +539,9 @@ default_cfgs = generate_default_cfgs(
         "kat_small_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
         "kat_base_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
         "kat_large_patch16_224": _cfg(),
+        # KAT-X: no published weights; they load ViT weights like KAT (the activations start from rational_init)
+        "katx_tiny_cheb_patch16_224": _cfg(),
+        "katx_tiny_rbf_patch16_224": _cfg(),
     }
 )
 
@@ -495,3 +589,26 @@ def kat_base_patch16_384(pretrained: bool = False, **kwargs: Any) -> Kat:
 def kat_large_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
     """KAT-L/16: ViT-L/16 (24 blocks, width 1024) with GR-KAN MLPs; not in the paper, for ViT-L initialisation."""
     return _create_kat("kat_large_patch16_224", pretrained, dict(embed_dim=1024, depth=24, num_heads=16), kwargs)
+
+
+# KAT-X: KAT-T with GroupKAN activations of another basis (same groups, inits, everything else)
+
+
+@register_model
+def katx_tiny_cheb_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-X-T/16 Chebyshev (5,718,568 parameters): KAT-T with GroupKAN(chebyshev, degree 4, SiLU base) activations,
+    8 groups x 6 coefficients each."""
+    model_args = dict(
+        embed_dim=192, depth=12, num_heads=3, kan="chebyshev", kan_kwargs=dict(basis_kwargs=dict(degree=4))
+    )
+    return _create_kat("katx_tiny_cheb_patch16_224", pretrained, model_args, kwargs)
+
+
+@register_model
+def katx_tiny_rbf_patch16_224(pretrained: bool = False, **kwargs: Any) -> Kat:
+    """KAT-X-T/16 RBF (5,719,144 parameters): KAT-T with GroupKAN(rbf, 8 Gaussians on [-3, 3], SiLU base)
+    activations (FastKAN's basis), 8 groups x 9 coefficients each."""
+    model_args = dict(
+        embed_dim=192, depth=12, num_heads=3, kan="rbf", kan_kwargs=dict(basis_kwargs=dict(num_centers=8))
+    )
+    return _create_kat("katx_tiny_rbf_patch16_224", pretrained, model_args, kwargs)

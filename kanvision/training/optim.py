@@ -9,7 +9,9 @@ signature has ``total_steps``, ``steps_per_epoch`` or ``updates_per_epoch`` gets
 Weight-decay groups follow timm (no decay on norms, biases and the model's ``no_weight_decay()`` embeddings); they
 are decided by parameter name once, on the unwrapped network (FSDP flattens sharded parameters to 1-D, which would
 exempt every weight under timm's 1-D rule), and named ``decay``, ``no_decay`` and ``rational`` so that learning
-rates are logged as ``lr/decay`` etc.
+rates are logged as ``lr/decay`` etc. The ``rational`` group holds the coefficients of every group activation
+(:class:`~kanvision.layers.GroupActivation`: KAT's GroupRational, KAT-X's GroupKAN); ``decay_rational`` decides
+its weight decay.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ __all__ = [
     "create_scheduler",
     "decay_group_of",
     "factory_from_config",
+    "group_activation_parameters",
     "restart_schedule",
     "run_length",
     "schedule_snapshot",
@@ -48,6 +51,8 @@ __all__ = [
 
 # GroupRational coefficients (kanvision.layers.rational, KAT's GR-KAN). They are 2-D, so timm's 1-D rule decays
 # them, which is what the official KAT runs did; ``model.param_groups.decay_rational=false`` excludes them instead.
+# GroupKAN's ``weight``/``base_weight`` share their names with Linear layers: they are found by module type
+# (:func:`group_activation_parameters`) and join the same group.
 RATIONAL_PARAM_PATTERNS = ("*weight_numerator", "*weight_denominator")
 
 # Wrappers that insert themselves into parameter names (FSDP, activation checkpointing, torch.compile).
@@ -75,17 +80,29 @@ def factory_from_config(config: Mapping[str, Any] | Callable | None, key: str) -
         raise ValueError(f"{key}: cannot build _target_ {config['_target_']!r}: {exc}") from exc
 
 
+def group_activation_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters of every group activation in ``model`` (GroupRational, GroupKAN) and of any parameter
+    matching :data:`RATIONAL_PARAM_PATTERNS`: the ``rational`` group."""
+    from kanvision.layers.group_activation import GroupActivation
+
+    names = {n for n, _ in model.named_parameters() if any(fnmatch.fnmatch(n, p) for p in RATIONAL_PARAM_PATTERNS)}
+    for prefix, module in model.named_modules():
+        if isinstance(module, GroupActivation):
+            names |= {f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters()}
+    return names
+
+
 def build_param_groups(
     model: nn.Module, weight_decay: float, decay_rational: bool = True, no_weight_decay: tuple[str, ...] = ()
 ) -> list[dict]:
     """timm's weight-decay groups: no decay for 1-D parameters (norms, biases), the model's ``no_weight_decay()``
-    names (position/class embeddings) and ``no_weight_decay`` patterns, plus the rational coefficients when
-    ``decay_rational`` is False."""
+    names (position/class embeddings) and ``no_weight_decay`` patterns, plus the group activations' coefficients
+    (:func:`group_activation_parameters`) when ``decay_rational`` is False."""
     skip = set(no_weight_decay)
     if hasattr(model, "no_weight_decay"):
         skip |= set(model.no_weight_decay())
     if not decay_rational:
-        skip |= set(RATIONAL_PARAM_PATTERNS)
+        skip |= set(RATIONAL_PARAM_PATTERNS) | group_activation_parameters(model)
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=sorted(skip))
 
 
@@ -98,12 +115,14 @@ def _plain_name(name: str) -> str:
 def decay_group_of(
     model: nn.Module, decay_rational: bool = True, no_weight_decay: tuple[str, ...] = ()
 ) -> dict[str, str]:
-    """Each parameter name's group: ``decay``, ``no_decay`` or ``rational`` (decayed only with ``decay_rational``)."""
+    """Each parameter name's group: ``decay``, ``no_decay`` or ``rational`` (every group activation's coefficients,
+    1-D ones included; decayed only with ``decay_rational``)."""
     groups = build_param_groups(model, 1.0, decay_rational, no_weight_decay)
     exempt = {id(p) for group in groups if group["weight_decay"] == 0.0 for p in group["params"]}
+    rational = group_activation_parameters(model)
     names = {}
     for name, param in model.named_parameters():
-        if any(fnmatch.fnmatch(name, pattern) for pattern in RATIONAL_PARAM_PATTERNS):
+        if name in rational:
             names[name] = "rational"
         else:
             names[name] = "no_decay" if id(param) in exempt else "decay"

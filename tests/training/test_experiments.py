@@ -124,7 +124,15 @@ _KAT_CIFAR = _KAT | dict(
 _RKAN_CIFAR32 = _RKAN_CIFAR100 | dict(img_size=32)  # kanvision's own, rkan_resnet18_cifar100.yaml documents it
 RECIPES["rkan_resnet18_cifar10"] = RECIPES["rkan_resnet18_cifar100"] = _RKAN_CIFAR32
 RECIPES["resnet18_cifar_cifar10"] = RECIPES["resnet18_cifar_cifar100"] = _RKAN_CIFAR32  # their baselines
-for _name in ("kat_tiny_cifar10", "kat_tiny_cifar100", "vit_tiny_cifar10", "vit_tiny_cifar100", "vit_kan_tiny_cifar10"):
+for _name in (
+    "kat_tiny_cifar10",
+    "kat_tiny_cifar100",
+    "vit_tiny_cifar10",
+    "vit_tiny_cifar100",
+    "vit_kan_tiny_cifar10",
+    "katx_tiny_cheb_cifar10",
+    "katx_tiny_rbf_cifar10",
+):
     RECIPES[_name] = _KAT_CIFAR
 
 
