@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from kanvision.layers.activations import resolve_activation
 from kanvision.layers.bases import Basis, basis_parameters, create_basis
 from kanvision.layers.group_activation import GroupActivation, check_group_arguments
+from kanvision.layers.group_kan_fused import group_kan_fused
 from kanvision.layers.helpers import check_kwargs
 
 __all__ = ["GroupKAN", "group_kan_reference", "list_group_kan_inits", "GROUP_KAN_INITS"]
@@ -173,8 +174,14 @@ class GroupKAN(GroupActivation):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
-        y = group_kan_reference(
-            channels_last, self.weight, self.base_weight, self.basis, self.base_activation, self.groups
+        y = group_kan_fused(
+            channels_last,
+            self.weight,
+            self.base_weight,
+            self.basis,
+            self.base_activation,
+            self.groups,
+            group_kan_reference,
         )
         return y.movedim(-1, self.channel_dim) if channels_last is not x else y
 
