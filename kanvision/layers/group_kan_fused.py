@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -203,19 +204,21 @@ _device_failed: set[tuple] = set()
 
 def _run(fn: Callable, x: Tensor, *args, basis: nn.Module):
     """``fn(x, *args)``: on CPU by :func:`compiled.run`, on CUDA by ``torch.compile`` of ``fn``, else plain ops."""
-    if x.device.type == "cuda":
+    with torch._inductor.config.patch(_INDUCTOR_OPTIONS):  # read when compiling, on the first call of each variant
+        if x.device.type != "cuda":
+            return compiled.run(fn, x, *args, variant=type(basis), dtypes=_DTYPES)
         key = (fn, type(basis))
         if key not in _device_failed:
             try:
                 run = _device_compiled.get(key)
                 if run is None:
+                    # a code object per basis class (dynamo keeps its variants per code object), as compiled.run
                     run = _device_compiled[key] = torch.compile(compiled._copy(fn, type(basis)), dynamic=True)
                 return run(x, *args)
-            except Exception:  # the plain ops are correct, only slower and x-sized temporaries
+            except Exception as error:  # the plain ops are correct, only slower
                 _device_failed.add(key)
+                warnings.warn(f"kanvision: compiling {fn.__name__} failed, plain ops instead ({error!r})", stacklevel=3)
         return fn(x, *args)
-    with torch._inductor.config.patch(_INDUCTOR_OPTIONS):  # read when compiling, on the first call of each variant
-        return compiled.run(fn, x, *args, variant=type(basis), dtypes=_DTYPES)
 
 
 @torch.library.custom_op("kanvision::group_kan_fused", mutates_args=())
@@ -235,11 +238,8 @@ def _backward_op(
 ) -> tuple[Tensor, Tensor, Tensor]:
     spec = _spec(handle)
     basis, activation = spec.basis, spec.activation
-    if has_derivative(basis):
-        derivative = activation_grad_function(activation) if activation is not None else None
-        gx, gw, gb = _run(_kan_backward, x, grad, weight, base_weight, basis, activation, derivative, basis=basis)
-    else:
-        gx, gw, gb = _kan_backward_autograd(x, grad, weight, base_weight, basis, activation)
+    derivative = activation_grad_function(activation) if activation is not None else None
+    gx, gw, gb = _run(_kan_backward, x, grad, weight, base_weight, basis, activation, derivative, basis=basis)
     # a custom op returns no None: an empty tensor stands for the missing base weight's gradient
     return gx, gw, gb if gb is not None else weight.new_empty(0)
 
@@ -381,12 +381,11 @@ class _GroupKAN(torch.autograd.Function):
             return grads[0], grads[1], grads[2] if base_weight is not None else None, None, None, None
         base = base_weight.detach() if base_weight is not None else None
         args = (_grouped(x, groups), _grouped(grad.to(x.dtype), groups), weight.detach(), base)
-        if torch.compiler.is_compiling():
-            if has_derivative(spec.basis):
-                derivative = activation_grad_function(spec.activation) if spec.activation is not None else None
-                gx, gw, gb = _kan_backward(*args, spec.basis, spec.activation, derivative)
-            else:
-                gx, gw, gb = _kan_backward_autograd(*args, spec.basis, spec.activation)
+        if not has_derivative(spec.basis):  # autograd, which does not run inside a custom op
+            gx, gw, gb = _kan_backward_autograd(*args, spec.basis, spec.activation)
+        elif torch.compiler.is_compiling():
+            derivative = activation_grad_function(spec.activation) if spec.activation is not None else None
+            gx, gw, gb = _kan_backward(*args, spec.basis, spec.activation, derivative)
         else:
             gx, gw, gb = _backward_op(*args, ctx.handle)
         return (
