@@ -54,7 +54,7 @@ from kanvision.layers.bases import (
 from kanvision.layers.expansion import has_derivative
 from kanvision.layers.helpers import plain_ops_required
 
-__all__ = ["backward_flops_per_element", "forward_flops_per_element", "group_kan_fused"]
+__all__ = ["backward_flops_per_element", "forward_flops_per_element", "fused_applies", "group_kan_fused"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
@@ -188,7 +188,7 @@ def _spec(handle: int) -> _Spec:
     return spec
 
 
-# ---- CUDA (and any non-CPU device): the same formulas under torch.compile -------------------------------------------
+# ---- where the formulas run: CPU kernels, CUDA under torch.compile, plain ops elsewhere ------------------------------
 
 # Inductor writes a concatenation (the bases' torch.cat of their slots) to memory, and a pointwise result that several
 # consumers read or that has many ops: the consumers here read one slot each, so inlining computes every value once.

@@ -158,11 +158,7 @@ def test_huge_inputs_give_finite_outputs_and_gradients(basis, base_activation):
     module = perturbed(GroupKAN(8, groups=2, basis=basis, base_activation=base_activation))
     x = torch.tensor([[1e30, -1e30, 1e20, -1e20, 1e6, -1e6, 3.0, 0.0]] * 2, requires_grad=True)
     y = module(x)
-    gx, gw, *gb = grads(y, module, x, torch.ones_like(y))
-    finite = [y, gx, gw] + gb
-    if base_activation is not None:  # silu(1e30) = 1e30: finite, but its sum times the base weights' gradient is not
-        finite = [y, gx, gw]
-    assert all(torch.isfinite(t).all() for t in finite)
+    assert all(torch.isfinite(t).all() for t in [y, *grads(y, module, x, torch.ones_like(y))])
 
 
 @pytest.mark.slow
