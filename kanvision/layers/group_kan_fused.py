@@ -87,6 +87,112 @@ def _slots(evaluate: Callable[[Tensor], Tensor], rows: Tensor, n: int) -> list[T
     return [values[:, k : k + 1] for k in range(n)]
 
 
+def _bspline_slots(basis: BSplineBasis, rows: Tensor, derivative: bool) -> list[Tensor]:
+    """The B-spline's slots as :meth:`BSplineBasis.values` (or ``derivative``) gives them, with its k + 1 polynomial
+    pieces evaluated once per element instead of once per slot: slot j is piece i - j at s, where u = (x - t_0) / h,
+    i = floor(u) and s = u - i are the same for every slot (the basis computes them per slot, equal up to rounding)."""
+    low, h = basis._grid(rows)
+    k = basis.spline_order
+    margin = (k + 1) * h  # the basis' clamp: the same values for every finite x, finite positions for huge ones
+    u = (rows.clamp(low - margin, low + basis.intervals * h + margin) - (low - k * h)) / h
+    piece = torch.floor(u)
+    s = u - piece
+    nan = u * 0  # NaN in every slot for a NaN input
+    pieces = []
+    for coef in basis._piece_coef:
+        if derivative:
+            coef = [q * c for q, c in enumerate(coef)][1:]
+        value = torch.full_like(s, coef[-1])
+        for c in reversed(coef[:-1]):
+            value = value * s + c
+        pieces.append(value / h if derivative else value)
+    slots = []
+    for j in range(basis.num_functions):
+        out = nan
+        for p, value in enumerate(pieces):
+            out = torch.where(piece == p + j, value + nan, out)
+        slots.append(out)
+    return slots
+
+
+def _rbf_slots(basis: RBFBasis, rows: Tensor, derivative: bool) -> tuple[list[Tensor], list[Tensor] | None]:
+    """:meth:`RBFBasis.values` (and ``derivative``) slot by slot, one exp per slot for both."""
+    low, h = basis._grid(rows)
+    width = basis._width(rows)
+    xc = rows.clamp(low - 40 * width, low + basis.intervals * h + 40 * width)
+    values, derivatives = [], []
+    for j in range(basis.num_functions):
+        z = (xc - (low + j * h)) / width
+        e = torch.exp(-z * z)
+        values.append(e)
+        derivatives.append(e * z * (-2 / width))
+    return values, derivatives if derivative else None
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """tanh by one exp: compiled CPU code evaluates ``torch.tanh`` several times slower than ``exp``. Absolute error
+    a few float32 ulps of 1 (the polynomials of t need no more); |x| clamped to 20, where tanh rounds to +-1 even in
+    float64, so that exp stays finite."""
+    return 1 - 2 / (torch.exp(2 * x.clamp(-20, 20)) + 1)
+
+
+def _sigmoid(x: Tensor) -> Tensor:
+    return 1 / (1 + torch.exp(-x))
+
+
+def _silu(x: Tensor) -> Tensor:
+    """SiLU by one exp (x / (1 + exp(-x)) is -0 for x = -1e30, x for x = 1e30)."""
+    return x / (1 + torch.exp(-x))
+
+
+def _silu_grad(x: Tensor, grad: Tensor) -> Tensor:
+    s = _sigmoid(x)
+    return grad * s * (1 + x * (1 - s))
+
+
+def _chebyshev_slots(basis: ChebyshevBasis, rows: Tensor, derivative: bool) -> tuple[list, list | None]:
+    """:class:`ChebyshevBasis`' recurrences (T_k, and k U_{k-1} (1 - t^2)) on t = :func:`_tanh` (x)."""
+    t = _tanh(rows)
+    degree = basis.degree
+    values = [torch.ones_like(t), t][: degree + 1]
+    for _ in range(2, degree + 1):
+        values.append(2 * t * values[-1] - values[-2])
+    if not derivative:
+        return values, None
+    u = [torch.ones_like(t), 2 * t][:degree]
+    for _ in range(2, degree):
+        u.append(2 * t * u[-1] - u[-2])
+    slope = 1 - t * t
+    return values, [torch.zeros_like(t)] + [k * u[k - 1] * slope for k in range(1, degree + 1)]
+
+
+def _gram_slots(basis: GramBasis, rows: Tensor, derivative: bool) -> tuple[list, list | None]:
+    """:class:`GramBasis`' recurrences on t = :func:`_tanh` (x)."""
+    t = _tanh(rows)
+    values = basis._recurrence(t, derivative=False)
+    if not derivative:
+        return values, None
+    slope = 1 - t * t
+    return values, [q * slope for q in basis._recurrence(t, derivative=True)]
+
+
+def _basis_slots(basis: nn.Module, rows: Tensor, derivative: bool) -> tuple[list[Tensor], list[Tensor] | None]:
+    """The n values (and with ``derivative`` the n derivatives) of the basis at ``rows`` (P, 1, Q), as n tensors
+    (P, 1, Q) each. B-spline, RBF, Chebyshev and Gram (exactly those classes: a subclass may change the values) by
+    the formulas above, which share their work between slots and between values and derivatives and take tanh by
+    one exp; other bases by theirs."""
+    if type(basis) is BSplineBasis:
+        return _bspline_slots(basis, rows, False), _bspline_slots(basis, rows, True) if derivative else None
+    if type(basis) is RBFBasis:
+        return _rbf_slots(basis, rows, derivative)
+    if type(basis) is ChebyshevBasis:
+        return _chebyshev_slots(basis, rows, derivative)
+    if type(basis) is GramBasis:
+        return _gram_slots(basis, rows, derivative)
+    n = basis.num_functions
+    return _slots(basis.values, rows, n), _slots(basis.derivative, rows, n) if derivative else None
+
+
 def _contract(slots: list[Tensor], coefficients: Tensor) -> Tensor:
     """sum_k c_k V_k for the basis values or derivatives ``slots`` (n of (P, 1, Q)) and ``coefficients``
     (P, n, 1): (P, 1, Q)."""
@@ -106,8 +212,9 @@ def _kan_forward(
     rows = _rows(x, dtype)
     # the values are evaluated on the rows and contracted at once: never split back into (R, groups, n, Q), which
     # compiled code with dynamic sizes would write to memory first
-    y = _contract(_slots(basis.values, rows, basis.num_functions), _per_row(weight, rows.shape[0], dtype))
+    y = _contract(_basis_slots(basis, rows, False)[0], _per_row(weight, rows.shape[0], dtype))
     if activation is not None:
+        activation = _silu if activation is F.silu else activation
         y = y + _per_row(base_weight[:, None], rows.shape[0], dtype) * activation(rows)
     return y.reshape(x.shape).to(x.dtype)
 
@@ -126,9 +233,12 @@ def _kan_backward(
     dtype = _compute_dtype(x)
     rows, g = _rows(x, dtype), _rows(grad, dtype)
     n = basis.num_functions
-    gx = g * _contract(_slots(basis.derivative, rows, n), _per_row(weight, rows.shape[0], dtype))
-    terms = [g * value for value in _slots(basis.values, rows, n)]
+    values, derivatives = _basis_slots(basis, rows, True)
+    gx = g * _contract(derivatives, _per_row(weight, rows.shape[0], dtype))
+    terms = [g * value for value in values]
     if activation is not None:
+        if activation is F.silu:  # by exp (see _tanh)
+            activation, activation_grad = _silu, _silu_grad
         gx = gx + _per_row(base_weight[:, None], rows.shape[0], dtype) * activation_grad(rows, g)
         terms.append(g * activation(rows))
     per_group = _sums_per_group(terms, x.shape[1])  # (n [+ 1], groups)
