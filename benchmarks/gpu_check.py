@@ -6,6 +6,10 @@ a. kernel    the fused GroupRational kernel against the PyTorch path and a float
              KAT shapes (values and the x, numerator and denominator gradients);
 b. act       GroupRational forward+backward against F.gelu on a (256*197, 768) bf16 tensor: kernel, PyTorch eager,
              PyTorch compiled (goal: kernel <= 1.25x GELU);
+   group_kan GroupKAN (chebyshev degree 4, rbf 8 centres, bspline grid 5 order 3; its CUDA path: the fused formulas
+             under torch.compile) forward+backward on the same tensor against F.gelu and GroupRational's kernel, with
+             its error against a float64 reference and peak memory (goals: <= 1.5x GroupRational's time, <= 1.1x
+             its peak memory);
 c. cnn       rkan_resnet50 vs resnet50 and kan_resnet18 (chebyshev, bspline, rbf) vs resnet18 at 224 px,
              channels_last;
 d. kat       KAT-T/S against timm's ViT-T/S training, batch 256, bf16 autocast, AdamW, eager and torch.compile,
@@ -35,6 +39,7 @@ import dataclasses
 import datetime as dt
 import gc
 import json
+import math
 import os
 import platform
 import signal
@@ -89,7 +94,7 @@ QUICK_CNN_GROUPS = [
     )
 ]
 # cheap, must-have measurements first
-SECTIONS = ("kernel", "act", "cnn", "kat", "zoo", "profile", "zoo_compiled", "layers", "kat_pt")
+SECTIONS = ("kernel", "act", "cnn", "kat", "group_kan", "zoo", "profile", "zoo_compiled", "layers", "kat_pt")
 # kanvision-bench's pairs on the GPU: KAT-T/S vs ViT-T/S, rkan_resnet50 vs resnet50, kan_resnet18 vs resnet18
 ZOO_MODELS = ("kat_tiny_patch16_224", "kat_small_patch16_224", "rkan_resnet50", "kan_resnet18")
 # compiled: the cheapest compiles first, so that the section's budget measures as many pairs as it can
@@ -98,6 +103,14 @@ GOALS = {
     "act_kernel_x_gelu_max": 1.25,
     "kat_tiny_img_s_ratio_min": 0.92,
     "kat_tiny_peak_memory_ratio_max": 1.1,
+    "group_kan_x_group_rational_max": 1.5,
+    "group_kan_peak_memory_x_group_rational_max": 1.1,
+}
+# GroupKAN's bases in the group_kan section (those of benchmarks.activations)
+GROUP_KAN_BASES = {
+    "chebyshev": dict(degree=4),
+    "rbf": dict(num_centers=8),
+    "bspline": dict(grid_size=5, spline_order=3),
 }
 
 
@@ -283,6 +296,102 @@ def section_activation(device: torch.device, quick: bool, compile_backend: str) 
         "goal_kernel_x_gelu_max": GOALS["act_kernel_x_gelu_max"],
         "goal_met": None if kernel_ratio is None else kernel_ratio <= GOALS["act_kernel_x_gelu_max"],
     }
+
+
+def section_group_kan(device: torch.device, quick: bool) -> dict:
+    """GroupKAN's fused path on ``device`` against F.gelu and GroupRational's kernel, forward+backward in bf16."""
+    import torch.nn.functional as F
+
+    from kanvision.bench.throughput import time_callable
+    from kanvision.kernels.group_rational import group_rational
+    from kanvision.layers import GroupKAN, group_kan_fused
+    from kanvision.layers.group_kan import group_kan_reference
+
+    shape = (64, 32) if quick else (256 * 197, 768)
+    reps, warmup = (2, 1) if quick else (20, 5)
+    groups = 8
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True)
+    grad_output = torch.randn_like(x)
+    a, b = _coefficients(groups, True, device)
+    candidates = {
+        "F.gelu": (lambda: F.gelu(x), (x,), None),
+        "GroupRational kernel": (lambda: group_rational(x, a, b, groups), (x, a, b), None),
+    }
+    for basis, kwargs in GROUP_KAN_BASES.items():
+        module = GroupKAN(shape[-1], groups=groups, basis=basis, basis_kwargs=kwargs, init="gelu").to(device)
+        with torch.no_grad():
+            module.weight.add_(0.1 * torch.randn_like(module.weight))
+        candidates[f"GroupKAN {basis}"] = (lambda m=module: m(x), (x, module.weight, module.base_weight), module)
+    rows = []
+    for name, (forward, inputs, module) in candidates.items():
+
+        def step(forward=forward, inputs=inputs):
+            torch.autograd.grad(forward(), inputs, grad_output)
+
+        row = {"name": name}
+        try:
+            if module is not None:  # the fused path against float64 plain ops: values and x's gradient
+                y = forward()
+                gx = torch.autograd.grad(y, x, grad_output)[0]
+                x64 = x.detach().double().requires_grad_()
+                weights = (module.weight.double(), module.base_weight.double())
+                reference = group_kan_reference(x64, *weights, module.basis, module.base_activation, groups)
+                gx64 = torch.autograd.grad(reference, x64, grad_output.double())[0]
+                row["y_err"] = _relative_error(y, reference)
+                row["dx_err"] = _relative_error(gx, gx64)
+            times = time_callable(step, device, warmup=warmup, reps=reps)
+            row["ms"] = statistics.median(times)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                step()
+                torch.cuda.synchronize(device)
+                row["peak_extra_MiB"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        except Exception as err:  # noqa: BLE001
+            row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+        rows.append(row)
+    gelu, rational = rows[0], rows[1]
+    for row in rows:
+        if "ms" in row and "ms" in gelu:
+            row["x_gelu"] = row["ms"] / gelu["ms"]
+        if row["name"].startswith("GroupKAN") and "ms" in row and "ms" in rational:
+            row["x_group_rational"] = row["ms"] / rational["ms"]
+            if "peak_extra_MiB" in row and rational.get("peak_extra_MiB"):
+                row["peak_x_group_rational"] = row["peak_extra_MiB"] / rational["peak_extra_MiB"]
+    kan_rows = [r for r in rows if r["name"].startswith("GroupKAN")]
+    met = [
+        r.get("x_group_rational", math.inf) <= GOALS["group_kan_x_group_rational_max"]
+        and r.get("peak_x_group_rational", 0.0) <= GOALS["group_kan_peak_memory_x_group_rational_max"]
+        for r in kan_rows
+    ]
+    return {
+        "shape": list(shape),
+        "dtype": "bfloat16",
+        "timing": f"median of {reps} forward+backward calls after {warmup} warm-up calls",
+        "rows": rows,
+        # the CUDA path fell back to plain ops (a compile failed) for these functions
+        "compile_failed": sorted(f"{fn.__name__}[{cls.__name__}]" for fn, cls in group_kan_fused._device_failed),
+        "goal_met": all(met) if device.type == "cuda" else None,
+    }
+
+
+def _print_group_kan_table(result: dict) -> None:
+    if "shape" in result:
+        print(f"  shape {tuple(result['shape'])}, {result['timing']}")
+    print(f"  {'':24s} {'ms':>8s} {'x gelu':>7s} {'x GR':>6s} {'peak MiB':>9s} {'y err':>8s} {'dx err':>8s}")
+    nan = float("nan")
+    for r in result.get("rows", []):
+        if "error" in r:
+            print(f"  {r['name']:24s} {r['error']}")
+            continue
+        print(
+            f"  {r['name']:24s} {r['ms']:8.3f} {r.get('x_gelu', nan):7.2f} {r.get('x_group_rational', nan):6.2f} "
+            f"{r.get('peak_extra_MiB', nan):9.1f} {r.get('y_err', nan):8.1e} {r.get('dx_err', nan):8.1e}"
+        )
+    if result.get("compile_failed"):
+        print(f"  compile failed (plain ops ran): {result['compile_failed']}")
 
 
 # ---- c/d/f. training throughput ------------------------------------------------------------------------------------
@@ -571,6 +680,11 @@ def main(argv: list[str] | None = None) -> dict:
             _print_activation_table,
         ),
         "kat": ("[d] KAT vs ViT training (bf16 autocast, AdamW)", run_kat, None),
+        "group_kan": (
+            "[b] GroupKAN forward+backward, bf16, against F.gelu and GroupRational's kernel",
+            lambda: _guarded(lambda: section_group_kan(device, args.quick), 120 * slack, deadline),
+            _print_group_kan_table,
+        ),
         "cnn": (
             "[c] KAN CNNs vs ResNets (channels_last, bf16 autocast, AdamW)",
             lambda: run_training_groups(cnn_groups, device, cnn, (False,), deadline, per_row_s=30 * slack),
@@ -618,6 +732,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = {
         "kernel_ok": result["sections"].get("kernel", {}).get("ok"),
         "act_goal_met": result["sections"].get("act", {}).get("goal_met"),
+        "group_kan_goal_met": result["sections"].get("group_kan", {}).get("goal_met"),
         **result["sections"].get("kat", {}).get("goals", {}),
     }
     print("summary: " + json.dumps(summary))

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from kanvision.layers.activations import resolve_activation
 from kanvision.layers.bases import Basis, basis_parameters, create_basis
 from kanvision.layers.group_activation import GroupActivation, check_group_arguments
+from kanvision.layers.group_kan_fused import group_kan_fused
 from kanvision.layers.helpers import check_kwargs
 
 __all__ = ["GroupKAN", "group_kan_reference", "list_group_kan_inits", "GROUP_KAN_INITS"]
@@ -85,8 +86,8 @@ class GroupKAN(GroupActivation):
         base_activation: b(x) of the base branch (``"silu"``, ``"gelu"``, ``"identity"``, ...) or None.
         init: the function every group starts from: a name of :func:`list_group_kan_inits` or a callable
             (float64 tensor -> tensor), fitted by least squares weighted by the N(0, 1) density on ``init_range``
-            (with the base weight as one more unknown). ``init_error`` is the fit's largest error on
-            ``init_range``, logged at construction.
+            (with the base weight as one more unknown; an init equal to the base activation gets exactly
+            ``w = 1, c = 0``). ``init_error`` is the fit's largest error on ``init_range``, logged at construction.
         init_range: the interval (low, high) of the fit.
     """
 
@@ -153,8 +154,14 @@ class GroupKAN(GroupActivation):
         target = torch.as_tensor(function(x), dtype=torch.float64).reshape(-1)
         if target.shape != x.shape or not torch.isfinite(target).all():
             raise ValueError(f"GroupKAN: init {self.init!r} must map a float64 tensor to finite values of its shape")
-        density = torch.exp(-0.25 * x * x)  # the square root of the N(0, 1) density (up to a constant)
         design = self._design(x)
+        if self.base_activation is not None and torch.equal(design[:, 0], target):
+            # the base activation itself (identity init with an identity base, ...): phi = b exactly, everywhere; the
+            # least-squares solution could split it between b and a basis that reproduces it on init_range only
+            coefficients = torch.zeros(design.shape[1], dtype=torch.float64)
+            coefficients[0] = 1.0
+            return coefficients.float(), 0.0
+        density = torch.exp(-0.25 * x * x)  # the square root of the N(0, 1) density (up to a constant)
         solution = torch.linalg.lstsq(design * density[:, None], (target * density)[:, None], driver="gelsd")
         coefficients = solution.solution[:, 0]
         fine = torch.linspace(low, high, 4097, dtype=torch.float64)
@@ -173,8 +180,14 @@ class GroupKAN(GroupActivation):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         channels_last = x.movedim(self.channel_dim, -1) if self.channel_dim not in (-1, x.dim() - 1) else x
-        y = group_kan_reference(
-            channels_last, self.weight, self.base_weight, self.basis, self.base_activation, self.groups
+        y = group_kan_fused(
+            channels_last,
+            self.weight,
+            self.base_weight,
+            self.basis,
+            self.base_activation,
+            self.groups,
+            group_kan_reference,
         )
         return y.movedim(-1, self.channel_dim) if channels_last is not x else y
 
