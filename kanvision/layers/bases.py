@@ -208,9 +208,9 @@ class GridBasis(Basis):
         return self.resized(self.low - below * h, self.high + above * h, self.intervals + below + above), below
 
     def _apply(self, fn, recurse=True):
-        grid = self.grid
         super()._apply(fn, recurse)
-        self.grid = grid.to(device=self.grid.device, dtype=torch.float64)  # keep the grid exact under dtype casts
+        # rebuilt from the Python floats: exact under dtype casts, and real after ``to_empty`` of a meta-built model
+        self.grid = torch.tensor([self.low, self.high, self.intervals], dtype=torch.float64, device=self.grid.device)
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -118,7 +118,11 @@ class GroupKAN(GroupActivation):
         basis_kwargs = check_kwargs("GroupKAN: basis_kwargs", basis_kwargs)
         if isinstance(basis, str) and "grid_range" in basis_parameters(basis):
             basis_kwargs.setdefault("grid_range", tuple(float(v) for v in init_range))
-        self.basis = create_basis(copy.deepcopy(basis) if isinstance(basis, Basis) else basis, **basis_kwargs)
+        # the init is a least-squares fit in float64 on the CPU (LAPACK's gelsd), whatever the default device (meta
+        # for a model built before loading weights, CUDA): the basis is built there and moved with the parameters
+        ambient = torch.empty(0).device
+        with torch.device("cpu"):
+            self.basis = create_basis(copy.deepcopy(basis) if isinstance(basis, Basis) else basis, **basis_kwargs)
         if any(True for _ in self.basis.parameters()):
             raise ValueError(
                 f"GroupKAN: basis {self.basis.registry_name or type(self.basis).__name__!r} has learnable parameters; "
@@ -132,14 +136,16 @@ class GroupKAN(GroupActivation):
         n = self.basis.num_functions
         self.weight = nn.Parameter(torch.empty(groups, n))
         self.base_weight = nn.Parameter(torch.empty(groups)) if self.base_activation is not None else None
-        self._init_coefficients, self.init_error = self._fit(self._init_function)
+        with torch.device("cpu"):
+            self._init_coefficients, self.init_error = self._fit(self._init_function)
+        self.basis.to(ambient)
         _logger.debug("GroupKAN %s init %r: largest fit error %.3g on %s", self.basis, self.init, self.init_error,
                       self.init_range)  # fmt: skip
         self.reset_parameters()
 
     def _design(self, x: Tensor) -> Tensor:
         """(P, n (+1)) float64: [b(x),] B_0(x)..B_{n-1}(x) at the points x (P,)."""
-        basis = copy.deepcopy(self.basis).to(torch.float64)
+        basis = copy.deepcopy(self.basis).to("cpu", torch.float64)
         columns = basis.values(x.reshape(-1, 1, 1)).reshape(x.shape[0], -1)
         if self.base_activation is not None:
             columns = torch.cat([self.base_activation(x)[:, None], columns], 1)
@@ -173,7 +179,7 @@ class GroupKAN(GroupActivation):
         """Every group back to the init function (timm's ``init_weights`` calls this)."""
         coefficients = self._init_coefficients.to(self.weight.device)
         if self.base_weight is not None:
-            self.base_weight.fill_(coefficients[0].item())
+            self.base_weight.copy_(coefficients[0].expand_as(self.base_weight))
             coefficients = coefficients[1:]
         self.weight.copy_(coefficients.expand_as(self.weight))
 

@@ -133,7 +133,7 @@ class KatMlp(nn.Module):
                 use_kernel=use_kernel,
             )  # fmt: skip
         else:
-            activation = partial(_group_kan, groups=rational_groups, basis=kan, **kan_kwargs)
+            activation = partial(GroupKAN, groups=rational_groups, basis=kan, **kan_kwargs)
         self.act1 = activation(in_features, init=rational_init[0])
         self.drop1 = nn.Dropout(drop)
         self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
@@ -144,15 +144,6 @@ class KatMlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.drop2(self.act2(self.fc1(self.drop1(self.act1(x))))))
-
-
-def _group_kan(num_channels: int, **kwargs: Any) -> GroupKAN:
-    """A GroupKAN built on the CPU, then moved to the ambient default device: its init is a least-squares fit that
-    needs real memory and LAPACK's gelsd (a ``torch.device("meta")`` or CUDA context would fail it)."""
-    ambient = torch.empty(0).device
-    with torch.device("cpu"):
-        activation = GroupKAN(num_channels, **kwargs)
-    return activation.to(ambient)
 
 
 def _noisy_identity(dim: int, alpha: float, beta: float, generator: torch.Generator | None) -> Tensor:

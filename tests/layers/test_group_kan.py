@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from kanvision.kernels import compiled
-from kanvision.layers import GroupKAN, list_bases, list_group_kan_inits
+from kanvision.layers import GroupKAN, KANLinear, list_bases, list_group_kan_inits
 from kanvision.layers.bases import ChebyshevBasis
 from kanvision.layers.group_kan import GROUP_KAN_INITS, group_kan_reference
 from kanvision.layers.group_kan_fused import group_kan_fused
@@ -290,3 +290,22 @@ def test_a_basis_without_derivative_and_a_custom_base_activation_match_the_formu
         assert close(y, expected, 1e-5)
         for actual, want in zip(grads(y, module, x, grad), expected_grads, strict=True):
             assert close(actual, want, 1e-4)
+
+
+@pytest.mark.parametrize("layer", ["group_kan", "kan_linear"])
+def test_built_on_meta_then_materialised_computes_like_a_cpu_build(layer):
+    # timm builds models under torch.device("meta") before loading weights; the init fit runs on the CPU regardless
+    def make():
+        if layer == "group_kan":
+            return GroupKAN(16, groups=4, basis="bspline", init="gelu")
+        return KANLinear(16, 4, basis="bspline")
+
+    with torch.device("meta"):
+        lazy = make()
+    assert all(p.is_meta for p in lazy.parameters())
+    torch.manual_seed(0)
+    built = make()
+    lazy.to_empty(device="cpu")
+    lazy.load_state_dict(built.state_dict())
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(lazy(x), built(x), rtol=0, atol=0)
