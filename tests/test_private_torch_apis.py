@@ -7,9 +7,7 @@ The reasons (also in the README's contributing notes):
   exists: ``torch._C._are_functorch_transforms_active``, ``torch.autograd.forward_ad._current_level``,
   ``torch._C._functorch.is_legacy_batchedtensor``);
 - the group-rational custom op's autocast rule casts only x, not the coefficients, which needs to exclude the
-  autocast dispatch key while it calls the op (torch.library.register_autocast would cast the coefficients too);
-- GroupKAN's fused kernels compile under ``torch._inductor.config.patch`` (inductor's own settings: keep the basis
-  values in registers), as :func:`kanvision.kernels.compiled.run` takes no options.
+  autocast dispatch key while it calls the op (torch.library.register_autocast would cast the coefficients too).
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ PRIVATE = {
     "torch._C.DispatchKey",
     "torch._C._ExcludeDispatchKeyGuard",
     "torch.autograd.forward_ad._current_level",
-    "torch._inductor.config.patch",
 }
 
 

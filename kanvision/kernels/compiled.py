@@ -59,12 +59,14 @@ def run(
     *args,
     variant: type | None = None,
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
+    options: dict | None = None,
 ):
     """``fn(x, *args)``: compiled where :func:`usable` ``(x, dtypes)`` says so, otherwise as plain ops.
 
     ``fn`` is a module-level function of traceable ops; ``x`` should be :func:`canonical` (compiled code guards on
     the sizes of a view's base). Each ``variant`` (e.g. the basis class) compiles its own copy of ``fn``, so that
-    its variants do not count against the recompile limit of the others.
+    its variants do not count against the recompile limit of the others. ``options``: more inductor options for
+    ``fn`` (``torch.compile``'s ``options``), the same on every call for a given ``fn``.
     """
     if not compiles(fn, x, variant, dtypes):
         return fn(x, *args)
@@ -73,7 +75,7 @@ def run(
     try:
         compiled = _compiled.get(key)
         if compiled is None:
-            compiled = _compiled[key] = _compile(_copy(fn, variant, vector_bits), vector_bits)
+            compiled = _compiled[key] = _compile(_copy(fn, variant, vector_bits), vector_bits, options)
         return compiled(x, *args)
     except Exception as error:  # the plain ops are correct, only slower
         _failed.add(key)
@@ -89,11 +91,11 @@ _OPTIONS = {"cpp.dynamic_threads": True, "cpp.enable_floating_point_contract_fla
 _OPTIONAL = ("cpp.enable_floating_point_contract_flag",)  # newer than the others: dropped first where refused
 
 
-def _compile(fn: Callable, vector_bits: int | None) -> Callable:
-    """torch.compile of ``fn`` with :data:`_OPTIONS` (and half-width vectors where ``vector_bits``). An inductor that
-    refuses them (torch.compile checks its options here) gets them without the newer ones, then its defaults; the
-    results agree to rounding."""
-    options = _OPTIONS | ({"cpp.simdlen": vector_bits} if vector_bits else {})
+def _compile(fn: Callable, vector_bits: int | None = None, extra: dict | None = None) -> Callable:
+    """torch.compile of ``fn`` with :data:`_OPTIONS`, the caller's ``extra`` inductor options (and half-width vectors
+    where ``vector_bits``). An inductor that refuses them (torch.compile checks its options here) gets them without
+    the newer ones, then its defaults; the results agree to rounding."""
+    options = _OPTIONS | (extra or {}) | ({"cpp.simdlen": vector_bits} if vector_bits else {})
     essential = {key: value for key, value in options.items() if key not in _OPTIONAL}
     for attempt in (options, essential):
         try:
