@@ -121,8 +121,9 @@ class ImageClassifier(L.LightningModule):
             decay 0.05); see :mod:`kanvision.training.optim`.
         scheduler: a Hydra ``_partial_`` config (or a callable) taking the optimizer first, e.g.
             :func:`~kanvision.training.optim.cosine_with_warmup` or a torch ``lr_scheduler``; ``None``: constant.
-        param_groups: ``decay_rational`` (weight decay on GroupRational coefficients, as in the official KAT runs;
-            default True) and ``no_weight_decay`` (extra fnmatch patterns of parameter names).
+        param_groups: ``decay_rational`` (weight decay on group-activation coefficients, GroupRational and GroupKAN,
+            as in the official KAT runs; default True) and ``no_weight_decay`` (extra fnmatch patterns of parameter
+            names).
         scheduler_interval: ``step`` (per optimizer update) or ``epoch``.
         label_smoothing: for the hard-target loss and for Mixup's soft targets.
         mixup: timm ``Mixup`` arguments (``mixup_alpha``, ``cutmix_alpha``, ``prob``, ``switch_prob``, ``mode``);

@@ -10,13 +10,13 @@ import torch
 
 import kanvision  # noqa: F401  (registers the models)
 
-PREFIXES = ("kan_*", "kat_*", "rkan_*", "vit_kan_*")
+PREFIXES = ("kan_*", "kat_*", "katx_*", "rkan_*", "vit_kan_*")
 REGISTERED = sorted({name for prefix in PREFIXES for name in timm.list_models(prefix)})
 
 _KAT = dict(embed_dim=32, depth=1, num_heads=2, img_size=32)
 _KAN_RESNET = dict(channels=(8, 8, 8, 8), stem_width=8, layers=(1, 1, 1, 1), basis_kwargs=dict(degree=1))
 SMALL = {
-    **{name: _KAT for name in REGISTERED if name.startswith("kat_")},
+    **{name: _KAT for name in REGISTERED if name.startswith(("kat_", "katx_"))},
     **{name: _KAT | dict(kan_hidden_features=32) for name in REGISTERED if name.startswith("vit_kan_")},
     **{name: _KAN_RESNET for name in REGISTERED if name.startswith("kan_resnet")},
     **{name: dict(cfg=(8, "M", 8), basis_kwargs=dict(degree=1)) for name in REGISTERED if name.startswith("kan_vgg")},
@@ -38,7 +38,7 @@ FAST = {"kan_cnn_tiny", "kan_kkan_mnist", "kan_kanc_mlp_big", "kan_kacn_simple4"
 def _input(name: str, batch: int = 2) -> torch.Tensor:
     cfg = timm.get_pretrained_cfg(name)
     chans, size, _ = cfg.input_size if cfg is not None else (3, 64, 64)
-    if name.startswith(("kat_", "vit_kan_")):
+    if name.startswith(("kat_", "katx_", "vit_kan_")):
         size = _KAT["img_size"]
     elif cfg is None or not cfg.fixed_input_size:
         size = min(size, 32 if name.startswith("kan_") else 64)
