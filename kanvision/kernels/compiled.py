@@ -40,16 +40,19 @@ _compiled: dict[tuple, Callable] = {}
 _failed: set[tuple] = set()  # (function, variant) whose compile raised once: plain ops from then on
 
 
-def usable(x: Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64)) -> bool:
-    """Whether a kernel for input ``x`` (in its compute dtype, one of ``dtypes``) should be compiled code."""
+def usable(
+    x: Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64), devices: tuple[str, ...] = ("cpu",)
+) -> bool:
+    """Whether a kernel for input ``x`` (in its compute dtype, one of ``dtypes``, on one of the device types
+    ``devices``) should be compiled code."""
     return (
         not torch.compiler.is_compiling()
         and type(x) is Tensor
         and x.layout == torch.strided
-        and x.device.type == "cpu"
+        and x.device.type in devices
         and x.dtype in dtypes
         and x.numel() >= MIN_NUMEL
-        and os.environ.get("KANVISION_CPU_KERNELS", "1") != "0"
+        and (x.device.type != "cpu" or os.environ.get("KANVISION_CPU_KERNELS", "1") != "0")
     )
 
 
@@ -60,18 +63,20 @@ def run(
     variant: type | None = None,
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
     options: dict | None = None,
+    devices: tuple[str, ...] = ("cpu",),
 ):
     """``fn(x, *args)``: compiled where :func:`usable` ``(x, dtypes)`` says so, otherwise as plain ops.
 
     ``fn`` is a module-level function of traceable ops; ``x`` should be :func:`canonical` (compiled code guards on
     the sizes of a view's base). Each ``variant`` (e.g. the basis class) compiles its own copy of ``fn``, so that
     its variants do not count against the recompile limit of the others. ``options``: more inductor options for
-    ``fn`` (``torch.compile``'s ``options``), the same on every call for a given ``fn``.
+    ``fn`` (``torch.compile``'s ``options``), the same on every call for a given ``fn``. ``devices``: the device types
+    to compile for (on CUDA inductor writes Triton kernels from the same formulas).
     """
-    if not compiles(fn, x, variant, dtypes):
+    if not compiles(fn, x, variant, dtypes, devices):
         return fn(x, *args)
     key = _key(fn, x, variant)
-    vector_bits = key[2]
+    vector_bits = key[-1]
     try:
         compiled = _compiled.get(key)
         if compiled is None:
@@ -110,14 +115,15 @@ def compiles(
     x: Tensor,
     variant: type | None = None,
     dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float64),
+    devices: tuple[str, ...] = ("cpu",),
 ) -> bool:
-    """Whether :func:`run` ``(fn, x, ..., variant=variant, dtypes=dtypes)`` runs compiled code (it may still fail on
-    its first call, and run the plain ops from then on)."""
-    return usable(x, dtypes) and _key(fn, x, variant) not in _failed
+    """Whether :func:`run` ``(fn, x, ..., variant=variant, dtypes=dtypes, devices=devices)`` runs compiled code (it may
+    still fail on its first call, and run the plain ops from then on)."""
+    return usable(x, dtypes, devices) and _key(fn, x, variant) not in _failed
 
 
 def _key(fn: Callable, x: Tensor, variant: type | None) -> tuple:
-    return fn, variant, _vector_bits(x)
+    return fn, variant, x.device.type, _vector_bits(x) if x.device.type == "cpu" else None
 
 
 def _vector_bits(x: Tensor) -> int | None:

@@ -9,6 +9,7 @@ phi_g at given points, :meth:`GroupActivation.variance_gain` gives KAT's varianc
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -68,7 +69,8 @@ class GroupActivation(nn.Module):
     def variance_gain(self) -> float:
         """alpha = Var[x] / E[phi(x)^2] for x ~ N(0, 1) (KAT section 4.4), averaged over groups as E[phi^2] (the
         groups are equal at init); ``fc`` layers after this activation use std sqrt(alpha / fan_in)."""
+        module = copy.deepcopy(self).to("cpu", torch.float64)  # the points are CPU float64, wherever the model is
         second_moment = gaussian_second_moment(
-            lambda x: self.group_functions(x[:, None].expand(-1, self.groups).contiguous())
+            lambda x: module.group_functions(x[:, None].expand(-1, self.groups).contiguous())
         )
         return float(1.0 / second_moment.mean())

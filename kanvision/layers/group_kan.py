@@ -113,7 +113,7 @@ class GroupKAN(GroupActivation):
             raise ValueError(
                 f"GroupKAN: init_range must be two finite numbers (low, high), low < high, got {init_range!r}"
             )
-        if not (callable(init) or init in GROUP_KAN_INITS):
+        if not (callable(init) or (isinstance(init, str) and init in GROUP_KAN_INITS)):
             raise ValueError(f"GroupKAN: unknown init {init!r}; valid: {list_group_kan_inits()} or a callable")
         basis_kwargs = check_kwargs("GroupKAN: basis_kwargs", basis_kwargs)
         if isinstance(basis, str) and "grid_range" in basis_parameters(basis):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 import weakref
 from collections.abc import Callable
 
@@ -308,27 +307,12 @@ _INDUCTOR_OPTIONS = {
     "realize_opcount_threshold": 1 << 20,
 }
 
-_device_compiled: dict[tuple, Callable] = {}
-_device_failed: set[tuple] = set()
-
 
 def _run(fn: Callable, x: Tensor, *args, basis: nn.Module):
-    """``fn(x, *args)``: on CPU by :func:`compiled.run`, on CUDA by ``torch.compile`` of ``fn``, else plain ops."""
-    if x.device.type != "cuda":
-        return compiled.run(fn, x, *args, variant=type(basis), dtypes=_DTYPES, options=_INDUCTOR_OPTIONS)
-    key = (fn, type(basis))
-    if key not in _device_failed:
-        try:
-            run = _device_compiled.get(key)
-            if run is None:
-                # a code object per basis class (dynamo keeps its variants per code object), as compiled.run
-                copy = compiled._copy(fn, type(basis))
-                run = _device_compiled[key] = compiled._compile(copy, extra=_INDUCTOR_OPTIONS)
-            return run(x, *args)
-        except Exception as error:  # the plain ops are correct, only slower
-            _device_failed.add(key)
-            warnings.warn(f"kanvision: compiling {fn.__name__} failed, plain ops instead ({error!r})", stacklevel=3)
-    return fn(x, *args)
+    """``fn(x, *args)``: compiled by :func:`compiled.run` on CPU and CUDA (large inputs), else plain ops."""
+    return compiled.run(
+        fn, x, *args, variant=type(basis), dtypes=_DTYPES, options=_INDUCTOR_OPTIONS, devices=("cpu", "cuda")
+    )
 
 
 @torch.library.custom_op("kanvision::group_kan_fused", mutates_args=())

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 from timm.layers import ConvMlp, GatedMlp, GlobalResponseNormMlp, GluMlp, Mlp, SwiGLU
 from torch import Tensor, nn
 
-from kanvision.layers import GroupActivation, GroupKAN, GroupRational, KANConv2d, KANLinear, list_bases
+from kanvision.layers import GroupActivation, GroupKAN, GroupRational, KANConv2d, KANLinear
 from kanvision.layers.kan_layer import KANLayer
+from kanvision.models.kat import list_kans
 
 __all__ = [
     "kanify",
@@ -106,10 +107,6 @@ def _num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _valid_kans() -> list[str]:
-    return ["rational", *list_bases()]
-
-
 def _target_class(kan: str, where: str) -> type[nn.Module]:
     if where == "mlp":
         return KANLinear
@@ -136,7 +133,7 @@ def check_kanify_arguments(
     the bad one (after ``prefix``, e.g. ``"model.kanify."``) and what is valid. Needs no network."""
     if where not in _WHERE:
         raise ValueError(f"{prefix}where={where!r} is invalid: expected one of {list(_WHERE)}")
-    valid = _valid_kans()
+    valid = list_kans()
     if not isinstance(kan, str) or kan not in valid:
         raise ValueError(f"{prefix}kan={kan!r} is invalid: expected 'rational' (GroupRational) or a basis {valid[1:]}")
     if where == "mlp" and kan == "rational":

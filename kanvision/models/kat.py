@@ -467,6 +467,16 @@ def checkpoint_filter_fn(
 
 
 def _create_kat(variant: str, pretrained: bool, model_args: dict[str, Any], kwargs: dict[str, Any]) -> Kat:
+    if "kan_kwargs" in model_args:
+        # a preset's basis settings hold unless the caller overrides them one by one, or picks another basis
+        preset, given = model_args["kan_kwargs"], dict(kwargs.get("kan_kwargs") or {})
+        if kwargs.get("kan", model_args["kan"]) != model_args["kan"]:
+            kwargs["kan_kwargs"] = given
+        else:
+            merged = preset | given
+            if isinstance(given.get("basis_kwargs"), dict):
+                merged["basis_kwargs"] = preset.get("basis_kwargs", {}) | given["basis_kwargs"]
+            kwargs["kan_kwargs"] = merged
     kwargs = dict(patch_size=16, **model_args) | kwargs  # every registered KAT has 16 px patches
     out_indices = kwargs.pop("out_indices", 3)
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})

@@ -124,8 +124,6 @@ class VitKan(VisionTransformer):
                     f"mlp_ratio={kwargs['mlp_ratio']!r} and kan_hidden_features={kan_hidden_features} both set the MLP "
                     "width: pass one of them"
                 )
-        if base_activation == "none":
-            base_activation = None
         mlp_layer = partial(
             KanMlp, basis=kan_basis, basis_kwargs=kan_kwargs, base_activation=base_activation,
             fixed_hidden_features=kan_hidden_features,

@@ -311,7 +311,6 @@ SMALL_DIGITS = dict(embed_dim=48, depth=2, num_heads=3)
 
 def test_small_katx_learns_digits():
     """4 px patches (4 tokens per digit): 0.96 validation accuracy in about 4 s on 2 cores when written."""
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     model = digits_katx("katx_tiny_cheb_patch16_224", patch_size=4, **SMALL_DIGITS)
     start = time.perf_counter()
     accuracy = train_on_digits(model, epochs=6)
@@ -322,7 +321,6 @@ def test_small_katx_learns_digits():
 @pytest.mark.slow  # 2 px patches: 16 tokens per digit and about 4x the epochs to pass 0.9
 @pytest.mark.parametrize("name", ["katx_tiny_cheb_patch16_224", "katx_tiny_rbf_patch16_224"])
 def test_katx_learns_digits_with_2px_patches(name):
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     assert train_on_digits(digits_katx(name, patch_size=2, **SMALL_DIGITS), epochs=20) > 0.9
 
 
