@@ -24,7 +24,7 @@ import argparse
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -410,6 +410,48 @@ def _is_group_activation(key: str) -> bool:
     return bool(re.match(r"blocks\.\d+\.mlp\.act[12]\.", key))
 
 
+def remap_vit_checkpoint(
+    state_dict: dict[str, Any],
+    model: VisionTransformer,
+    interpolation: str = "bicubic",
+    antialias: bool = True,
+    prepare: Callable[[dict[str, Any], dict[str, Tensor]], dict[str, Any]] | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The steps every ViT-shaped kanvision model (KAT, KAT-X, ViT-KAN) takes on a checkpoint: unwrap trainer dicts,
+    convert AugReg Flax names, strip wrapper prefixes, refuse non-tensors, ``prepare(state_dict, expected)`` (the
+    model's own changes), resample position embeddings and patch kernels (timm's ViT filter), adapt the input
+    channels and drop a classifier of another class count (logged; the model's fresh head is kept). Returns the
+    remapped dict and the unwrapped source (for error messages)."""
+    state_dict = source = _unwrap(state_dict)
+    if _is_flax(state_dict):
+        state_dict = _convert_flax(state_dict, model)
+    state_dict = _strip_prefix(state_dict)
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
+    expected = model.state_dict()
+    if prepare is not None:
+        state_dict = prepare(state_dict, expected)
+    # timm's ViT filter resamples the position embedding and patch kernels to the model's grid
+    out = vit_checkpoint_filter_fn(state_dict, model, interpolation=interpolation, antialias=antialias)
+    weight = out.get("patch_embed.proj.weight")
+    target = expected["patch_embed.proj.weight"].shape
+    if weight is not None and weight.dim() == 4 and weight.shape[1] != target[1]:  # in_chans differs
+        out["patch_embed.proj.weight"] = adapt_input_conv(target[1], weight)
+    head_keys = [k for k in ("head.weight", "head.bias") if k in out]
+    if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
+        _logger.warning(
+            f"Dropping the checkpoint's classifier ({describe_keys(head_keys, out)}): the model's head is "
+            f"{describe_keys([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
+            "classes); it keeps its fresh initialisation"
+        )
+        for k in head_keys:
+            del out[k]
+    if model.num_classes > 0 and not any(k in out for k in ("head.weight", "head.bias")):
+        out.update({k: v for k, v in expected.items() if k.startswith("head.")})
+    return out, source
+
+
 def checkpoint_filter_fn(
     state_dict: dict[str, Any], model: Kat, interpolation: str = "bicubic", antialias: bool = True
 ) -> dict[str, Tensor]:
@@ -422,33 +464,8 @@ def checkpoint_filter_fn(
     whose class count differs is dropped (the model's fresh head is kept, and logged). Any other missing,
     unexpected or mis-shaped key is an error, so a model is never half-loaded.
     """
-    state_dict = source = _unwrap(state_dict)
-    if _is_flax(state_dict):
-        state_dict = _convert_flax(state_dict, model)
-    state_dict = _strip_prefix(state_dict)
-    for key, value in state_dict.items():
-        if not isinstance(value, Tensor):
-            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-    # timm's ViT filter resamples the position embedding and patch kernels to the model's grid
-    out = vit_checkpoint_filter_fn(state_dict, model, interpolation=interpolation, antialias=antialias)
+    out, source = remap_vit_checkpoint(state_dict, model, interpolation, antialias)
     expected = model.state_dict()
-    weight = out.get("patch_embed.proj.weight")
-    target = expected["patch_embed.proj.weight"].shape
-    if weight is not None and weight.dim() == 4 and weight.shape[1] != target[1]:  # in_chans differs
-        out["patch_embed.proj.weight"] = adapt_input_conv(target[1], weight)
-
-    head_keys = [k for k in ("head.weight", "head.bias") if k in out]
-    if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
-        _logger.warning(
-            f"Dropping the checkpoint's classifier ({describe_keys(head_keys, out)}): the model's head is "
-            f"{describe_keys([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
-            "classes); it keeps its fresh initialisation"
-        )
-        for k in head_keys:
-            del out[k]
-    if model.num_classes > 0 and not any(k in out for k in ("head.weight", "head.bias")):
-        out.update({k: v for k, v in expected.items() if k.startswith("head.")})
-
     activation_keys = [k for k in expected if _is_group_activation(k)]
     if activation_keys and not any(k in out for k in activation_keys):
         _logger.info(

@@ -22,15 +22,14 @@ from typing import Any
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import adapt_input_conv, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 from torch import Tensor, nn
 
 from kanvision.layers import Basis, KANLinear, basis_parameters, list_bases
 from kanvision.layers.helpers import check_int
 from kanvision.models._helpers import build_model, describe_keys, fit_state_dict
-from kanvision.models.kat import _convert_flax, _is_flax, _strip_prefix, _unwrap, load_checkpoint_file
+from kanvision.models.kat import load_checkpoint_file, remap_vit_checkpoint
 
 __all__ = ["VitKan", "KanMlp", "checkpoint_filter_fn"]
 
@@ -168,39 +167,19 @@ def checkpoint_filter_fn(
     the model's grid; a head whose class count differs is dropped (the model's fresh head is kept, and logged). Any
     other missing, unexpected or mis-shaped key is an error, so a model is never half-loaded.
     """
-    state_dict = source = _unwrap(state_dict)
-    if _is_flax(state_dict):
-        state_dict = _convert_flax(state_dict, model)
-    state_dict = _strip_prefix(state_dict)
-    for key, value in state_dict.items():
-        if not isinstance(value, Tensor):
-            raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-    expected = model.state_dict()
-    if _is_linear_mlp(state_dict, model):
+
+    def keep_kan_mlps(state_dict: dict[str, Any], expected: dict[str, Tensor]) -> dict[str, Any]:
+        if not _is_linear_mlp(state_dict, model):
+            return state_dict
         dropped = [k for k in state_dict if _MLP_KEY.match(k)]
         _logger.info(
             f"Checkpoint has Linear MLPs (a ViT): keeping the model's initial KAN MLPs ({model.kan_basis!r}); not "
             f"loaded: {describe_keys(dropped, state_dict)}"
         )
-        state_dict = {k: v for k, v in state_dict.items() if not _MLP_KEY.match(k)}
-        state_dict.update({k: v for k, v in expected.items() if _MLP_KEY.match(k)})
-    # timm's ViT filter resamples the position embedding and patch kernels to the model's grid
-    out = vit_checkpoint_filter_fn(state_dict, model, interpolation=interpolation, antialias=antialias)
-    weight = out.get("patch_embed.proj.weight")
-    target = expected["patch_embed.proj.weight"].shape
-    if weight is not None and weight.dim() == 4 and weight.shape[1] != target[1]:  # in_chans differs
-        out["patch_embed.proj.weight"] = adapt_input_conv(target[1], weight)
-    head_keys = [k for k in ("head.weight", "head.bias") if k in out]
-    if head_keys and any(k not in expected or out[k].shape != expected[k].shape for k in head_keys):
-        _logger.warning(
-            f"Dropping the checkpoint's classifier ({describe_keys(head_keys, out)}): the model's head is "
-            f"{describe_keys([k for k in head_keys if k in expected], expected) or 'absent'} ({model.num_classes} "
-            "classes); it keeps its fresh initialisation"
-        )
-        for k in head_keys:
-            del out[k]
-    if model.num_classes > 0 and not any(k in out for k in ("head.weight", "head.bias")):
-        out.update({k: v for k, v in expected.items() if k.startswith("head.")})
+        kept = {k: v for k, v in state_dict.items() if not _MLP_KEY.match(k)}
+        return kept | {k: v for k, v in expected.items() if _MLP_KEY.match(k)}
+
+    out, source = remap_vit_checkpoint(state_dict, model, interpolation, antialias, prepare=keep_kan_mlps)
     description = f"{type(model).__name__}(embed_dim={model.embed_dim}, depth={len(model.blocks)}, " \
         f"kan_basis={model.kan_basis!r}, num_classes={model.num_classes})"  # fmt: skip
     return fit_state_dict(out, model, description, classifier=(), source=source)
