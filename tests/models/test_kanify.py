@@ -148,10 +148,12 @@ def test_unmatched_activation_is_fitted_by_group_kan_and_refused_by_rational():
     assert (act(x) - tanh_gelu).abs().max() < 0.02  # a least-squares fit; far from GELU's erf form it is not exact
 
 
-def test_safetensors_round_trip_rebuilds_the_converted_network(tmp_path):
-    name, kwargs, size, _ = FAMILIES["swin"]
-    model, x = _model("swin")
-    kanvision.kanify(model, kan="chebyshev", groups=8)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("where", ["act", "mlp"])
+def test_safetensors_round_trip_rebuilds_the_converted_network(tmp_path, family, where):
+    name, kwargs, size, _ = FAMILIES[family]
+    model, x = _model(family)
+    kanvision.kanify(model, kan="chebyshev", where=where, **(dict(groups=8) if where == "act" else {}))
     with torch.no_grad():  # trained-looking weights: not the init that a rebuild would give anyway
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -162,7 +164,12 @@ def test_safetensors_round_trip_rebuilds_the_converted_network(tmp_path):
     )
     loaded = kanvision.load_checkpoint(path)
     assert loaded.kanify_recipe == recipe
-    assert isinstance(loaded.layers[0].blocks[0].mlp.act, GroupKAN)
+    mlp = loaded.get_submodule(MLP_NAMES[family][0])
+    if where == "act":
+        assert isinstance(mlp.act, GroupKAN)
+        assert mlp.act.channel_dim == (1 if family == "convnext_conv" else -1)
+    else:
+        assert isinstance(mlp.fc1, KANConv2d if family == "convnext_conv" else KANLinear)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
 
