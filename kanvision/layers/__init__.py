@@ -15,7 +15,7 @@ from kanvision.layers.bases import (
     register_basis,
 )
 from kanvision.layers.group_activation import GroupActivation
-from kanvision.layers.group_kan import GroupKAN, list_group_kan_inits
+from kanvision.layers.group_kan import GroupKAN, list_group_kan_inits, list_kans
 from kanvision.layers.kan_conv import KANConv1d, KANConv2d, KANConv3d
 from kanvision.layers.kan_conv_shared import InputScaledBasis, SharedKANConv2d
 from kanvision.layers.kan_layer import KANLayer
@@ -49,4 +49,5 @@ __all__ = [
     "GroupActivation",
     "GroupKAN",
     "list_group_kan_inits",
+    "list_kans",
 ]

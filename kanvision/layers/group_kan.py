@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kanvision.layers.activations import resolve_activation
-from kanvision.layers.bases import Basis, basis_parameters, create_basis
+from kanvision.layers.bases import Basis, basis_parameters, create_basis, list_bases
 from kanvision.layers.group_activation import GroupActivation, check_group_arguments
 from kanvision.layers.group_kan_fused import group_kan_fused
 from kanvision.layers.helpers import check_kwargs
 
-__all__ = ["GroupKAN", "group_kan_reference", "list_group_kan_inits", "GROUP_KAN_INITS"]
+__all__ = ["GroupKAN", "group_kan_reference", "list_group_kan_inits", "list_kans", "GROUP_KAN_INITS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +38,13 @@ GROUP_KAN_INITS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
     "relu": F.relu,
 }
+
+
+def list_kans() -> list[str]:
+    """The group activations by name: ``"rational"`` (:class:`~kanvision.layers.GroupRational`, KAT's GR-KAN) and
+    every basis of :func:`~kanvision.layers.list_bases` (:class:`GroupKAN`; a basis with learnable parameters, like
+    ``kagn``, needs ``basis_kwargs=dict(learnable=False)``)."""
+    return ["rational", *list_bases()]
 
 
 def list_group_kan_inits() -> list[str]:

@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from timm.layers import ConvMlp, GatedMlp, GlobalResponseNormMlp, GluMlp, Mlp, SwiGLU
 from torch import Tensor, nn
 
-from kanvision.layers import GroupActivation, GroupKAN, GroupRational, KANConv2d, KANLinear
+from kanvision.layers import GroupActivation, GroupKAN, GroupRational, KANConv2d, KANLinear, list_kans
+from kanvision.layers.group_kan import GROUP_KAN_INITS
 from kanvision.layers.kan_layer import KANLayer
-from kanvision.models.kat import list_kans
 
 __all__ = [
     "kanify",
@@ -64,11 +63,8 @@ _RESERVED = {
 _KAN_LAYER_KWARGS = ("basis_kwargs", "base_activation", "drop_rate", "recompute_basis")
 
 # named inits that both group activations have, in the order they are tried against the replaced activation
-_NAMED_INITS: tuple[tuple[str, Callable[[Tensor], Tensor]], ...] = (
-    ("identity", lambda x: x),
-    ("gelu", F.gelu),
-    ("swish", F.silu),
-    ("relu", F.relu),
+_NAMED_INITS: tuple[tuple[str, Callable[[Tensor], Tensor]], ...] = tuple(
+    (name, GROUP_KAN_INITS[name]) for name in ("identity", "gelu", "swish", "relu")
 )
 _MATCH_TOLERANCE = 1e-6  # float64: GELU's tanh approximation (4.7e-4 away) is not GELU
 

@@ -36,13 +36,19 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter_fn
 from torch import Tensor, nn
 
-from kanvision.layers.bases import list_bases
 from kanvision.layers.group_activation import GroupActivation
-from kanvision.layers.group_kan import GroupKAN
+from kanvision.layers.group_kan import GroupKAN, list_kans
 from kanvision.layers.rational import GroupRational
 from kanvision.models._helpers import build_model, describe_keys, fit_state_dict
 
-__all__ = ["Kat", "KatMlp", "checkpoint_filter_fn", "list_kans", "load_checkpoint_file", "mimetic_attention_init_"]
+__all__ = [
+    "Kat",
+    "KatMlp",
+    "checkpoint_filter_fn",
+    "load_checkpoint_file",
+    "mimetic_attention_init_",
+    "remap_vit_checkpoint",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -58,12 +64,6 @@ _KAN_KWARGS_ELSEWHERE = {
     "channel_dim": "the model's layout",
 }
 _RATIONAL_ONLY = dict(rational_order=(5, 4), share_numerator=True, use_kernel=None)
-
-
-def list_kans() -> list[str]:
-    """Values of ``kan``: ``"rational"`` (KAT's GroupRational) and every basis of ``kanvision.layers.list_bases()``
-    (a basis with learnable parameters, like ``kagn``, needs ``basis_kwargs=dict(learnable=False)``)."""
-    return ["rational", *list_bases()]
 
 
 def check_kan(kan: str, kan_kwargs: dict | None, **rational_options: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 import kanvision  # noqa: F401  (registers the models)
-from kanvision.layers import GroupKAN, GroupRational
+from kanvision.layers import GroupKAN, GroupRational, list_kans
 from kanvision.layers.group_activation import gaussian_second_moment
-from kanvision.models.kat import KatMlp, list_kans, mimetic_attention_init_
+from kanvision.models.kat import KatMlp, mimetic_attention_init_
 
 TINY = dict(img_size=32, patch_size=8, depth=2, embed_dim=48, num_heads=3)
 VIT_TINY = "vit_tiny_patch16_224"
