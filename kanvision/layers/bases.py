@@ -456,12 +456,25 @@ class FourierBasis(Basis):
         self.num_functions = 2 * num_frequencies
 
     def values(self, x: Tensor) -> Tensor:
-        kx = x * _slots(x, self.num_frequencies, start=1)
-        return torch.cat([torch.cos(kx), torch.sin(kx)], 1)
+        cosines, sines = self._harmonics(x)
+        return _stack_slots(cosines + sines)
 
     def derivative(self, x: Tensor) -> Tensor:
-        k = _slots(x, self.num_frequencies, start=1)
-        return torch.cat([-k * torch.sin(k * x), k * torch.cos(k * x)], 1)
+        cosines, sines = self._harmonics(x)
+        return _stack_slots([-k * s for k, s in enumerate(sines, 1)] + [k * c for k, c in enumerate(cosines, 1)])
+
+    def _harmonics(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """cos(k x) and sin(k x), k = 1..G, from one cos and one sin by the Chebyshev recurrences
+        cos((k + 1) x) = 2 cos(x) cos(k x) - cos((k - 1) x) (and the same for sin): trigonometric functions cost
+        several times a multiply-add, and the terms stay in [-1, 1] for every input."""
+        c, s = torch.cos(x), torch.sin(x)
+        cosines, sines = [c], [s]
+        previous_cos, previous_sin = torch.ones_like(x), torch.zeros_like(x)
+        for _ in range(1, self.num_frequencies):
+            cosines.append(2 * c * cosines[-1] - previous_cos)
+            sines.append(2 * c * sines[-1] - previous_sin)
+            previous_cos, previous_sin = cosines[-2], sines[-2]
+        return cosines, sines
 
     def extra_repr(self) -> str:
         return f"num_frequencies={self.num_frequencies}"
