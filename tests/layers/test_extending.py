@@ -49,5 +49,6 @@ def test_a_registered_basis_works_in_every_layer(toy_basis):
 
 
 def test_a_registered_basis_appears_in_the_layer_benchmark(toy_basis):
-    result = layer_bench.run("cpu", batch=1, channels=2, size=4, reps=1, warmup=0)
-    assert any(row["layer"] == f"KANConv2d[{toy_basis}]" for row in result["rows"])
+    result = layer_bench.run("cpu", batch=1, channels=2, size=4, reps=1, warmup=0, tokens=8, features=4)
+    layers = {row["layer"] for row in result["rows"]}
+    assert {f"KANConv2d[{toy_basis}]", f"KANLinear[{toy_basis}]"} <= layers
