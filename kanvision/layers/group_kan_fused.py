@@ -283,6 +283,9 @@ class _Spec:
         self.basis, self.activation = basis, activation
 
 
+# The one piece of module state: a custom op (what FlopCounterMode counts) takes tensors and plain values, not the
+# basis module, so a call's basis is looked up by handle. Weak values: an entry lives only as long as the call's
+# autograd context holds its _Spec, so nothing accumulates and no call sees another's basis.
 _specs: weakref.WeakValueDictionary[int, _Spec] = weakref.WeakValueDictionary()
 _handles = itertools.count()
 
