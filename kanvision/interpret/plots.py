@@ -16,7 +16,7 @@ from kanvision.interpret.importance import LayerImportance
 from kanvision.interpret.sampling import FunctionSamples, InputRecord, input_index
 from kanvision.interpret.symbolic import SymbolicFit
 
-__all__ = ["plot_functions", "plot_group_activations", "plot_group_rationals", "plot_importance_heatmap"]
+__all__ = ["plot_functions", "plot_group_activations", "plot_importance_heatmap"]
 
 DPI = 72
 DATA_COLOR = "tab:blue"
@@ -110,9 +110,6 @@ def plot_group_activations(
     if title:
         figure.suptitle(title, fontsize=11)
     return _save(figure, path)
-
-
-plot_group_rationals = plot_group_activations  # the name from before GroupKAN
 
 
 def plot_importance_heatmap(importance: LayerImportance, path: str | os.PathLike, title: str = "") -> Path:
