@@ -48,6 +48,7 @@ __all__ = [
     "load_checkpoint_file",
     "mimetic_attention_init_",
     "remap_vit_checkpoint",
+    "vit_family_cfg",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -510,7 +511,8 @@ def _create_kat(variant: str, pretrained: bool, model_args: dict[str, Any], kwar
     )
 
 
-def _cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+def vit_family_cfg(url: str = "", **kwargs: Any) -> dict[str, Any]:
+    """timm pretrained config of KAT, KAT-X and ViT-KAN (ImageNet, 224 px, every file through ``load_pretrained``)."""
     return {
         "url": url,
         "num_classes": 1000,
@@ -552,14 +554,14 @@ _RELEASED_URLS = {
 }
 default_cfgs = generate_default_cfgs(
     {
-        **{name: _cfg(url=url, license="mit") for name, url in _RELEASED_URLS.items()},
-        "kat_tiny_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
-        "kat_small_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
-        "kat_base_patch16_384": _cfg(input_size=(3, 384, 384), crop_pct=1.0),
-        "kat_large_patch16_224": _cfg(),
+        **{name: vit_family_cfg(url=url, license="mit") for name, url in _RELEASED_URLS.items()},
+        "kat_tiny_patch16_384": vit_family_cfg(input_size=(3, 384, 384), crop_pct=1.0),
+        "kat_small_patch16_384": vit_family_cfg(input_size=(3, 384, 384), crop_pct=1.0),
+        "kat_base_patch16_384": vit_family_cfg(input_size=(3, 384, 384), crop_pct=1.0),
+        "kat_large_patch16_224": vit_family_cfg(),
         # KAT-X: no published weights; they load ViT weights like KAT (the activations start from rational_init)
-        "katx_tiny_cheb_patch16_224": _cfg(),
-        "katx_tiny_rbf_patch16_224": _cfg(),
+        "katx_tiny_cheb_patch16_224": vit_family_cfg(),
+        "katx_tiny_rbf_patch16_224": vit_family_cfg(),
     }
 )
 

@@ -21,7 +21,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from torch import Tensor, nn
 from kanvision.layers import Basis, KANLinear, basis_parameters, list_bases
 from kanvision.layers.helpers import check_int
 from kanvision.models._helpers import build_model, describe_keys, fit_state_dict
-from kanvision.models.kat import load_checkpoint_file, remap_vit_checkpoint
+from kanvision.models.kat import load_checkpoint_file, remap_vit_checkpoint, vit_family_cfg
 
 __all__ = ["VitKan", "KanMlp", "checkpoint_filter_fn"]
 
@@ -207,26 +206,7 @@ def _create_vit_kan(variant: str, pretrained: bool, model_args: dict[str, Any], 
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": None,
-        "crop_pct": 0.875,
-        "interpolation": "bicubic",
-        "fixed_input_size": True,
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj",
-        "classifier": "head",
-        # files (pretrained_cfg_overlay=dict(file=...)) go through VitKan.load_pretrained: one reader for
-        # .npz/.safetensors/.pth, torch files read with weights_only=True
-        "custom_load": True,
-        "paper_ids": "arXiv:2409.10594",
-        "paper_name": "Kolmogorov-Arnold Transformer (ViT + KAN baseline)",
-        "origin_url": "https://github.com/Adamdad/kat",
-        **kwargs,
-    }
+    return vit_family_cfg(paper_name="Kolmogorov-Arnold Transformer (ViT + KAN baseline)", **kwargs)
 
 
 default_cfgs = generate_default_cfgs(
